@@ -1,0 +1,134 @@
+"""The ``fastquad`` command line.
+
+Bad input gets one line naming the parameter (exit code 2), never a traceback.
+"""
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from . import config as C
+
+EXIT_BAD_INPUT = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        self.exit(EXIT_BAD_INPUT, f"fastquad: error: {message}\n")
+
+
+def _flag_type(default):
+    if isinstance(default, bool):
+        return _bool
+    if isinstance(default, int):
+        return _int_or_text
+    if isinstance(default, float):
+        return _float_list
+    return str
+
+
+def _bool(text):
+    low = text.lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _int_or_text(text):
+    try:
+        return int(text)
+    except ValueError:
+        try:
+            return float(text)  # validation then says "must be an integer"
+        except ValueError:
+            return text
+
+
+def _float_list(text):
+    """A number, or comma-separated numbers (per-unit second layers)."""
+    parts = text.split(",")
+    try:
+        vals = [float(p) for p in parts]
+    except ValueError:
+        return text  # validation names the parameter
+    return vals[0] if len(vals) == 1 else vals
+
+
+def _add_simulate(sub):
+    p = sub.add_parser(
+        "simulate", help="run one configuration (several seeds) and write an HDF5 file",
+        description="Run one configuration of teacher-student runs with one method and write "
+                    "the learning curves and order parameters to an HDF5 file (layout in the "
+                    "README). Parameters come from --config FILE.toml, then flags override.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--config", type=Path, help="TOML file of parameters (keys as the flags, "
+                   "with underscores)")
+    p.add_argument("--out", type=Path, default=Path("fastquad-run.h5"), help="results file")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    p.add_argument("--threads", type=int, default=None,
+                   help="Numba threads (default: all cores); results do not depend on it")
+    p.add_argument("--save-weights", action="store_true", help="store the final weights")
+    for name, (default, _, help_) in C.PARAMETERS.items():
+        flag = "--" + name.replace("_", "-")
+        p.add_argument(flag, dest=name, type=_flag_type(default), default=None,
+                       help=f"{help_} [default: {default}]")
+    p.set_defaults(func=_simulate)
+
+
+def _simulate(args):
+    from . import store
+
+    values = {}
+    if args.config is not None:
+        if not args.config.is_file():
+            raise ValueError(f"--config: no such file {args.config}")
+        values.update(C.load_toml(args.config))
+    for name in C.PARAMETERS:
+        val = getattr(args, name)
+        if val is not None:
+            values[name] = val
+    cfg = C.make_config(values)
+    if args.out.exists() and not args.overwrite:
+        raise ValueError(f"--out: {args.out} exists (use --overwrite to replace it)")
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be an integer >= 1, got {args.threads}")
+    t0 = time.perf_counter()
+    res = C.run(cfg, num_threads=args.threads)
+    elapsed = time.perf_counter() - t0
+    store.save(args.out, res, attrs={"config": cfg.to_toml()}, weights=args.save_weights,
+               overwrite=args.overwrite)
+    print(res.summary())
+    print(f"wrote {args.out} in {elapsed:.2f} s")
+    return 0
+
+
+def build_parser():
+    parser = _Parser(prog="fastquad", description="Learning dynamics of two-layer quadratic "
+                     "networks: simulations, theory and sweeps.")
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"fastquad {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    _add_simulate(sub)
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except ValueError as exc:
+        msg = str(exc).replace("\n", " ")
+        print(f"fastquad: error: {msg}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except FileExistsError as exc:
+        print(f"fastquad: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

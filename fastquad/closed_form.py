@@ -1,0 +1,104 @@
+"""Exact Gaussian closed forms: order parameters, generalisation error, population gradients.
+
+No Monte Carlo is ever needed to know the exact test error of a network: eps_g costs
+O((K + M)^2 d) from the weights. These functions validate their inputs and call the same
+@njit functions the kernels use (:mod:`fastquad.kernels.closed_form`).
+"""
+
+import numpy as np
+
+from . import _validate as V
+from .kernels import closed_form as _cf
+
+
+def _weights(W, W_teacher):
+    W = V.finite_array("W", W, ndim=2)
+    Wt = V.finite_array("W_teacher", W_teacher, ndim=2)
+    if Wt.shape[1] != W.shape[1]:
+        raise ValueError(f"W_teacher must have d={W.shape[1]} columns like W, got shape {Wt.shape}")
+    if W.shape[1] < 1 or W.shape[0] < 1 or Wt.shape[0] < 1:
+        raise ValueError("W and W_teacher must have at least one row and one column")
+    return W, Wt
+
+
+def order_parameters(W, W_teacher):
+    """Overlaps of the student and teacher first layers.
+
+    Parameters
+    ----------
+    W : array, shape (K, d)
+        Student first layer (rows w_j).
+    W_teacher : array, shape (M, d)
+
+    Returns
+    -------
+    Q : ndarray, shape (K, K)   -- W W^T / d
+    R : ndarray, shape (K, M)   -- W W*^T / d
+    T : ndarray, shape (M, M)   -- W* W*^T / d
+    """
+    W, Wt = _weights(W, W_teacher)
+    K, M = W.shape[0], Wt.shape[0]
+    Q, R, T = np.empty((K, K)), np.empty((K, M)), np.empty((M, M))
+    _cf.gram_into(W, W, Q)
+    _cf.gram_into(W, Wt, R)
+    _cf.gram_into(Wt, Wt, T)
+    return Q, R, T
+
+
+def _order_state(Q, R, T, v, v_teacher):
+    v = V.finite_array("v", v, ndim=1)
+    vt = V.finite_array("v_teacher", v_teacher, ndim=1)
+    K, M = v.shape[0], vt.shape[0]
+    Q = V.finite_array("Q", Q, shape=(K, K))
+    R = V.finite_array("R", R, shape=(K, M))
+    T = V.finite_array("T", T, shape=(M, M))
+    return Q, R, T, v, vt
+
+
+def generalization_error(Q, R, T, v, v_teacher):
+    """Exact generalisation error ``eps_g = E[(f - f*)^2] / 2 = ((tr D)^2 + 2 tr D^2) / 2``.
+
+    Label noise is excluded (the expected training loss is ``eps_g + sigma^2 / 2``).
+
+    Parameters
+    ----------
+    Q : array, shape (K, K)
+    R : array, shape (K, M)
+    T : array, shape (M, M)
+    v : array, shape (K,)
+    v_teacher : array, shape (M,)
+
+    Returns
+    -------
+    float
+    """
+    Q, R, T, v, vt = _order_state(Q, R, T, v, v_teacher)
+    return float(_cf.eps_g_of(Q, R, T, v, vt))
+
+
+def population_gradients(W, v, W_teacher, v_teacher):
+    """Gradients of eps_g with respect to the student weights (the population gradient).
+
+    ``dL/dw_j = (2/d) v_j G w_j`` and ``dL/dv_j = w_j^T G w_j / d`` with ``G = tr(D) I + 2 D``,
+    computed without ever forming a d x d matrix.
+
+    Parameters
+    ----------
+    W : array, shape (K, d)
+    v : array, shape (K,)
+    W_teacher : array, shape (M, d)
+    v_teacher : array, shape (M,)
+
+    Returns
+    -------
+    grad_W : ndarray, shape (K, d)
+    grad_v : ndarray, shape (K,)
+    """
+    W, Wt = _weights(W, W_teacher)
+    v = V.finite_array("v", v, shape=(W.shape[0],))
+    vt = V.finite_array("v_teacher", v_teacher, shape=(Wt.shape[0],))
+    Q, R, T = order_parameters(W, Wt)
+    gW = np.empty_like(W)
+    gv = np.empty_like(v)
+    _cf.population_gradients_into(W, v, Wt, vt, Q, R, T, gW, gv)
+    return gW, gv

@@ -1,0 +1,223 @@
+"""One configuration of runs: a table of parameters shared by the CLI, TOML files and sweeps.
+
+A ``RunConfig`` is validated as a whole (every problem reported at once, each naming its key)
+and turns into arrays (teacher, student initialisations) and one call of a method. The same
+table generates the ``fastquad simulate`` flags, so the CLI, TOML files and sweeps never drift.
+"""
+
+import tomllib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import _validate as V
+from .model import TEACHER_KINDS, make_student, make_teacher
+
+METHODS = ("sgd", "gd", "flow", "ode")
+INTEGRATORS = ("rk45", "rk4")
+
+
+def _floats(name, value):
+    """A number or a non-empty list of numbers (per-unit second layers)."""
+    if isinstance(value, (list, tuple)):
+        if not value:
+            raise ValueError(f"{name} must be a number or a non-empty list of numbers")
+        return tuple(V.real(f"{name}[{i}]", x) for i, x in enumerate(value))
+    return V.real(name, value)
+
+
+# name: (default, checker, help). The checker returns the cleaned value or raises ValueError.
+PARAMETERS = {
+    "method": ("sgd", lambda n, x: _choice(n, x, METHODS),
+               "sgd (online SGD), gd (fixed dataset), flow (population gradient flow, RK4), "
+               "ode (order-parameter ODE)"),
+    "d": (100, lambda n, x: V.integer(n, x, low=1), "input dimension"),
+    "K": (2, lambda n, x: V.integer(n, x, low=1), "student hidden units"),
+    "M": (2, lambda n, x: V.integer(n, x, low=1), "teacher hidden units"),
+    "lr": (0.1, lambda n, x: V.real(n, x, low=0.0, low_open=True), "learning rate eta (> 0)"),
+    "t_max": (50.0, lambda n, x: V.real(n, x, low=0.0, low_open=True),
+              "last time, t = step / d (> 0)"),
+    "n_times": (121, lambda n, x: V.integer(n, x, low=2),
+                "recording times, log-spaced from t_max/1000 (plus t = 0)"),
+    "n_runs": (4, lambda n, x: V.integer(n, x, low=1),
+               "runs (seeds): run r uses the stream (seed, r) and its own initialisation"),
+    "seed": (0, lambda n, x: V.integer(n, x, low=0, high=2**63 - 1),
+             "base seed of the runs' streams and initialisations"),
+    "batch_size": (1, lambda n, x: V.integer(n, x, low=1),
+                   "samples per SGD step (sgd, gd; gd default: full batch)"),
+    "label_noise": (0.0, lambda n, x: V.real(n, x, low=0.0), "label noise sigma (>= 0)"),
+    "train_second_layer": (True, V.boolean, "train v (false: frozen second layer)"),
+    "teacher": ("orthonormal", lambda n, x: _choice(n, x, TEACHER_KINDS),
+                "teacher rows: orthonormal (T = I) or gaussian"),
+    "teacher_v": (1.0, _floats, "teacher second layer v* (a number, or one per unit)"),
+    "teacher_seed": (0, lambda n, x: V.integer(n, x, low=0, high=2**63 - 1),
+                     "seed of the teacher (shared by all runs)"),
+    "init_scale": (0.1, lambda n, x: V.real(n, x, low=0.0),
+                   "std of the student's initial first-layer entries (>= 0)"),
+    "student_v": (1.0, _floats, "initial student second layer v (a number, or one per unit)"),
+    "n_samples": (0, lambda n, x: V.integer(n, x, low=0),
+                  "dataset size for method gd (required there, >= 1)"),
+    "integrator": ("rk45", lambda n, x: _choice(n, x, INTEGRATORS),
+                   "ode integrator: rk45 (adaptive, default) or rk4 (fixed step)"),
+    "dt": (0.0, lambda n, x: V.real(n, x, low=0.0),
+           "RK4 step for flow/ode (0: automatic; initial step for rk45)"),
+    "rtol": (1e-8, lambda n, x: V.real(n, x, low=0.0, low_open=True), "rk45 relative tolerance"),
+    "atol": (1e-10, lambda n, x: V.real(n, x, low=0.0, low_open=True), "rk45 absolute tolerance"),
+    "sgd_noise": (True, V.boolean, "include the eta^2 SGD-noise term in the ode"),
+    "max_error": (1e6, lambda n, x: V.real(n, x, low=0.0, low_open=True),
+                  "a run with eps_g above this (or non-finite) is stopped as diverged"),
+}
+
+
+def _choice(name, value, allowed):
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A validated configuration of ``n_runs`` runs of one method (see ``PARAMETERS``)."""
+
+    values: dict = field(default_factory=dict)
+
+    def __getattr__(self, name):
+        try:
+            return self.values[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def replace(self, **changes):
+        return make_config({**self.values, **changes})
+
+    def to_toml(self):
+        return "\n".join(f"{k} = {_toml_value(v)}" for k, v in self.values.items()) + "\n"
+
+
+def _toml_value(v):
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, (tuple, list)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    return repr(v)
+
+
+def make_config(values, *, problems=None, prefix=""):
+    """Validate a dict of parameters (unknown keys, types, ranges, cross-checks) all at once.
+
+    Returns
+    -------
+    RunConfig
+    """
+    p = problems or V.Problems()
+    clean = {}
+    for key in values:
+        if key not in PARAMETERS:
+            p.add(f"{prefix}{key}: unknown parameter (known: {', '.join(PARAMETERS)})")
+    for key, (default, check, _) in PARAMETERS.items():
+        raw = values.get(key, default)
+        try:
+            clean[key] = check(prefix + key, raw)
+        except ValueError as exc:
+            p.add(str(exc))
+    if not p.messages:
+        _cross_check(clean, p, prefix)
+    if problems is None:
+        p.raise_if_any()
+    return RunConfig(clean)
+
+
+def _cross_check(c, p, prefix):
+    for key, units in (("teacher_v", c["M"]), ("student_v", c["K"])):
+        if isinstance(c[key], tuple) and len(c[key]) != units:
+            p.add(f"{prefix}{key} must have {units} entries ({'M' if key == 'teacher_v' else 'K'}),"
+                  f" got {len(c[key])}")
+    if c["teacher"] == "orthonormal" and c["M"] > c["d"]:
+        p.add(f"{prefix}M must be <= d for an orthonormal teacher, got M={c['M']}, d={c['d']}")
+    if c["method"] == "gd":
+        if c["n_samples"] < 1:
+            p.add(f"{prefix}n_samples must be an integer >= 1 for method gd, got {c['n_samples']}")
+        elif c["batch_size"] > c["n_samples"]:
+            p.add(f"{prefix}batch_size must be <= n_samples={c['n_samples']}, "
+                  f"got {c['batch_size']}")
+    if c["method"] in ("sgd", "gd") and c["t_max"] * c["d"] < 1:
+        p.add(f"{prefix}t_max must be >= 1/d = {1 / c['d']:g} (at least one step), got {c['t_max']:g}")
+
+
+def load_toml(path):
+    """Read a TOML file of parameters (flat keys, as in ``PARAMETERS``)."""
+    with open(path, "rb") as fh:
+        try:
+            return tomllib.load(fh)
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(f"{path}: not valid TOML: {exc}") from None
+
+
+def networks(cfg, run_ids=None):
+    """Teacher and student initialisations of the runs of a config.
+
+    Returns
+    -------
+    W0 (n, K, d), v0 (n, K), W_teacher (M, d), v_teacher (M,)
+    """
+    ids = np.arange(cfg.n_runs) if run_ids is None else np.asarray(run_ids)
+    Wt, vt = make_teacher(cfg.d, cfg.M, kind=cfg.teacher, v=_arr(cfg.teacher_v),
+                          seed=cfg.teacher_seed)
+    W0 = np.empty((len(ids), cfg.K, cfg.d))
+    v0 = np.empty((len(ids), cfg.K))
+    for i, r in enumerate(ids):
+        W0[i], v0[i] = make_student(cfg.d, cfg.K, scale=cfg.init_scale, v=_arr(cfg.student_v),
+                                    seed=cfg.seed, run_id=int(r))
+    return W0, v0, Wt, vt
+
+
+def _arr(v):
+    return np.array(v) if isinstance(v, tuple) else v
+
+
+def run(cfg, *, run_ids=None, num_threads=None, times=None):
+    """Run a configuration (its runs ``run_ids``, default all) and return a Result."""
+    from .ode import integrate_ode
+    from .closed_form import order_parameters
+    from .simulate import integrate_flow, simulate_gd, simulate_sgd
+    from .times import log_times
+
+    ids = np.arange(cfg.n_runs) if run_ids is None else np.asarray(run_ids, dtype=np.int64)
+    W0, v0, Wt, vt = networks(cfg, ids)
+    if times is None:
+        t_first = cfg.t_max * 1e-3
+        if cfg.method in ("sgd", "gd"):
+            t_first = max(t_first, 1.0 / cfg.d)
+        times = log_times(cfg.t_max, cfg.n_times, min(t_first, cfg.t_max))
+    common = dict(times=times, train_second_layer=cfg.train_second_layer,
+                  max_error=cfg.max_error, num_threads=num_threads)
+    if cfg.method == "sgd":
+        return simulate_sgd(W0, v0, Wt, vt, cfg.lr, cfg.t_max, seeds=cfg.seed, run_ids=ids,
+                            batch_size=cfg.batch_size, label_noise=cfg.label_noise, **common)
+    if cfg.method == "gd":
+        return simulate_gd(W0, v0, Wt, vt, cfg.lr, cfg.t_max, n_samples=cfg.n_samples,
+                           batch_size=cfg.batch_size if cfg.batch_size > 1 else None,
+                           seeds=cfg.seed, run_ids=ids, label_noise=cfg.label_noise, **common)
+    if cfg.method == "flow":
+        return integrate_flow(W0, v0, Wt, vt, cfg.lr, cfg.t_max, dt=cfg.dt or None, **common)
+    # the ODE starts from the order parameters of the very weights the simulations start from
+    ops = [order_parameters(W, Wt) for W in W0]
+    Q0 = np.array([o[0] for o in ops])
+    R0 = np.array([o[1] for o in ops])
+    T = ops[0][2]
+    res = integrate_ode(Q0, R0, v0, T, vt, cfg.lr, cfg.t_max, dt=cfg.dt or None,
+                        label_noise=cfg.label_noise, sgd_noise=cfg.sgd_noise,
+                        batch_size=cfg.batch_size, method=cfg.integrator, rtol=cfg.rtol,
+                        atol=cfg.atol, **common)
+    res.params.update(d=cfg.d, seed=np.full(len(ids), cfg.seed), run_id=ids)
+    return res
+
+
+def fields():
+    """The dataclass-free view used by docs: (name, default, help)."""
+    return [(k, d, h) for k, (d, _, h) in PARAMETERS.items()]
+
+
+__all__ = ["RunConfig", "PARAMETERS", "make_config", "load_toml", "networks", "run", "fields"]

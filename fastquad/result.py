@@ -1,0 +1,142 @@
+"""The one result type every method returns, and its conversion to xarray.
+
+Every method (online SGD, finite-data GD, parameter flow, order-parameter ODE) records on the
+same time axis ``t = step / d``, with a leading run axis, so everything downstream (stores,
+figures, analysis) is written once.
+"""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+#: Per-run status codes (stored as int8; ``flag_values``/``flag_meanings`` in files).
+STATUS_PENDING = -1
+STATUS_DONE = 0
+STATUS_DIVERGED = 1
+STATUS_FAILED = 2
+STATUS_NAMES = {STATUS_PENDING: "pending", STATUS_DONE: "done",
+                STATUS_DIVERGED: "diverged", STATUS_FAILED: "failed"}
+
+
+@dataclass
+class Result:
+    """Learning curves and order parameters of a batch of runs.
+
+    Attributes
+    ----------
+    method : str
+        ``"sgd"``, ``"gd"``, ``"flow"`` or ``"ode"``.
+    t : ndarray, shape (n_times,)
+        Recording times, ``t = step / d``.
+    eps_g : ndarray, shape (n_runs, n_times)
+        Exact generalisation error (label noise excluded); NaN after a run diverged.
+    Q : ndarray, shape (n_runs, n_times, K, K)
+    R : ndarray, shape (n_runs, n_times, K, M)
+    v : ndarray, shape (n_runs, n_times, K)
+        Order parameters ``Q = W W^T / d``, ``R = W W*^T / d`` and the second layer.
+    T : ndarray, shape (n_runs, M, M)
+        Teacher overlaps ``W* W*^T / d`` (constant in time).
+    v_teacher : ndarray, shape (n_runs, M)
+    status : ndarray of int8, shape (n_runs,)
+        ``STATUS_DONE`` (0) or ``STATUS_DIVERGED`` (1).
+    t_stop : ndarray, shape (n_runs,)
+        Time at which a diverged run was stopped; NaN for runs that finished.
+    train_error : ndarray, shape (n_runs, n_times), optional
+        Mean training loss on the fixed dataset (method ``"gd"`` only).
+    W, v_final : ndarray, optional
+        Final weights, shape (n_runs, K, d) and (n_runs, K) (not for ``"ode"``).
+    params : dict
+        Scalars and per-run arrays describing how the runs were made (d, lr, seeds, ...).
+    """
+
+    method: str
+    t: np.ndarray
+    eps_g: np.ndarray
+    Q: np.ndarray
+    R: np.ndarray
+    v: np.ndarray
+    T: np.ndarray
+    v_teacher: np.ndarray
+    status: np.ndarray
+    t_stop: np.ndarray
+    train_error: np.ndarray | None = None
+    W: np.ndarray | None = None
+    v_final: np.ndarray | None = None
+    params: dict = field(default_factory=dict)
+
+    @property
+    def n_runs(self):
+        return self.eps_g.shape[0]
+
+    @property
+    def diverged(self):
+        """Boolean mask of runs that were stopped as diverged, shape (n_runs,)."""
+        return self.status == STATUS_DIVERGED
+
+    @property
+    def conserved(self):
+        """``C_j = Q_jj - 2 v_j^2``, shape (n_runs, n_times, K): exactly conserved by the
+        eta^1 flow when the second layer is trained; SGD noise only increases it."""
+        return np.einsum("rtjj->rtj", self.Q) - 2.0 * self.v**2
+
+    def mean_eps_g(self):
+        """Mean learning curve over the runs that did not diverge.
+
+        Returns
+        -------
+        mean : ndarray, shape (n_times,)
+        n_left_out : int
+            How many runs were left out because they diverged (heavy-tailed per-sample
+            gradients make rare divergences of online SGD normal, even at small lr).
+        """
+        keep = ~self.diverged
+        n_out = int(np.count_nonzero(~keep))
+        if not keep.any():
+            return np.full(self.t.shape, np.nan), n_out
+        return self.eps_g[keep].mean(axis=0), n_out
+
+    def summary(self):
+        """A few lines that say what happened, for the CLI."""
+        keep = ~self.diverged
+        lines = [f"method={self.method}  runs={self.n_runs}  t_max={self.t[-1]:g}  "
+                 f"K={self.v.shape[-1]}  M={self.v_teacher.shape[-1]}"]
+        n_div = int(np.count_nonzero(self.diverged))
+        if n_div:
+            lines.append(f"diverged: {n_div} run(s), first at t={np.nanmin(self.t_stop):.4g} "
+                         "(left out of the averages below)")
+        if keep.any():
+            fin = self.eps_g[keep, -1]
+            lines.append(f"eps_g(t=0) mean={self.eps_g[keep, 0].mean():.6g}   "
+                         f"eps_g(t_max) mean={fin.mean():.6g}  min={fin.min():.6g}  "
+                         f"max={fin.max():.6g}  over {int(keep.sum())} run(s)")
+        return "\n".join(lines)
+
+    def to_xarray(self):
+        """The result as a labelled :class:`xarray.Dataset` (dims run, time, student, teacher)."""
+        import xarray as xr
+
+        K = self.v.shape[-1]
+        M = self.v_teacher.shape[-1]
+        data = {
+            "eps_g": (("run", "time"), self.eps_g),
+            "Q": (("run", "time", "student", "student_b"), self.Q),
+            "R": (("run", "time", "student", "teacher"), self.R),
+            "v": (("run", "time", "student"), self.v),
+            "T": (("run", "teacher", "teacher_b"), self.T),
+            "v_teacher": (("run", "teacher"), self.v_teacher),
+            "status": (("run",), self.status),
+            "t_stop": (("run",), self.t_stop),
+        }
+        if self.train_error is not None:
+            data["train_error"] = (("run", "time"), self.train_error)
+        coords = {"run": np.arange(self.n_runs), "time": self.t,
+                  "student": np.arange(K), "student_b": np.arange(K),
+                  "teacher": np.arange(M), "teacher_b": np.arange(M)}
+        for k, val in self.params.items():
+            arr = np.asarray(val)
+            if arr.ndim == 1 and arr.shape[0] == self.n_runs:
+                coords[k] = ("run", arr)
+        attrs = {k: v for k, v in self.params.items()
+                 if np.ndim(v) == 0 and isinstance(v, (int, float, str, bool, np.number))}
+        attrs["method"] = self.method
+        return xr.Dataset(data, coords=coords, attrs=attrs)

@@ -1,0 +1,312 @@
+"""Simulations of the student network: online SGD, finite-data GD, population gradient flow.
+
+Each public function validates and prepares (all checks before any kernel runs), then calls a
+private batched kernel of :mod:`fastquad.kernels.sgd` and returns a :class:`~fastquad.Result`
+on the common time axis ``t = step / d``.
+"""
+
+import numbers
+
+import numpy as np
+
+from . import _validate as V
+from .kernels import sgd as _k
+from .model import check_networks
+from .result import Result
+from .rng import run_states
+from .threads import numba_threads
+from .times import log_times, steps_for_times
+
+
+def _seed_keys(seeds, run_ids, n_other):
+    """Per-run stream keys ``(seed, run_id)``.
+
+    An int seed with n runs gives keys (seed, 0..n-1); a list of seeds gives (seed_r, 0), so a
+    seed alone reproduces that seed inside a list. ``run_ids`` overrides the ids.
+    """
+    if isinstance(seeds, numbers.Integral) and not isinstance(seeds, bool):
+        seed_arr = None
+        s = V.integer("seeds", seeds, low=0, high=2**63 - 1)
+    else:
+        arr = np.asarray(seeds)
+        if arr.ndim != 1 or arr.size == 0 or not np.issubdtype(arr.dtype, np.integer):
+            raise ValueError(f"seeds must be an integer in [0, 2**63-1] or a 1-D list of them, "
+                             f"got {seeds!r}")
+        seed_arr = np.array([V.integer(f"seeds[{i}]", int(x), low=0, high=2**63 - 1)
+                             for i, x in enumerate(arr)], dtype=np.int64)
+    ids = None
+    if run_ids is not None:
+        arr = np.asarray(run_ids)
+        if arr.ndim != 1 or arr.size == 0 or not np.issubdtype(arr.dtype, np.integer) or (arr < 0).any():
+            raise ValueError(f"run_ids must be a 1-D list of integers >= 0, got {run_ids!r}")
+        ids = arr.astype(np.int64)
+    sizes = {len(a) for a in (seed_arr, ids) if a is not None} | {n_other}
+    sizes.discard(1)
+    if len(sizes) > 1:
+        raise ValueError(f"the numbers of runs implied by seeds, run_ids and the per-run arrays "
+                         f"disagree: {sorted(sizes)}")
+    n = sizes.pop() if sizes else 1
+    if seed_arr is None:
+        seed_arr = np.full(n, s, dtype=np.int64)
+        if ids is None:
+            ids = np.arange(n, dtype=np.int64)
+    if ids is None:
+        ids = np.zeros(n, dtype=np.int64)
+    return np.broadcast_to(seed_arr, (n,)).copy(), np.broadcast_to(ids, (n,)).copy()
+
+
+def _streams(seeds, run_ids):
+    states = None
+    for s in np.unique(seeds):
+        idx = np.flatnonzero(seeds == s)
+        st = run_states(int(s), run_ids[idx])
+        if states is None:
+            states = np.empty((seeds.shape[0], st.shape[1]), dtype=np.uint64)
+        states[idx] = st
+    return states
+
+
+def _common(W0, v0, W_teacher, v_teacher, lr, label_noise, n_hint=1):
+    p = V.Problems()
+    nets = p.check(check_networks, W0, v0, W_teacher, v_teacher)
+    p.raise_if_any()
+    n_net = nets[0].shape[0]
+    n_lr = np.size(lr) if np.ndim(lr) else 1
+    n_ln = np.size(label_noise) if np.ndim(label_noise) else 1
+    sizes = {n_net, n_lr, n_ln, n_hint} - {1}
+    if len(sizes) > 1:
+        raise ValueError(f"the run axes disagree: networks {n_net}, lr {n_lr}, "
+                         f"label_noise {n_ln}, seeds/run_ids {n_hint}")
+    n = sizes.pop() if sizes else 1
+    lr = p.check(V.per_run, "lr", lr, n, low=0.0, low_open=True)
+    sigma = p.check(V.per_run, "label_noise", label_noise, n, low=0.0)
+    p.raise_if_any()
+    nets = tuple(V.broadcast_runs(nm, a, n) for nm, a in
+                 zip(("W0", "v0", "W_teacher", "v_teacher"), nets))
+    return nets, lr, sigma, n
+
+
+def _time_grid(t_max, times, d):
+    t_max = V.real("t_max", t_max, low=0.0, low_open=True)
+    if d is not None and t_max * d < 1:
+        raise ValueError(f"t_max must be >= 1/d = {1 / d:g} (at least one step), got {t_max:g}")
+    times = log_times(t_max, t_first=None if d is None else max(1.0 / d, t_max * 1e-3)) \
+        if times is None else V.times_grid("times", times, t_max)
+    return t_max, times
+
+
+def _outputs(n, n_rec, K, M):
+    return (np.empty((n, n_rec)), np.empty((n, n_rec, K, K)), np.empty((n, n_rec, K, M)),
+            np.empty((n, n_rec, K)), np.empty(n, dtype=np.int8), np.empty(n, dtype=np.int64))
+
+
+def _explicit(name, X, xi, n, n_steps, rows, d):
+    """Pack explicit inputs X (n?, n_steps, rows, d) and noise xi (n?, n_steps, rows) into the
+    kernels' flat layout (n, n_steps, rows*(d+1))."""
+    X = V.finite_array(f"{name}[0] (inputs)", X, ndim=(3, 4))
+    xi = V.finite_array(f"{name}[1] (label noise)", xi, ndim=(2, 3))
+    X = V.with_run_axis(f"{name}[0] (inputs)", X, 3, n)
+    xi = V.with_run_axis(f"{name}[1] (label noise)", xi, 2, n)
+    if X.shape[1:] [1:] != (rows, d) or X.shape[1] < n_steps:
+        raise ValueError(f"{name}[0] (inputs) must have shape ([n_runs,] >={n_steps}, {rows}, {d}), "
+                         f"got {X.shape}")
+    if xi.shape[1] < n_steps or xi.shape[2] != rows:
+        raise ValueError(f"{name}[1] (label noise) must have shape ([n_runs,] >={n_steps}, {rows}), "
+                         f"got {xi.shape}")
+    X = V.broadcast_runs(name, X[:, :n_steps], n)
+    xi = V.broadcast_runs(name, xi[:, :n_steps], n)
+    flat = np.concatenate([X.reshape(n, n_steps, rows * d), xi], axis=2)
+    return np.ascontiguousarray(flat)
+
+
+def _finish(method, t, outs, nets, d, extra, stop_time):
+    eps, Q, R, v, status, _ = outs
+    W, vv, Wt, vt = nets
+    T = np.einsum("rnk,rmk->rnm", Wt, Wt) / d
+    t_stop = np.where(status == _k.STATUS_DIVERGED, stop_time, np.nan)
+    return Result(method=method, t=t, eps_g=eps, Q=Q, R=R, v=v, T=T, v_teacher=vt.copy(),
+                  status=status, t_stop=t_stop, W=W, v_final=vv, params=extra)
+
+
+def simulate_sgd(W0, v0, W_teacher, v_teacher, lr, t_max, *, seeds=0, run_ids=None, times=None,
+                 batch_size=1, label_noise=0.0, train_second_layer=True, samples=None,
+                 max_error=1e6, check_every=None, num_threads=None):
+    """Online SGD: one fresh Gaussian sample (or mini-batch) per step, time ``t = step / d``.
+
+    ``w_j <- w_j - lr * dl/dw_j`` and ``v_j <- v_j - (lr / d) * dl/dv_j`` on the per-sample loss
+    ``(f - y)^2 / 2`` with ``y = f*(x) + label_noise * xi``; a mini-batch averages ``batch_size``
+    per-sample gradients.
+
+    Parameters
+    ----------
+    W0 : array, shape (K, d) or (n_runs, K, d)
+        Initial first layer (one per run with a leading run axis).
+    v0 : array, shape (K,) or (n_runs, K)
+    W_teacher : array, shape (M, d) or (n_runs, M, d)
+    v_teacher : array, shape (M,) or (n_runs, M)
+    lr : float or array of shape (n_runs,), > 0
+    t_max : float
+        Last time; ``round(t_max * d)`` steps.
+    seeds : int or sequence of int
+        Random streams. An int with n runs gives run r the stream ``(seed, r)``; a list gives run
+        r the stream ``(seeds[r], 0)``. ``run_ids`` overrides the second part of the key.
+    times : array, optional
+        Recording times in [0, t_max] (rounded to whole steps); default log-spaced.
+    batch_size : int, >= 1
+    label_noise : float or array (n_runs,), >= 0
+    train_second_layer : bool
+    samples : tuple (X, xi), optional
+        Explicit inputs ``X`` of shape ([n_runs,] n_steps, batch_size, d) and standard-normal
+        label-noise draws ``xi`` of shape ([n_runs,] n_steps, batch_size), used instead of the
+        random streams (for step-by-step comparisons with a reference).
+    max_error : float
+        A run whose eps_g exceeds this, or whose state becomes non-finite, is stopped and flagged
+        diverged (with the time).
+    check_every : int, optional
+        Steps between divergence checks of eps_g (default d, once per unit of time); a non-finite
+        per-sample error is caught at every step.
+    num_threads : int, optional
+        Numba threads for this call (restored afterwards). Results do not depend on it.
+
+    Returns
+    -------
+    Result
+        ``t`` (n_times,), ``eps_g`` (n_runs, n_times), ``Q``, ``R``, ``v`` per run and time,
+        ``status`` and ``t_stop`` per run, final weights ``W`` and ``v_final``.
+    """
+    n_hint = 1 if isinstance(seeds, numbers.Integral) else np.size(seeds)
+    if run_ids is not None:
+        n_hint = max(n_hint, np.size(run_ids))
+    nets, lr_arr, sigma, n = _common(W0, v0, W_teacher, v_teacher, lr, label_noise, n_hint)
+    W, v, Wt, vt = (a.copy() for a in nets)
+    K, d = W.shape[1:]
+    M = Wt.shape[1]
+    p = V.Problems()
+    batch = p.check(V.integer, "batch_size", batch_size, low=1)
+    train_v = p.check(V.boolean, "train_second_layer", train_second_layer)
+    max_error = p.check(V.real, "max_error", max_error, low=0.0, low_open=True)
+    check_every = d if check_every is None else p.check(V.integer, "check_every", check_every, low=1)
+    keys = p.check(_seed_keys, seeds, run_ids, n)
+    grid = p.check(_time_grid, t_max, times, d)
+    p.raise_if_any()
+    seed_arr, id_arr = keys
+    steps, t = steps_for_times(grid[1], d)
+    if samples is None:
+        smp = np.zeros((1, 1, 1))
+    else:
+        if not (isinstance(samples, tuple) and len(samples) == 2):
+            raise ValueError("samples must be a tuple (X, xi) of inputs and label-noise draws")
+        smp = _explicit("samples", samples[0], samples[1], n, int(steps[-1]), batch, d)
+    states = _streams(seed_arr, id_arr)
+    outs = _outputs(n, len(steps), K, M)
+    with numba_threads(num_threads):
+        _k.sgd_batch(W, v, Wt, vt, lr_arr, sigma, train_v, batch, steps, check_every, max_error,
+                     states, smp, *outs)
+    params = dict(d=d, K=K, M=M, lr=lr_arr, label_noise=sigma, seed=seed_arr, run_id=id_arr,
+                  batch_size=batch, train_second_layer=train_v, max_error=max_error)
+    return _finish("sgd", t, outs, (W, v, Wt, vt), d, params, outs[5] / d)
+
+
+def simulate_gd(W0, v0, W_teacher, v_teacher, lr, t_max, *, n_samples, batch_size=None,
+                seeds=0, run_ids=None, times=None, label_noise=0.0, train_second_layer=True,
+                data=None, max_error=1e6, check_every=None, num_threads=None):
+    """Training on a fixed dataset of ``n_samples`` Gaussian inputs per run.
+
+    ``batch_size=None`` (or ``n_samples``) is full-batch gradient descent; a smaller batch is
+    multi-pass mini-batch SGD, reshuffled every epoch (the last partial batch of an epoch is
+    dropped). One step advances time by ``1 / d``, as in online SGD, so full-batch GD with
+    large n approaches the population flow on the same axis. The result carries the training
+    loss (``train_error``, label noise included) beside the exact test error ``eps_g``.
+
+    Parameters
+    ----------
+    n_samples : int, >= 1
+        Dataset size, drawn from the run's stream (or given by ``data``).
+    data : tuple (X, xi), optional
+        Explicit dataset ``X`` ([n_runs,] n_samples, d) and standard-normal noise draws
+        ``xi`` ([n_runs,] n_samples).
+    Other parameters and returns as :func:`simulate_sgd`.
+    """
+    n_hint = 1 if isinstance(seeds, numbers.Integral) else np.size(seeds)
+    if run_ids is not None:
+        n_hint = max(n_hint, np.size(run_ids))
+    nets, lr_arr, sigma, n = _common(W0, v0, W_teacher, v_teacher, lr, label_noise, n_hint)
+    W, v, Wt, vt = (a.copy() for a in nets)
+    K, d = W.shape[1:]
+    M = Wt.shape[1]
+    p = V.Problems()
+    n_samples = p.check(V.integer, "n_samples", n_samples, low=1)
+    batch = n_samples if batch_size is None or n_samples is None else p.check(
+        V.integer, "batch_size", batch_size, low=1, high=n_samples)
+    train_v = p.check(V.boolean, "train_second_layer", train_second_layer)
+    max_error = p.check(V.real, "max_error", max_error, low=0.0, low_open=True)
+    check_every = d if check_every is None else p.check(V.integer, "check_every", check_every, low=1)
+    keys = p.check(_seed_keys, seeds, run_ids, n)
+    grid = p.check(_time_grid, t_max, times, d)
+    p.raise_if_any()
+    seed_arr, id_arr = keys
+    steps, t = steps_for_times(grid[1], d)
+    if data is None:
+        dat = np.zeros((1, 1))
+    else:
+        if not (isinstance(data, tuple) and len(data) == 2):
+            raise ValueError("data must be a tuple (X, xi) of inputs and label-noise draws")
+        X = np.asarray(data[0], dtype=float)
+        xi = np.asarray(data[1], dtype=float)
+        dat = _explicit("data", X[..., None, :, :], xi[..., None, :], n, 1, n_samples, d)[:, 0]
+    states = _streams(seed_arr, id_arr)
+    eps, Q, R, vo, status, stop = _outputs(n, len(steps), K, M)
+    tr = np.empty_like(eps)
+    with numba_threads(num_threads):
+        _k.gd_batch(W, v, Wt, vt, lr_arr, sigma, train_v, n_samples, batch, steps, check_every,
+                    max_error, states, np.ascontiguousarray(dat), eps, tr, Q, R, vo, status, stop)
+    params = dict(d=d, K=K, M=M, lr=lr_arr, label_noise=sigma, seed=seed_arr, run_id=id_arr,
+                  n_samples=n_samples, batch_size=batch, train_second_layer=train_v,
+                  max_error=max_error)
+    res = _finish("gd", t, (eps, Q, R, vo, status, stop), (W, v, Wt, vt), d, params, stop / d)
+    res.train_error = tr
+    return res
+
+
+def integrate_flow(W0, v0, W_teacher, v_teacher, lr, t_max, *, dt=None, times=None,
+                   train_second_layer=True, max_error=1e6, num_threads=None):
+    """Population gradient flow in parameter space, by classic RK4.
+
+    ``dW/dt = -lr * d * dL/dW``, ``dv/dt = -lr * dL/dv`` with L = eps_g: the continuous-time
+    limit of gradient descent, on the same time axis as online SGD (exact at any d).
+
+    Parameters
+    ----------
+    W0, v0, W_teacher, v_teacher, lr : as :func:`simulate_sgd`
+    t_max : float
+    dt : float, optional
+        RK4 step; default ``min(0.05, 0.01 / max(lr))``. The step that would pass a record
+        time is shortened to land on it.
+    times : array, optional
+        Recording times in [0, t_max]; default log-spaced.
+
+    Returns
+    -------
+    Result (method ``"flow"``), with final weights.
+    """
+    nets, lr_arr, _, n = _common(W0, v0, W_teacher, v_teacher, lr, 0.0)
+    W, v, Wt, vt = (a.copy() for a in nets)
+    K, d = W.shape[1:]
+    M = Wt.shape[1]
+    p = V.Problems()
+    train_v = p.check(V.boolean, "train_second_layer", train_second_layer)
+    max_error = p.check(V.real, "max_error", max_error, low=0.0, low_open=True)
+    grid = p.check(_time_grid, t_max, times, None)
+    if dt is not None:
+        dt = p.check(V.real, "dt", dt, low=0.0, low_open=True)
+    p.raise_if_any()
+    t = grid[1]
+    dt = min(0.05, 0.01 / lr_arr.max()) if dt is None else dt
+    eps, Q, R, vo, status, _ = _outputs(n, len(t), K, M)
+    t_stop = np.empty(n)
+    with numba_threads(num_threads):
+        _k.flow_batch(W, v, Wt, vt, lr_arr, train_v, t, dt, max_error, eps, Q, R, vo, status,
+                      t_stop)
+    params = dict(d=d, K=K, M=M, lr=lr_arr, dt=dt, train_second_layer=train_v,
+                  max_error=max_error)
+    return _finish("flow", t, (eps, Q, R, vo, status, None), (W, v, Wt, vt), d, params, t_stop)

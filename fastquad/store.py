@@ -1,0 +1,220 @@
+"""The HDF5 results layout (version 1), written with h5py and readable by xarray.
+
+Layout of a results file (every array has a leading ``run`` dimension; dimension names are
+HDF5 dimension scales, so ``xarray.open_dataset(path, engine="h5netcdf")`` labels them)::
+
+    /time          (time,)                        recording times t = step / d
+    /run           (run,)                         run index 0..n-1
+    /student, /student_b, /teacher, /teacher_b    unit indices (for Q, R, T)
+    /eps_g         (run, time)                    exact generalisation error (NaN after divergence)
+    /train_error   (run, time)                    training loss (method "gd" only)
+    /Q             (run, time, student, student_b)
+    /R             (run, time, student, teacher)
+    /v             (run, time, student)
+    /T             (run, teacher, teacher_b)
+    /v_teacher     (run, teacher)
+    /status        (run,) int8                    -1 pending, 0 done, 1 diverged, 2 failed
+    /t_stop        (run,)                         time a diverged run was stopped (else NaN)
+    /<param>       (run,)                         per-run parameters (lr, label_noise, seed, ...)
+    /W_final       (run, student, input)          final first layer (optional)
+    /v_final       (run, student)                 final second layer (optional)
+
+File attributes: ``layout_version``, ``fastquad_version``, ``method``, ``d``, ``K``, ``M``, scalar
+parameters, ``config`` (the TOML text that made the file, when there was one) and ``versions``
+(numpy, numba, h5py, dask). Only numbers and strings are stored: nothing is ever unpickled or
+evaluated from a file. Curves are chunked ``(runs, time)`` and gzip-compressed.
+"""
+
+import json
+import platform
+
+import h5py
+import numpy as np
+
+from .result import STATUS_NAMES, STATUS_PENDING, Result
+
+LAYOUT_VERSION = 1
+_FLAG_VALUES = np.array(sorted(STATUS_NAMES), dtype=np.int8)
+_FLAG_MEANINGS = " ".join(STATUS_NAMES[k] for k in sorted(STATUS_NAMES))
+
+
+def versions():
+    """Versions of the libraries a result depends on (provenance)."""
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for pkg in ("fastquad", "numpy", "numba", "h5py", "dask", "distributed"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def _scale(f, name, values):
+    ds = f.create_dataset(name, data=values)
+    ds.make_scale(name)
+    return ds
+
+
+def _attach(ds, dims, f):
+    for i, name in enumerate(dims):
+        ds.dims[i].attach_scale(f[name])
+
+
+def create(path, *, n_runs, times, d, K, M, method, per_run=None, attrs=None,
+           train_error=False, weights=False, mode="w-"):
+    """Create a results file with every array preallocated (status pending).
+
+    Parameters
+    ----------
+    path : str or Path
+    n_runs : int
+    times : array, shape (n_times,)
+    d, K, M : int
+    method : str
+    per_run : dict of name -> array (n_runs,)
+        Per-run parameters, stored as coordinates along ``run``.
+    attrs : dict
+        Scalar attributes (numbers and strings).
+    train_error, weights : bool
+        Whether to store the training loss and the final weights.
+    mode : str
+        h5py mode: ``"w-"`` fails if the file exists, ``"w"`` overwrites.
+
+    Returns
+    -------
+    h5py.File, open for writing.
+    """
+    f = h5py.File(path, mode)
+    n_t = len(times)
+    _scale(f, "time", np.asarray(times, dtype=np.float64))
+    f["time"].attrs["long_name"] = "time t = step / d"
+    _scale(f, "run", np.arange(n_runs, dtype=np.int64))
+    for name, size in (("student", K), ("student_b", K), ("teacher", M), ("teacher_b", M)):
+        _scale(f, name, np.arange(size, dtype=np.int64))
+    if weights:
+        _scale(f, "input", np.arange(d, dtype=np.int64))
+    # chunks of whole curves for a block of runs: reading one run's curve, or all runs at
+    # one time, touches few chunks; a chunk stays well under 1 MiB
+    rc = max(1, min(n_runs, 65536 // max(1, n_t)))
+    kw = dict(compression="gzip", compression_opts=4, shuffle=True, fillvalue=np.nan)
+
+    def arr(name, dims, shape, chunks):
+        ds = f.create_dataset(name, shape=shape, dtype=np.float64, chunks=chunks, **kw)
+        _attach(ds, dims, f)
+        return ds
+
+    arr("eps_g", ("run", "time"), (n_runs, n_t), (rc, n_t))
+    f["eps_g"].attrs["long_name"] = "generalisation error (exact, label noise excluded)"
+    if train_error:
+        arr("train_error", ("run", "time"), (n_runs, n_t), (rc, n_t))
+    rcq = max(1, min(n_runs, 65536 // max(1, n_t * K * max(K, M))))
+    arr("Q", ("run", "time", "student", "student_b"), (n_runs, n_t, K, K), (rcq, n_t, K, K))
+    arr("R", ("run", "time", "student", "teacher"), (n_runs, n_t, K, M), (rcq, n_t, K, M))
+    arr("v", ("run", "time", "student"), (n_runs, n_t, K), (rcq, n_t, K))
+    arr("T", ("run", "teacher", "teacher_b"), (n_runs, M, M), None)
+    arr("v_teacher", ("run", "teacher"), (n_runs, M), None)
+    if weights:
+        wc = max(1, min(n_runs, 65536 // max(1, K * d)))
+        arr("W_final", ("run", "student", "input"), (n_runs, K, d), (wc, K, d))
+        arr("v_final", ("run", "student"), (n_runs, K), None)
+    st = f.create_dataset("status", data=np.full(n_runs, STATUS_PENDING, dtype=np.int8))
+    st.attrs["flag_values"] = _FLAG_VALUES
+    st.attrs["flag_meanings"] = _FLAG_MEANINGS
+    _attach(st, ("run",), f)
+    ts = f.create_dataset("t_stop", data=np.full(n_runs, np.nan))
+    _attach(ts, ("run",), f)
+    coord_names = []
+    for name, values in (per_run or {}).items():
+        ds = f.create_dataset(name, data=np.asarray(values))
+        _attach(ds, ("run",), f)
+        coord_names.append(name)
+    if coord_names:
+        # the CF "coordinates" attribute makes xarray load the per-run parameters as coordinates
+        for name in ("eps_g", "status", "t_stop"):
+            f[name].attrs["coordinates"] = " ".join(coord_names)
+    f.attrs["layout_version"] = LAYOUT_VERSION
+    f.attrs["method"] = method
+    f.attrs["d"], f.attrs["K"], f.attrs["M"] = int(d), int(K), int(M)
+    f.attrs["versions"] = json.dumps(versions())
+    for k, val in (attrs or {}).items():
+        f.attrs[k] = val
+    return f
+
+
+def write_runs(f, index, res):
+    """Store the runs of ``res`` at positions ``index`` (n,) of an open results file.
+
+    The status is written last, so a run counts as stored only once its data are.
+    """
+    index = np.asarray(index, dtype=np.int64)
+    order = np.argsort(index)
+    idx = index[order]
+    # h5py fancy indexing needs increasing indices; contiguous blocks are written as slices
+    sel = slice(idx[0], idx[-1] + 1) if np.all(np.diff(idx) == 1) else idx
+
+    def put(name, values):
+        if name in f and values is not None:
+            f[name][sel] = np.asarray(values)[order]
+
+    put("eps_g", res.eps_g)
+    put("train_error", res.train_error)
+    put("Q", res.Q)
+    put("R", res.R)
+    put("v", res.v)
+    put("T", res.T)
+    put("v_teacher", res.v_teacher)
+    put("W_final", res.W)
+    put("v_final", res.v_final)
+    put("t_stop", res.t_stop)
+    f.flush()
+    put("status", res.status)
+    f.flush()
+
+
+def save(path, res, *, attrs=None, weights=False, overwrite=False):
+    """Write a whole :class:`Result` to a new results file (the layout above)."""
+    K = res.v.shape[-1]
+    M = res.v_teacher.shape[-1]
+    d = int(res.params.get("d", res.W.shape[-1] if res.W is not None else 0))
+    per_run = {k: np.asarray(v) for k, v in res.params.items()
+               if np.ndim(v) == 1 and np.shape(v)[0] == res.n_runs}
+    scal = {k: v for k, v in res.params.items()
+            if np.ndim(v) == 0 and isinstance(v, (bool, int, float, str, np.number, np.bool_))}
+    scal = {k: (int(v) if isinstance(v, (bool, np.bool_)) else v) for k, v in scal.items()}
+    scal.update(attrs or {})
+    with create(path, n_runs=res.n_runs, times=res.t, d=d, K=K, M=M, method=res.method,
+                per_run=per_run, attrs=scal, train_error=res.train_error is not None,
+                weights=weights and res.W is not None, mode="w" if overwrite else "w-") as f:
+        write_runs(f, np.arange(res.n_runs), res)
+
+
+def read(path):
+    """Read a results file back into a :class:`Result` (with h5py only)."""
+    with h5py.File(path, "r") as f:
+        g = lambda name: f[name][()] if name in f else None  # noqa: E731
+        params = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()
+                  if k not in ("versions", "config")}
+        n = f["run"].shape[0]
+        for name in f:
+            ds = f[name]
+            if (ds.ndim == 1 and ds.shape[0] == n and name not in
+                    ("run", "status", "t_stop", "time", "student", "student_b", "teacher",
+                     "teacher_b", "input")):
+                params[name] = ds[()]
+        return Result(method=str(params.pop("method")), t=g("time"), eps_g=g("eps_g"),
+                      Q=g("Q"), R=g("R"), v=g("v"), T=g("T"), v_teacher=g("v_teacher"),
+                      status=g("status"), t_stop=g("t_stop"), train_error=g("train_error"),
+                      W=g("W_final"), v_final=g("v_final"), params=params)
+
+
+def load(path):
+    """Open a results file as a labelled :class:`xarray.Dataset` (engine h5netcdf).
+
+    Dimensions ``run``, ``time``, ``student``, ``teacher``; per-run parameters are coordinates
+    along ``run``; the file's attributes are the dataset's attributes.
+    """
+    import xarray as xr
+
+    return xr.open_dataset(path, engine="h5netcdf")
