@@ -105,6 +105,64 @@ def _simulate(args):
     return 0
 
 
+def _add_sweep(sub):
+    p = sub.add_parser(
+        "sweep", help="run a parameter grid on Dask into one crash-safe HDF5 file",
+        description="Run every run of a sweep file (fixed parameters plus axes, see the README) "
+                    "on an embedded Dask LocalCluster (default) or an existing cluster, storing "
+                    "results in one HDF5 file as they complete. Running the same command again "
+                    "resumes: every run is computed and stored exactly once.")
+    p.add_argument("sweep_file", type=Path, metavar="SWEEP.toml", help="the sweep file")
+    p.add_argument("--out", type=Path, required=True, help="results file (HDF5)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="worker processes of the embedded cluster (default: one per core)")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="address of an existing Dask scheduler (tcp://host:port)")
+    p.add_argument("--scheduler-file", default=None, type=Path,
+                   help="scheduler file of an existing Dask cluster (e.g. from runners/jobqueue.py)")
+    p.add_argument("--chunk-runs", type=int, default=None,
+                   help="runs per Dask task (default: sized to a few seconds of work)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an --out file made by a different sweep")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_sweep)
+
+
+def _sweep(args):
+    from .sweep import load_sweep, run_sweep
+
+    sweep = load_sweep(args.sweep_file)
+    if args.workers is not None and args.workers < 1:
+        raise ValueError(f"--workers must be an integer >= 1, got {args.workers}")
+    if args.chunk_runs is not None and args.chunk_runs < 1:
+        raise ValueError(f"--chunk-runs must be an integer >= 1, got {args.chunk_runs}")
+    if args.scheduler and args.scheduler_file:
+        raise ValueError("--scheduler and --scheduler-file: give one, not both")
+    if args.scheduler_file is not None and not args.scheduler_file.is_file():
+        raise ValueError(f"--scheduler-file: no such file {args.scheduler_file}")
+    print(f"sweep {args.sweep_file}: {sweep.total_runs} runs "
+          f"({len(sweep.points)} points x {sweep.n_runs} replicas) -> {args.out}")
+    summary = run_sweep(sweep, args.out, workers=args.workers, scheduler=args.scheduler,
+                        scheduler_file=args.scheduler_file and str(args.scheduler_file),
+                        overwrite=args.overwrite, chunk_runs=args.chunk_runs,
+                        progress=not args.no_progress)
+    print(summary.text())
+    return 0 if summary.ok else 1
+
+
+def _add_info(sub):
+    p = sub.add_parser("info", help="what is in a results file",
+                       description="Axes, counts by status and provenance of a results file.")
+    p.add_argument("file", type=Path, metavar="FILE")
+    p.set_defaults(func=lambda args: print(_info(args.file)) or 0)
+
+
+def _info(path):
+    from .sweep import info
+
+    return info(path)
+
+
 def build_parser():
     parser = _Parser(prog="fastquad", description="Learning dynamics of two-layer quadratic "
                      "networks: simulations, theory and sweeps.")
@@ -113,6 +171,8 @@ def build_parser():
     parser.add_argument("--version", action="version", version=f"fastquad {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_simulate(sub)
+    _add_sweep(sub)
+    _add_info(sub)
     return parser
 
 

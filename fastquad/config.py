@@ -155,21 +155,50 @@ def load_toml(path):
             raise ValueError(f"{path}: not valid TOML: {exc}") from None
 
 
-def networks(cfg, run_ids=None):
-    """Teacher and student initialisations of the runs of a config.
+#: Parameters that may differ between the runs of one kernel call (they only change arrays);
+#: runs that agree on all the others share a kernel shape and can be batched together.
+PER_RUN = ("lr", "label_noise", "seed", "init_scale", "student_v", "teacher", "teacher_v",
+           "teacher_seed", "n_runs")
+
+
+def batch_key(cfg):
+    """What runs must share to go through one kernel call."""
+    return tuple((k, cfg.values[k]) for k in PARAMETERS if k not in PER_RUN)
+
+
+def time_grid(cfg):
+    """The recording grid of a config: ``n_times`` log-spaced times up to ``t_max``."""
+    from .times import log_times
+
+    t_first = cfg.t_max * 1e-3
+    if cfg.method in ("sgd", "gd"):
+        t_first = max(t_first, 1.0 / cfg.d)
+    return log_times(cfg.t_max, cfg.n_times, min(t_first, cfg.t_max))
+
+
+def networks(cfgs, replicas):
+    """Teacher and student initialisations, one per run.
+
+    Run i is replica ``replicas[i]`` of ``cfgs[i]``: its student comes from the stream
+    ``(cfg.seed, replica)`` and its teacher from ``cfg.teacher_seed`` (shared by all replicas).
 
     Returns
     -------
-    W0 (n, K, d), v0 (n, K), W_teacher (M, d), v_teacher (M,)
+    W0 (n, K, d), v0 (n, K), W_teacher (n, M, d), v_teacher (n, M)
     """
-    ids = np.arange(cfg.n_runs) if run_ids is None else np.asarray(run_ids)
-    Wt, vt = make_teacher(cfg.d, cfg.M, kind=cfg.teacher, v=_arr(cfg.teacher_v),
-                          seed=cfg.teacher_seed)
-    W0 = np.empty((len(ids), cfg.K, cfg.d))
-    v0 = np.empty((len(ids), cfg.K))
-    for i, r in enumerate(ids):
-        W0[i], v0[i] = make_student(cfg.d, cfg.K, scale=cfg.init_scale, v=_arr(cfg.student_v),
-                                    seed=cfg.seed, run_id=int(r))
+    n = len(cfgs)
+    c0 = cfgs[0]
+    W0, v0 = np.empty((n, c0.K, c0.d)), np.empty((n, c0.K))
+    Wt, vt = np.empty((n, c0.M, c0.d)), np.empty((n, c0.M))
+    teachers = {}
+    for i, (c, r) in enumerate(zip(cfgs, replicas)):
+        key = (c.teacher, c.teacher_v, c.teacher_seed)
+        if key not in teachers:
+            teachers[key] = make_teacher(c.d, c.M, kind=c.teacher, v=_arr(c.teacher_v),
+                                         seed=c.teacher_seed)
+        Wt[i], vt[i] = teachers[key]
+        W0[i], v0[i] = make_student(c.d, c.K, scale=c.init_scale, v=_arr(c.student_v),
+                                    seed=c.seed, run_id=int(r))
     return W0, v0, Wt, vt
 
 
@@ -177,41 +206,60 @@ def _arr(v):
     return np.array(v) if isinstance(v, tuple) else v
 
 
-def run(cfg, *, run_ids=None, num_threads=None, times=None):
-    """Run a configuration (its runs ``run_ids``, default all) and return a Result."""
-    from .ode import integrate_ode
-    from .closed_form import order_parameters
-    from .simulate import integrate_flow, simulate_gd, simulate_sgd
-    from .times import log_times
-
+def run(cfg, *, run_ids=None, num_threads=None):
+    """Run the ``n_runs`` runs of a configuration (or the replicas ``run_ids``) -> Result."""
     ids = np.arange(cfg.n_runs) if run_ids is None else np.asarray(run_ids, dtype=np.int64)
-    W0, v0, Wt, vt = networks(cfg, ids)
-    if times is None:
-        t_first = cfg.t_max * 1e-3
-        if cfg.method in ("sgd", "gd"):
-            t_first = max(t_first, 1.0 / cfg.d)
-        times = log_times(cfg.t_max, cfg.n_times, min(t_first, cfg.t_max))
-    common = dict(times=times, train_second_layer=cfg.train_second_layer,
-                  max_error=cfg.max_error, num_threads=num_threads)
-    if cfg.method == "sgd":
-        return simulate_sgd(W0, v0, Wt, vt, cfg.lr, cfg.t_max, seeds=cfg.seed, run_ids=ids,
-                            batch_size=cfg.batch_size, label_noise=cfg.label_noise, **common)
-    if cfg.method == "gd":
-        return simulate_gd(W0, v0, Wt, vt, cfg.lr, cfg.t_max, n_samples=cfg.n_samples,
-                           batch_size=cfg.batch_size if cfg.batch_size > 1 else None,
-                           seeds=cfg.seed, run_ids=ids, label_noise=cfg.label_noise, **common)
-    if cfg.method == "flow":
-        return integrate_flow(W0, v0, Wt, vt, cfg.lr, cfg.t_max, dt=cfg.dt or None, **common)
+    return run_many([cfg] * len(ids), ids, num_threads=num_threads)
+
+
+def run_many(cfgs, replicas, *, num_threads=None):
+    """One kernel call for runs that share a kernel shape (``batch_key``).
+
+    Parameters
+    ----------
+    cfgs : list of RunConfig, length n
+        The configuration of each run; they may differ only in ``PER_RUN`` parameters.
+    replicas : array of int, shape (n,)
+        Replica index of each run within its configuration (its stream is ``(seed, replica)``).
+
+    Returns
+    -------
+    Result with n runs, in the given order.
+    """
+    from .closed_form import order_parameters
+    from .ode import integrate_ode
+    from .simulate import integrate_flow, simulate_gd, simulate_sgd
+
+    c = cfgs[0]
+    key = batch_key(c)
+    if any(batch_key(o) != key for o in cfgs[1:]):
+        raise ValueError("run_many: the configurations differ in more than the per-run "
+                         f"parameters {PER_RUN}")
+    ids = np.asarray(replicas, dtype=np.int64)
+    W0, v0, Wt, vt = networks(cfgs, ids)
+    lr = np.array([o.lr for o in cfgs])
+    sigma = np.array([o.label_noise for o in cfgs])
+    seeds = np.array([o.seed for o in cfgs], dtype=np.int64)
+    common = dict(times=time_grid(c), train_second_layer=c.train_second_layer,
+                  max_error=c.max_error, num_threads=num_threads)
+    if c.method == "sgd":
+        return simulate_sgd(W0, v0, Wt, vt, lr, c.t_max, seeds=seeds, run_ids=ids,
+                            batch_size=c.batch_size, label_noise=sigma, **common)
+    if c.method == "gd":
+        return simulate_gd(W0, v0, Wt, vt, lr, c.t_max, n_samples=c.n_samples,
+                           batch_size=c.batch_size if c.batch_size > 1 else None,
+                           seeds=seeds, run_ids=ids, label_noise=sigma, **common)
+    if c.method == "flow":
+        return integrate_flow(W0, v0, Wt, vt, lr, c.t_max, dt=c.dt or None, **common)
     # the ODE starts from the order parameters of the very weights the simulations start from
-    ops = [order_parameters(W, Wt) for W in W0]
+    ops = [order_parameters(W, T) for W, T in zip(W0, Wt)]
     Q0 = np.array([o[0] for o in ops])
     R0 = np.array([o[1] for o in ops])
-    T = ops[0][2]
-    res = integrate_ode(Q0, R0, v0, T, vt, cfg.lr, cfg.t_max, dt=cfg.dt or None,
-                        label_noise=cfg.label_noise, sgd_noise=cfg.sgd_noise,
-                        batch_size=cfg.batch_size, method=cfg.integrator, rtol=cfg.rtol,
-                        atol=cfg.atol, **common)
-    res.params.update(d=cfg.d, seed=np.full(len(ids), cfg.seed), run_id=ids)
+    T = np.array([o[2] for o in ops])
+    res = integrate_ode(Q0, R0, v0, T, vt, lr, c.t_max, dt=c.dt or None, label_noise=sigma,
+                        sgd_noise=c.sgd_noise, batch_size=c.batch_size, method=c.integrator,
+                        rtol=c.rtol, atol=c.atol, **common)
+    res.params.update(d=c.d, seed=seeds, run_id=ids)
     return res
 
 
@@ -220,4 +268,5 @@ def fields():
     return [(k, d, h) for k, (d, _, h) in PARAMETERS.items()]
 
 
-__all__ = ["RunConfig", "PARAMETERS", "make_config", "load_toml", "networks", "run", "fields"]
+__all__ = ["RunConfig", "PARAMETERS", "PER_RUN", "make_config", "load_toml", "networks", "run",
+           "run_many", "batch_key", "time_grid", "fields"]

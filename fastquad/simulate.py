@@ -280,7 +280,7 @@ def integrate_flow(W0, v0, W_teacher, v_teacher, lr, t_max, *, dt=None, times=No
     W0, v0, W_teacher, v_teacher, lr : as :func:`simulate_sgd`
     t_max : float
     dt : float, optional
-        RK4 step; default ``min(0.05, 0.01 / max(lr))``. The step that would pass a record
+        RK4 step; default ``min(0.05, 0.01 / lr)`` for each run. The step that would pass a record
         time is shortened to land on it.
     times : array, optional
         Recording times in [0, t_max]; default log-spaced.
@@ -301,7 +301,8 @@ def integrate_flow(W0, v0, W_teacher, v_teacher, lr, t_max, *, dt=None, times=No
         dt = p.check(V.real, "dt", dt, low=0.0, low_open=True)
     p.raise_if_any()
     t = grid[1]
-    dt = min(0.05, 0.01 / lr_arr.max()) if dt is None else dt
+    # per run, so that a run does not depend on the batch it is in
+    dt = np.minimum(0.05, 0.01 / lr_arr) if dt is None else np.full(n, dt)
     eps, Q, R, vo, status, _ = _outputs(n, len(t), K, M)
     t_stop = np.empty(n)
     with numba_threads(num_threads):

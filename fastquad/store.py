@@ -63,7 +63,7 @@ def _attach(ds, dims, f):
 
 
 def create(path, *, n_runs, times, d, K, M, method, per_run=None, attrs=None,
-           train_error=False, weights=False, mode="w-"):
+           train_error=False, weights=False, messages=False, mode="w-"):
     """Create a results file with every array preallocated (status pending).
 
     Parameters
@@ -77,8 +77,8 @@ def create(path, *, n_runs, times, d, K, M, method, per_run=None, attrs=None,
         Per-run parameters, stored as coordinates along ``run``.
     attrs : dict
         Scalar attributes (numbers and strings).
-    train_error, weights : bool
-        Whether to store the training loss and the final weights.
+    train_error, weights, messages : bool
+        Whether to store the training loss, the final weights and per-run failure messages.
     mode : str
         h5py mode: ``"w-"`` fails if the file exists, ``"w"`` overwrites.
 
@@ -125,9 +125,17 @@ def create(path, *, n_runs, times, d, K, M, method, per_run=None, attrs=None,
     _attach(st, ("run",), f)
     ts = f.create_dataset("t_stop", data=np.full(n_runs, np.nan))
     _attach(ts, ("run",), f)
+    if messages:
+        msg = f.create_dataset("message", shape=(n_runs,), dtype=h5py.string_dtype())
+        msg.attrs["long_name"] = "why a run failed (empty unless status is failed)"
+        _attach(msg, ("run",), f)
     coord_names = []
     for name, values in (per_run or {}).items():
-        ds = f.create_dataset(name, data=np.asarray(values))
+        values = np.asarray(values)
+        if values.dtype.kind in "OU":
+            ds = f.create_dataset(name, data=values.astype(object), dtype=h5py.string_dtype())
+        else:
+            ds = f.create_dataset(name, data=values)
         _attach(ds, ("run",), f)
         coord_names.append(name)
     if coord_names:
@@ -143,34 +151,48 @@ def create(path, *, n_runs, times, d, K, M, method, per_run=None, attrs=None,
     return f
 
 
-def write_runs(f, index, res):
-    """Store the runs of ``res`` at positions ``index`` (n,) of an open results file.
+def result_arrays(res):
+    """The per-run arrays of a Result, by dataset name (None where absent)."""
+    return {"eps_g": res.eps_g, "train_error": res.train_error, "Q": res.Q, "R": res.R,
+            "v": res.v, "T": res.T, "v_teacher": res.v_teacher, "W_final": res.W,
+            "v_final": res.v_final, "t_stop": res.t_stop, "status": res.status}
 
-    The status is written last, so a run counts as stored only once its data are.
+
+def write_arrays(f, index, arrays):
+    """Store per-run arrays at run positions ``index`` (n,) of an open results file.
+
+    Arrays may be smaller than the file's padded unit dimensions (a sweep over K stores every
+    run in K_max slots, NaN beyond its own K). The status is written last, so a run counts as
+    stored only once its data are.
     """
     index = np.asarray(index, dtype=np.int64)
     order = np.argsort(index)
     idx = index[order]
     # h5py fancy indexing needs increasing indices; contiguous blocks are written as slices
-    sel = slice(idx[0], idx[-1] + 1) if np.all(np.diff(idx) == 1) else idx
+    sel = slice(int(idx[0]), int(idx[-1]) + 1) if np.all(np.diff(idx) == 1) else idx
 
-    def put(name, values):
-        if name in f and values is not None:
-            f[name][sel] = np.asarray(values)[order]
+    def put(name):
+        val = arrays.get(name)
+        if name not in f or val is None:
+            return
+        val = np.asarray(val)[order]
+        ds = f[name]
+        tail = tuple(slice(0, s) for s in val.shape[1:])
+        if val.dtype.kind == "U":
+            val = val.astype(object)
+        ds[(sel,) + tail] = val
 
-    put("eps_g", res.eps_g)
-    put("train_error", res.train_error)
-    put("Q", res.Q)
-    put("R", res.R)
-    put("v", res.v)
-    put("T", res.T)
-    put("v_teacher", res.v_teacher)
-    put("W_final", res.W)
-    put("v_final", res.v_final)
-    put("t_stop", res.t_stop)
+    for name in ("eps_g", "train_error", "Q", "R", "v", "T", "v_teacher", "W_final", "v_final",
+                 "t_stop", "message"):
+        put(name)
     f.flush()
-    put("status", res.status)
+    put("status")
     f.flush()
+
+
+def write_runs(f, index, res):
+    """Store the runs of a Result at positions ``index`` of an open results file."""
+    write_arrays(f, index, result_arrays(res))
 
 
 def save(path, res, *, attrs=None, weights=False, overwrite=False):

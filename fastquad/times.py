@@ -34,12 +34,15 @@ def log_times(t_max, n_times=121, t_first=None):
 
 
 def steps_for_times(times, d):
-    """Integer step numbers nearest to ``times * d`` (unique, increasing) and the exact times.
+    """Integer step numbers nearest to ``times * d`` and the exact times they stand for.
+
+    A grid finer than ``1/d`` maps several times to one step; they are all kept (the same state
+    is recorded at each), so every method returns as many records as times were asked for.
 
     Returns
     -------
     steps : ndarray of int64, shape (n,)
     t : ndarray, shape (n,)  -- ``steps / d``
     """
-    steps = np.unique(np.rint(np.asarray(times, dtype=np.float64) * d).astype(np.int64))
+    steps = np.rint(np.asarray(times, dtype=np.float64) * d).astype(np.int64)
     return steps, steps / d

@@ -248,3 +248,15 @@ def test_model_generators():
         fq.make_teacher(5, 2, kind="random")
     with pytest.raises(ValueError, match="init_scale"):
         fq.make_student(5, 2, scale=-1.0)
+
+
+def test_times_finer_than_one_step_repeat_the_state(rng):
+    """Every requested time gets a record; times within one step share the state."""
+    W, v, Wt, vt = random_networks(rng, 2, 2, 10)
+    times = np.array([0.0, 0.01, 0.04, 0.1, 0.12, 0.5])
+    res = fq.simulate_sgd(W, v, Wt, vt, 0.05, 0.5, times=times)
+    np.testing.assert_array_equal(res.t, [0.0, 0.0, 0.0, 0.1, 0.1, 0.5])
+    assert res.eps_g[0, 0] == res.eps_g[0, 1] == res.eps_g[0, 2]
+    assert res.eps_g[0, 3] == res.eps_g[0, 4] != res.eps_g[0, 5]
+    gd = fq.simulate_gd(W, v, Wt, vt, 0.05, 0.5, n_samples=20, times=times)
+    assert gd.train_error[0, 3] == gd.train_error[0, 4]

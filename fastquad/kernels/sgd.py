@@ -154,6 +154,16 @@ def record(i, eps, Q, R, v, eps_out, Q_out, R_out, v_out):
 
 
 @njit(**JIT)
+def record_due(i_rec, step, rec_steps, eps, Q, R, v, eps_out, Q_out, R_out, v_out):
+    """Record the state at every record index due at this step (a grid finer than 1/d
+    rounds several times to one step); returns the next record index."""
+    while i_rec < rec_steps.shape[0] and rec_steps[i_rec] == step:
+        record(i_rec, eps, Q, R, v, eps_out, Q_out, R_out, v_out)
+        i_rec += 1
+    return i_rec
+
+
+@njit(**JIT)
 def stop_run(i_rec, eps_out, Q_out, R_out, v_out):
     """Blank the records after a divergence (NaN, never stale numbers)."""
     eps_out[i_rec:] = np.nan
@@ -194,8 +204,7 @@ def _sgd_run(W, v, Wt, vt, lr, sigma, train_v, batch, rec_steps, check_every, ma
     status = STATUS_DONE
     if rec_steps[0] == 0:
         eps = measure(Ws, v, Wt, vt, T, Q, R)
-        record(0, eps, Q, R, v, eps_out, Q_out, R_out, v_out)
-        i_rec = 1
+        i_rec = record_due(0, 0, rec_steps, eps, Q, R, v, eps_out, Q_out, R_out, v_out)
     while step < n_steps:
         if explicit:
             buf[:] = samples[step]
@@ -218,8 +227,8 @@ def _sgd_run(W, v, Wt, vt, lr, sigma, train_v, batch, rec_steps, check_every, ma
                 status = STATUS_DIVERGED
                 break
             if is_rec:
-                record(i_rec, eps, Q, R, v, eps_out, Q_out, R_out, v_out)
-                i_rec += 1
+                i_rec = record_due(i_rec, step, rec_steps, eps, Q, R, v, eps_out, Q_out, R_out,
+                                   v_out)
     if status == STATUS_DIVERGED:
         stop_run(i_rec, eps_out, Q_out, R_out, v_out)
     W[:] = Ws
@@ -294,9 +303,8 @@ def _gd_run(W, v, Wt, vt, lr, sigma, train_v, n_samples, batch, rec_steps, check
     n_steps = rec_steps[rec_steps.shape[0] - 1]
     if rec_steps[0] == 0:
         eps = measure(W, v, Wt, vt, T, Q, R)
-        record(0, eps, Q, R, v, eps_out, Q_out, R_out, v_out)
-        tr_out[0] = train_loss(W, v, X, y)
-        i_rec = 1
+        i_rec = record_due(0, 0, rec_steps, eps, Q, R, v, eps_out, Q_out, R_out, v_out)
+        tr_out[:i_rec] = train_loss(W, v, X, y)
     step = 0
     status = STATUS_DONE
     while step < n_steps:
@@ -327,9 +335,10 @@ def _gd_run(W, v, Wt, vt, lr, sigma, train_v, n_samples, batch, rec_steps, check
                 status = STATUS_DIVERGED
                 break
             if is_rec:
-                record(i_rec, eps, Q, R, v, eps_out, Q_out, R_out, v_out)
-                tr_out[i_rec] = train_loss(W, v, X, y)
-                i_rec += 1
+                i0 = i_rec
+                i_rec = record_due(i_rec, step, rec_steps, eps, Q, R, v, eps_out, Q_out, R_out,
+                                   v_out)
+                tr_out[i0:i_rec] = train_loss(W, v, X, y)
     if status == STATUS_DIVERGED:
         stop_run(i_rec, eps_out, Q_out, R_out, v_out)
         tr_out[i_rec:] = np.nan
@@ -413,10 +422,11 @@ def _flow_run(W, v, Wt, vt, lr, train_v, times, dt, max_error, eps_out, Q_out, R
 @njit(parallel=True, **JIT)
 def flow_batch(W, v, Wt, vt, lr, train_v, times, dt, max_error, eps_out, Q_out, R_out, v_out,
                status, t_stop):
-    """Population gradient flow by RK4 for n runs; times (n_rec,) increasing from >= 0."""
+    """Population gradient flow by RK4 for n runs; times (n_rec,) increasing from >= 0;
+    dt (n,) the step of each run."""
     n = W.shape[0]
     for r in prange(n):
-        st, ts = _flow_run(W[r], v[r], Wt[r], vt[r], lr[r], train_v, times, dt, max_error,
+        st, ts = _flow_run(W[r], v[r], Wt[r], vt[r], lr[r], train_v, times, dt[r], max_error,
                            eps_out[r], Q_out[r], R_out[r], v_out[r])
         status[r] = st
         t_stop[r] = ts if st == STATUS_DIVERGED else np.nan

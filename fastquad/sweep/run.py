@@ -1,0 +1,174 @@
+"""Running a sweep on Dask: an embedded LocalCluster by default, or any existing cluster.
+
+Workers run chunks (one batched kernel call each, one Numba thread per worker process) and
+return plain arrays; the client alone writes the results file, as chunks complete.
+"""
+
+import os
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..result import STATUS_DIVERGED, STATUS_DONE, STATUS_FAILED
+from .plan import plan_chunks
+from .store import SweepStore
+
+
+@dataclass
+class SweepSummary:
+    total: int
+    skipped: int
+    done: int
+    diverged: int
+    failed: int
+    seconds: float
+    messages: list
+
+    @property
+    def ok(self):
+        return self.failed == 0
+
+    def text(self):
+        lines = [f"sweep: {self.total} runs; {self.skipped} already stored; this time "
+                 f"{self.done} done, {self.diverged} diverged, {self.failed} failed "
+                 f"in {self.seconds:.1f} s"]
+        for m in self.messages[:5]:
+            lines.append(f"  failed chunk: {m}")
+        return "\n".join(lines)
+
+
+def _chunk_task(values_list, replicas):
+    """Worker side: one batched kernel call. Returns plain arrays (no Result objects)."""
+    from ..config import make_config, run_many
+    from ..store import result_arrays
+
+    cfgs = [make_config(v) for v in values_list]
+    res = run_many(cfgs, np.asarray(replicas))
+    arrays = result_arrays(res)
+    arrays["W_final"] = arrays["v_final"] = None  # sweeps keep curves, not weights
+    return {k: v for k, v in arrays.items() if v is not None}
+
+
+def warm_up(methods=("sgd", "gd", "flow", "ode")):
+    """Compile (or load from Numba's cache) every kernel a sweep can call, on a tiny problem."""
+    from ..config import make_config, run
+
+    for m in methods:
+        extra = {"n_samples": 4} if m == "gd" else {}
+        run(make_config(dict(method=m, d=4, K=1, M=1, t_max=0.5, n_times=3, n_runs=1, **extra)))
+    return os.getpid()
+
+
+def _client(workers, scheduler, scheduler_file):
+    from dask.distributed import Client, LocalCluster
+
+    if scheduler:
+        return Client(scheduler), None
+    if scheduler_file:
+        return Client(scheduler_file=scheduler_file), None
+    n = workers or os.cpu_count() or 1
+    # process workers with one thread each: Numba kernels run single-threaded inside them
+    # (its parallel layer inside multi-threaded workers can abort)
+    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                           dashboard_address=None, env={"NUMBA_NUM_THREADS": "1",
+                                                        "OMP_NUM_THREADS": "1"})
+    return Client(cluster), cluster
+
+
+def run_sweep(sweep, out, *, workers=None, scheduler=None, scheduler_file=None, client=None,
+              overwrite=False, chunk_runs=None, progress=True, consolidate_every=30.0,
+              retries=2):
+    """Run every pending run of a sweep and store it in ``out``.
+
+    Parameters
+    ----------
+    sweep : Sweep
+    out : path of the results file (created, or resumed if it holds this sweep)
+    workers : int, optional
+        Worker processes of the embedded LocalCluster (default: one per core).
+    scheduler, scheduler_file : str, optional
+        Use an existing Dask cluster instead.
+    client : dask.distributed.Client, optional
+        Use this client (the caller owns it).
+    chunk_runs : int, optional
+        Runs per task (default: the sweep file's ``chunk_runs``, else sized automatically).
+    retries : int
+        Times Dask retries a task whose worker died or that raised, before it counts as failed.
+
+    Returns
+    -------
+    SweepSummary
+    """
+    from dask.distributed import as_completed
+
+    t0 = time.perf_counter()
+    store = SweepStore(out, sweep, overwrite=overwrite, consolidate_every=consolidate_every)
+    todo = store.pending()
+    skipped = sweep.total_runs - len(todo)
+    counts = {"done": 0, "diverged": 0, "failed": 0}
+    messages = []
+    if len(todo) == 0:
+        store.close()
+        return SweepSummary(sweep.total_runs, skipped, 0, 0, 0, time.perf_counter() - t0, [])
+    # compile once in the client: workers then load the kernels from Numba's disk cache
+    # instead of compiling at the same time (concurrent cache writes can race)
+    methods = sorted({sweep.run_config(int(r))[0].method for r in todo})
+    warm_up(methods)
+    own = client is None
+    cluster = None
+    if own:
+        client, cluster = _client(workers, scheduler, scheduler_file)
+    try:
+        client.run(warm_up, methods)
+        n_workers = max(1, len(client.scheduler_info().get("workers", {})))
+        chunks = plan_chunks(sweep, todo, chunk_runs=chunk_runs or sweep.settings.get("chunk_runs"),
+                             n_workers=n_workers)
+        futures = {}
+        for ch in chunks:
+            vals = [sweep.run_config(int(r))[0].values for r in ch.runs]
+            reps = [sweep.run_config(int(r))[1] for r in ch.runs]
+            fut = client.submit(_chunk_task, vals, reps, pure=False, retries=retries,
+                                key=f"fastquad-chunk-{int(ch.runs[0])}-{len(ch)}-{sweep.digest[:8]}")
+            futures[fut] = ch
+        bar = _progress(len(todo), progress)
+        for fut in as_completed(futures):
+            ch = futures.pop(fut)
+            try:
+                arrays = fut.result()
+            except Exception as exc:  # a chunk that raised: record it, go on with the others
+                msg = f"{type(exc).__name__}: {exc}".replace("\n", " ")[:500]
+                store.add_failure(ch.runs, msg)
+                counts["failed"] += len(ch)
+                messages.append(f"runs {int(ch.runs[0])}..{int(ch.runs[-1])}: {msg}")
+            else:
+                store.add(ch.runs, arrays)
+                st = arrays["status"]
+                counts["done"] += int(np.count_nonzero(st == STATUS_DONE))
+                counts["diverged"] += int(np.count_nonzero(st == STATUS_DIVERGED))
+            if bar is not None:
+                bar.update(len(ch))
+            fut.release()
+        if bar is not None:
+            bar.close()
+    finally:
+        store.close()
+        if own:
+            client.close()
+            if cluster is not None:
+                cluster.close()
+    return SweepSummary(sweep.total_runs, skipped, counts["done"], counts["diverged"],
+                        counts["failed"], time.perf_counter() - t0, messages)
+
+
+def _progress(total, enabled):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="run", desc="sweep", file=sys.stderr, smoothing=0.1,
+                dynamic_ncols=True)
+
+
+__all__ = ["run_sweep", "SweepSummary", "warm_up", "STATUS_FAILED"]

@@ -1,0 +1,211 @@
+"""The sweep file: fixed parameters plus axes, validated as a whole before anything runs.
+
+A sweep file is TOML::
+
+    [fixed]               # any parameter of fastquad.config.PARAMETERS (top-level keys work too)
+    method = "sgd"
+    d = 500
+    n_runs = 8            # replicas (seeds) per grid point: replica r uses the stream (seed, r)
+
+    [axes]                # combined as a product, in file order
+    lr = [0.05, 0.1, 0.2]
+    init_scale = [1e-3, 1e-1]
+
+    [zip]                 # optional: lists of equal length varied together, as one more axis
+    K = [1, 2, 4]
+    M = [1, 2, 4]
+
+    [sweep]               # optional scheduling settings
+    chunk_runs = 64       # runs per Dask task (default: sized to a few seconds of work)
+
+Runs are numbered point-major: run ``i`` is replica ``i % n_runs`` of grid point
+``i // n_runs``; points enumerate the product axes (last axis fastest), then the zip index.
+Replicas of different points with the same ``seed`` share their random streams and initial
+students (common random numbers: differences between points come from the parameters alone);
+make ``seed`` an axis for independent draws.
+"""
+
+import hashlib
+import itertools
+import json
+import tomllib
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import _validate as V
+from ..config import PARAMETERS, make_config
+
+#: All runs of a sweep share one time axis, so these cannot vary.
+NOT_AXES = ("t_max", "n_times", "n_runs")
+SWEEP_SETTINGS = {"chunk_runs": lambda n, x: V.integer(n, x, low=1)}
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """A validated sweep.
+
+    Attributes
+    ----------
+    text : str
+        The sweep file as given (stored in the results file).
+    fixed : dict
+    axes : dict of name -> list
+        Product axes, in order.
+    zipped : dict of name -> list
+        Zipped lists (one combined axis), possibly empty.
+    settings : dict
+        ``chunk_runs`` (or None).
+    points : list of RunConfig
+        One configuration per grid point.
+    n_runs : int
+        Replicas per point.
+    digest : str
+        sha256 of the canonical content (fixed, axes, zip): identifies the sweep on resume.
+    """
+
+    text: str
+    fixed: dict
+    axes: dict
+    zipped: dict
+    settings: dict
+    points: list
+    n_runs: int
+    digest: str
+
+    @property
+    def total_runs(self):
+        return len(self.points) * self.n_runs
+
+    def run_config(self, run):
+        """(RunConfig, replica) of run index ``run``."""
+        return self.points[run // self.n_runs], run % self.n_runs
+
+    def axis_names(self):
+        return list(self.axes) + list(self.zipped)
+
+    def run_coordinates(self):
+        """Per-run coordinate arrays: every axis, ``replica`` and the effective ``seed``.
+
+        List-valued axis values (per-unit second layers) are stored as the index into the axis
+        (``<name>_index``); their values go in the file's attributes.
+        """
+        n = self.n_runs
+        coords = {}
+        for name in self.axis_names():
+            vals = [p.values[name] for p in self.points]
+            if any(isinstance(v, tuple) for v in vals):
+                axis = self.axes.get(name, self.zipped.get(name))
+                idx = [next(i for i, a in enumerate(axis) if _same(a, v)) for v in vals]
+                coords[f"{name}_index"] = np.repeat(np.array(idx, dtype=np.int64), n)
+            elif isinstance(vals[0], str):
+                coords[name] = np.repeat(np.array(vals, dtype=object), n)
+            elif isinstance(vals[0], bool):
+                coords[name] = np.repeat(np.array(vals, dtype=np.int8), n)
+            else:
+                coords[name] = np.repeat(np.array(vals), n)
+        coords["replica"] = np.tile(np.arange(n, dtype=np.int64), len(self.points))
+        if "seed" not in coords:
+            coords["seed"] = np.repeat(np.array([p.seed for p in self.points], dtype=np.int64), n)
+        for name in ("K", "M"):
+            if name not in coords:
+                coords[name] = np.repeat(np.array([p.values[name] for p in self.points]), n)
+        return coords
+
+
+def _same(a, b):
+    return tuple(a) == tuple(b) if isinstance(a, (list, tuple)) else a == b
+
+
+def load_sweep(path):
+    """Read and validate a sweep file (all problems reported at once)."""
+    try:
+        with open(path, "rb") as fh:
+            text = fh.read().decode("utf-8")
+    except OSError as exc:
+        raise ValueError(f"sweep file: cannot read {path}: {exc.strerror}") from None
+    return parse_sweep(text, source=str(path))
+
+
+def parse_sweep(text, source="sweep"):
+    """Validate a sweep given as TOML text; returns a :class:`Sweep`."""
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{source}: not valid TOML: {exc}") from None
+    p = V.Problems()
+    fixed = {k: v for k, v in doc.items() if not isinstance(v, dict)}
+    for section in doc:
+        if isinstance(doc[section], dict) and section not in ("fixed", "axes", "zip", "sweep"):
+            p.add(f"[{section}]: unknown section (known: fixed, axes, zip, sweep)")
+    for k, v in doc.get("fixed", {}).items():
+        if k in fixed:
+            p.add(f"fixed.{k}: given both at the top level and in [fixed]")
+        fixed[k] = v
+    axes = dict(doc.get("axes", {}))
+    zipped = dict(doc.get("zip", {}))
+    settings = {}
+    for k, v in doc.get("sweep", {}).items():
+        if k not in SWEEP_SETTINGS:
+            p.add(f"sweep.{k}: unknown setting (known: {', '.join(SWEEP_SETTINGS)})")
+        else:
+            settings[k] = p.check(SWEEP_SETTINGS[k], f"sweep.{k}", v)
+    settings.setdefault("chunk_runs", None)
+
+    for k, val in fixed.items():
+        if k not in PARAMETERS:
+            p.add(f"fixed.{k}: unknown parameter (known: {', '.join(PARAMETERS)})")
+        else:
+            p.check(PARAMETERS[k][1], f"fixed.{k}", val)
+    for section, table in (("axes", axes), ("zip", zipped)):
+        for k, vals in table.items():
+            where = f"{section}.{k}"
+            if k not in PARAMETERS:
+                p.add(f"{where}: unknown parameter (known: {', '.join(PARAMETERS)})")
+                continue
+            if k in NOT_AXES:
+                p.add(f"{where}: {k} cannot be swept (all runs of a sweep share one time axis "
+                      "and one number of replicas); use separate sweeps")
+                continue
+            if k in fixed:
+                p.add(f"{where}: also given as a fixed parameter")
+            if k in axes and k in zipped and section == "zip":
+                p.add(f"{where}: also an axis in [axes]")
+            if not isinstance(vals, list) or not vals:
+                p.add(f"{where} must be a non-empty list of values, got {vals!r}")
+                continue
+            check = PARAMETERS[k][1]
+            for i, val in enumerate(vals):
+                p.check(check, f"{where}[{i}]", val)
+            if len({json.dumps(v) for v in vals}) != len(vals):
+                p.add(f"{where}: repeated values")
+    lengths = {k: len(v) for k, v in zipped.items() if isinstance(v, list)}
+    if len(set(lengths.values())) > 1:
+        p.add(f"zip: lists must have equal lengths, got {lengths}")
+    if p.messages:
+        p.raise_if_any()
+
+    base = {k: v for k, v in fixed.items()}
+    axis_items = list(axes.items())
+    n_zip = len(next(iter(zipped.values()))) if zipped else 1
+    points, seen = [], set()
+    for combo in itertools.product(*[vals for _, vals in axis_items]):
+        for z in range(n_zip):
+            values = dict(base)
+            values.update({k: v for (k, _), v in zip(axis_items, combo)})
+            values.update({k: vals[z] for k, vals in zipped.items()})
+            sub = V.Problems()
+            cfg = make_config(values, problems=sub)
+            for msg in sub.messages:
+                label = ", ".join(f"{k}={values[k]}" for k in list(axes) + list(zipped))
+                full = f"{msg} (at {label})" if label else msg
+                if msg not in seen:
+                    seen.add(msg)
+                    p.add(full)
+            points.append(cfg)
+    p.raise_if_any()
+    n_runs = points[0].n_runs
+    canon = json.dumps({"fixed": fixed, "axes": axes, "zip": zipped}, sort_keys=True)
+    digest = hashlib.sha256(canon.encode()).hexdigest()
+    return Sweep(text=text, fixed=fixed, axes=axes, zipped=zipped, settings=settings,
+                 points=points, n_runs=n_runs, digest=digest)

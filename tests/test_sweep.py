@@ -1,0 +1,362 @@
+"""Sweeps with real Dask: embedded cluster, external scheduler and workers, kills, resume."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import xarray as xr
+
+import fastquad as fq
+from fastquad.config import run_many
+from fastquad.sweep import load_sweep, parse_sweep, plan_chunks, run_sweep
+from fastquad.sweep.store import SweepStore
+
+SMALL = """
+[fixed]
+method = "sgd"
+d = 60
+K = 2
+M = 2
+teacher_v = [1.0, 0.5]
+t_max = 4.0
+n_times = 21
+n_runs = 3
+label_noise = 0.2
+
+[axes]
+lr = [0.05, 0.1]
+init_scale = [0.05, 0.5]
+
+[zip]
+seed = [0, 7]
+teacher_seed = [1, 2]
+"""
+
+# enough work that a sweep takes a few seconds, in many small chunks, for the kill tests
+SLOW = """
+[fixed]
+method = "sgd"
+d = 400
+K = 2
+M = 2
+t_max = 60.0
+n_times = 31
+n_runs = 4
+
+[axes]
+lr = [0.02, 0.04, 0.06, 0.08]
+init_scale = [0.1, 0.3]
+
+[sweep]
+chunk_runs = 2
+"""
+
+FASTQUAD = [sys.executable, "-m", "fastquad.cli"]
+
+
+def _direct(sweep):
+    eps = []
+    for cfg in sweep.points:
+        res = run_many([cfg] * cfg.n_runs, np.arange(cfg.n_runs))
+        eps.append(res.eps_g)
+    return np.concatenate(eps)
+
+
+def _file(tmp_path, text, name="s.toml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_embedded_cluster_sweep_matches_direct_runs_and_opens_in_xarray(tmp_path):
+    sweep = parse_sweep(SMALL)
+    assert sweep.total_runs == 2 * 2 * 2 * 3
+    out = tmp_path / "r.h5"
+    summary = run_sweep(sweep, out, workers=2, progress=False, chunk_runs=5)
+    assert summary.ok and summary.done + summary.diverged == sweep.total_runs
+    ds = xr.open_dataset(out, engine="h5netcdf")
+    assert ds.sizes["run"] == 24 and ds.eps_g.dims == ("run", "time")
+    for name in ("lr", "init_scale", "seed", "teacher_seed", "replica"):
+        assert name in ds.coords
+    # run i is replica i % 3 of point i // 3 (product axes, last fastest, then the zip)
+    assert list(ds.lr.values[:12:3]) == [0.05, 0.05, 0.05, 0.05]
+    assert list(ds.seed.values[:6:3]) == [0, 7]
+    np.testing.assert_array_equal(ds.eps_g.values, _direct(sweep))
+    assert (ds.status.values == fq.STATUS_DONE).all()
+    assert not Path(str(out) + ".journal").exists()
+    # the labelled grid: unstack the run axis into the sweep axes
+    grid = ds.set_index(run=["lr", "init_scale", "seed", "replica"]).unstack("run")
+    assert grid.eps_g.sizes == {"time": 21, "lr": 2, "init_scale": 2, "seed": 2, "replica": 3}
+    assert fq.load(out).sizes == ds.sizes
+    # running again finds nothing to do
+    again = run_sweep(sweep, out, workers=1, progress=False)
+    assert again.skipped == sweep.total_runs and again.done == 0
+
+
+def test_chunking_does_not_change_results(tmp_path):
+    sweep = parse_sweep(SMALL)
+    with pytest.raises(AssertionError):
+        # sanity: different replicas really differ, so the comparison below has power
+        np.testing.assert_array_equal(_direct(sweep)[0], _direct(sweep)[1])
+    from dask.distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        a = run_sweep(sweep, tmp_path / "a.h5", client=client, chunk_runs=1, progress=False)
+        b = run_sweep(sweep, tmp_path / "b.h5", client=client, chunk_runs=24, progress=False)
+    assert a.ok and b.ok
+    np.testing.assert_array_equal(fq.read(tmp_path / "a.h5").eps_g, fq.read(tmp_path / "b.h5").eps_g)
+
+
+def test_sweep_validation_reports_every_problem_at_once(tmp_path):
+    bad = """
+[fixed]
+method = "sgd"
+d = 0
+lr = 0.1
+colour = "blue"
+[axes]
+lr = [0.1]
+init_scale = [0.1, -1.0]
+t_max = [1.0, 2.0]
+[zip]
+K = [1, 2]
+M = [1]
+[weird]
+x = 1
+"""
+    with pytest.raises(ValueError) as err:
+        parse_sweep(bad)
+    msg = str(err.value)
+    for needle in ("fixed.d must be", "fixed.colour: unknown parameter", "axes.lr: also given as a fixed",
+                   "axes.init_scale[1]", "axes.t_max: t_max cannot be swept",
+                   "zip: lists must have equal lengths", "[weird]: unknown section"):
+        assert needle in msg, needle
+    proc = subprocess.run(FASTQUAD + ["sweep", str(_file(tmp_path, bad)), "--out",
+                                      str(tmp_path / "x.h5")], capture_output=True, text=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "axes.init_scale[1]" in proc.stderr
+    assert not (tmp_path / "x.h5").exists()
+
+
+def test_a_different_sweep_against_an_existing_file_needs_overwrite(tmp_path):
+    out = tmp_path / "r.h5"
+    run_sweep(parse_sweep(SMALL), out, workers=1, progress=False)
+    other = parse_sweep(SMALL.replace("lr = [0.05, 0.1]", "lr = [0.05, 0.2]"))
+    with pytest.raises(ValueError, match="different sweep file.*--overwrite"):
+        SweepStore(out, other)
+    summary = run_sweep(other, out, workers=1, progress=False, overwrite=True)
+    assert summary.skipped == 0 and summary.ok
+    assert set(fq.load(out).lr.values) == {0.05, 0.2}
+
+
+def test_a_chunk_that_raises_is_recorded_and_the_others_complete(tmp_path, monkeypatch):
+    from fastquad.sweep import run as R
+
+    sweep = parse_sweep(SMALL)
+    original = R._chunk_task
+
+    def flaky(values_list, replicas):
+        if values_list[0]["lr"] == 0.1 and values_list[0]["init_scale"] == 0.5:
+            raise RuntimeError("boom in the kernel")
+        return original(values_list, replicas)
+
+    monkeypatch.setattr(R, "_chunk_task", flaky)
+    from dask.distributed import Client, LocalCluster
+
+    out = tmp_path / "r.h5"
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        summary = run_sweep(sweep, out, client=client, chunk_runs=3, progress=False, retries=0)
+    assert not summary.ok and summary.failed == 6 and "boom in the kernel" in summary.messages[0]
+    ds = fq.load(out)
+    failed = ds.status.values == fq.STATUS_FAILED
+    assert failed.sum() == 6
+    assert all("boom in the kernel" in m for m in ds.message.values[failed])
+    assert (ds.status.values[~failed] == fq.STATUS_DONE).all()
+    assert "failed 6" in fq.sweep.info(out)
+    # resuming retries the failed runs only
+    monkeypatch.setattr(R, "_chunk_task", original)
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        again = run_sweep(sweep, out, client=client, progress=False)
+    assert again.ok and again.done == 6 and again.skipped == 18
+    np.testing.assert_array_equal(fq.read(out).eps_g, _direct(sweep))
+
+
+def test_diverged_runs_are_recorded_and_the_sweep_goes_on(tmp_path):
+    text = SMALL.replace("lr = [0.05, 0.1]", "lr = [0.05, 40.0]")
+    out = tmp_path / "r.h5"
+    summary = run_sweep(parse_sweep(text), out, workers=1, progress=False)
+    assert summary.ok and summary.diverged == 12 and summary.done == 12
+    ds = fq.load(out)
+    div = ds.status.values == fq.STATUS_DIVERGED
+    assert (ds.lr.values[div] == 40.0).all() and np.isfinite(ds.t_stop.values[div]).all()
+    assert "diverged 12" in fq.sweep.info(out)
+
+
+def _wait_for(predicate, timeout, what):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _journal_entries(out):
+    j = Path(str(out) + ".journal")
+    return len(list(j.glob("*.npz"))) if j.exists() else 0
+
+
+def _stored_done(out):
+    try:
+        with h5py.File(out, "r") as f:
+            return int((f["status"][()] >= 0).sum())
+    except (OSError, KeyError):
+        return 0
+
+
+def test_client_killed_mid_sweep_resumes_exactly_once_bit_for_bit(tmp_path):
+    """SIGKILL the `fastquad sweep` process at several moments, rerun until done; the file is
+    readable after every kill and ends equal to an uninterrupted sweep."""
+    sweep_file = _file(tmp_path, SLOW)
+    sweep = load_sweep(sweep_file)
+    out = tmp_path / "r.h5"
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    kills = 0
+    for delay in (0.0, 0.7, 1.9):
+        proc = subprocess.Popen(FASTQUAD + ["sweep", str(sweep_file), "--out", str(out),
+                                            "--workers", "2", "--no-progress"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+        # kill once some results exist (in the journal or the file), plus a delay
+        _wait_for(lambda: proc.poll() is not None or _journal_entries(out) + _stored_done(out) > 0,
+                  180, "first results")
+        time.sleep(delay)
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+            kills += 1
+        # whatever the moment, the file opens and says which runs it holds
+        with h5py.File(out, "r") as f:
+            assert f["status"].shape == (sweep.total_runs,)
+        xr.open_dataset(out, engine="h5netcdf").close()
+    assert kills >= 1
+    final = subprocess.run(FASTQUAD + ["sweep", str(sweep_file), "--out", str(out),
+                                       "--no-progress", "--workers", "2"],
+                           capture_output=True, text=True, env=env)
+    assert final.returncode == 0, final.stderr
+    res = fq.read(out)
+    assert (res.status == fq.STATUS_DONE).all()
+    np.testing.assert_array_equal(res.eps_g, _direct(sweep))
+    np.testing.assert_array_equal(res.Q, np.concatenate(
+        [run_many([c] * c.n_runs, np.arange(c.n_runs)).Q for c in sweep.points]))
+    assert not Path(str(out) + ".journal").exists()
+
+
+def test_interrupted_consolidation_and_torn_journal_entries_are_harmless(tmp_path):
+    """A kill mid-write leaves at most a temporary copy or a half-written journal entry:
+    neither is ever read; the sweep then completes with every run once."""
+    sweep = parse_sweep(SMALL)
+    out = tmp_path / "r.h5"
+    store = SweepStore(out, sweep)
+    res = run_many([sweep.points[0]] * 3, np.arange(3))
+    from fastquad.store import result_arrays
+
+    arrays = {k: v for k, v in result_arrays(res).items() if k not in ("W_final", "v_final")}
+    store.add(np.arange(3), arrays)
+    # the state a kill can leave: a torn copy of the file and a torn journal entry
+    (tmp_path / "r.h5.tmp-deadbeef").write_bytes(b"HDF\x89 torn")
+    (Path(str(out) + ".journal") / "chunk-000000003-torn.tmp").write_bytes(b"PK\x03 torn")
+    del store
+    summary = run_sweep(sweep, out, workers=1, progress=False)
+    assert summary.skipped == 3 and summary.done == sweep.total_runs - 3
+    np.testing.assert_array_equal(fq.read(out).eps_g, _direct(sweep))
+    assert not list(tmp_path.glob("r.h5.tmp-*"))
+
+
+def _start(cmd, log):
+    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def test_external_scheduler_and_workers_with_a_worker_killed_mid_sweep(tmp_path):
+    """A real `dask scheduler` and two `dask worker` processes on loopback; one worker process
+    is SIGKILLed while it computes; its task is retried and the sweep completes."""
+    sched_file = tmp_path / "scheduler.json"
+    log = open(tmp_path / "dask.log", "w")
+    dask = [sys.executable, "-m", "distributed.cli.dask_scheduler"]
+    procs = [_start(dask + ["--host", "127.0.0.1", "--port", "0", "--scheduler-file",
+                            str(sched_file), "--dashboard-address", ":0"], log)]
+    try:
+        _wait_for(sched_file.exists, 60, "the scheduler file")
+        env = dict(os.environ, NUMBA_NUM_THREADS="1")
+        worker = [sys.executable, "-m", "distributed.cli.dask_worker", "--scheduler-file",
+                  str(sched_file), "--nthreads", "1", "--nworkers", "1", "--host", "127.0.0.1",
+                  "--no-dashboard"]
+        for _ in range(2):
+            procs.append(subprocess.Popen(worker, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                          start_new_session=True))
+        from dask.distributed import Client
+
+        client = Client(scheduler_file=str(sched_file))
+        client.wait_for_workers(2, timeout=120)
+        sweep_file = _file(tmp_path, SLOW)
+        sweep = load_sweep(sweep_file)
+        out = tmp_path / "r.h5"
+        import threading
+
+        killed = {}
+
+        def kill_a_busy_worker():
+            _wait_for(lambda: bool(client.processing() and any(client.processing().values())),
+                      120, "a busy worker")
+            time.sleep(0.5)
+            busy = [w for w, tasks in client.processing().items() if tasks]
+            pid = client.run(os.getpid, workers=[busy[0]])[busy[0]]
+            os.kill(pid, signal.SIGKILL)  # the worker process, not its nanny
+            killed["pid"] = pid
+
+        t = threading.Thread(target=kill_a_busy_worker)
+        t.start()
+        summary = run_sweep(sweep, out, client=client, progress=False)
+        t.join()
+        assert "pid" in killed
+        assert summary.ok, summary.text()
+        res = fq.read(out)
+        assert (res.status == fq.STATUS_DONE).all()
+        np.testing.assert_array_equal(res.eps_g, _direct(sweep))
+        client.close()
+    finally:
+        for p in procs[::-1]:
+            try:
+                os.killpg(p.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        for p in procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+        log.close()
+
+
+def test_plan_groups_by_kernel_shape(tmp_path):
+    text = SMALL.replace("[zip]\nseed = [0, 7]\nteacher_seed = [1, 2]", "[zip]\nK = [1, 2]\nM = [1, 2]")
+    text = text.replace("teacher_v = [1.0, 0.5]\n", "").replace("K = 2\nM = 2\n", "")
+    sweep = parse_sweep(text)
+    chunks = plan_chunks(sweep, np.arange(sweep.total_runs), chunk_runs=100)
+    assert len(chunks) == 2  # one per K
+    Ks = {tuple(sorted({sweep.run_config(int(r))[0].K for r in c.runs})) for c in chunks}
+    assert Ks == {(1,), (2,)}
+    assert sorted(np.concatenate([c.runs for c in chunks])) == list(range(sweep.total_runs))
+    out = tmp_path / "k.h5"
+    assert run_sweep(sweep, out, workers=1, progress=False).ok
+    ds = fq.load(out)
+    k1 = ds.K.values == 1
+    assert np.isnan(ds.Q.values[k1][:, :, 1, :]).all() and np.isfinite(ds.Q.values[k1][:, :, 0, 0]).all()
