@@ -360,3 +360,19 @@ def test_plan_groups_by_kernel_shape(tmp_path):
     ds = fq.load(out)
     k1 = ds.K.values == 1
     assert np.isnan(ds.Q.values[k1][:, :, 1, :]).all() and np.isfinite(ds.Q.values[k1][:, :, 0, 0]).all()
+
+
+@pytest.mark.parametrize("kind,marker", [("slurm", "#SBATCH"), ("pbs", "#PBS")])
+def test_jobqueue_launcher_writes_single_threaded_worker_jobs(kind, marker):
+    """The SLURM/PBS launcher of runners/ (dry run: the job script, nothing submitted)."""
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.run([sys.executable, str(root / "runners" / "jobqueue.py"), kind,
+                           "--dry-run", "--cores", "6", "--walltime", "00:30:00",
+                           "--scheduler-host", "127.0.0.1"], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    script = proc.stdout
+    assert marker in script and "00:30:00" in script
+    assert "export NUMBA_NUM_THREADS=1" in script
+    assert "--nthreads 1" in script and "--nworkers 6" in script
+    assert "tcp://127.0.0.1:" in script
