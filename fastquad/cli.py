@@ -163,6 +163,83 @@ def _info(path):
     return info(path)
 
 
+def _add_plot(sub):
+    from .plots import KINDS, QUANTITIES
+
+    p = sub.add_parser(
+        "plot", help="figures from a results file (PNG and PDF)",
+        description="Draw figures from a results file: curves (mean and 10-90%% band over "
+                    "replicas per grid point, with the ODE theory from the same starts), order "
+                    "(order parameters of one run), stages (plateaus and drops of one run), "
+                    "phase (heat map over two sweep axes), fixed-points (fixed points of the "
+                    "order-parameter flow on the loss, over a learning curve).")
+    p.add_argument("file", type=Path, metavar="RESULTS.h5")
+    p.add_argument("--kind", action="append", choices=KINDS + ("all",),
+                   help="figure kind (repeatable; default: curves)")
+    p.add_argument("--out", type=Path, default=Path("figures"), help="output folder")
+    p.add_argument("--run", type=int, default=0, help="run index for order/stages/fixed-points")
+    p.add_argument("--x", default=None, help="phase: sweep axis on the x axis")
+    p.add_argument("--y", default=None, help="phase: sweep axis on the y axis")
+    p.add_argument("--quantity", default="final_eps", choices=QUANTITIES,
+                   help="phase: what to show")
+    p.add_argument("--threshold", type=float, default=1e-3,
+                   help="phase: learnt means eps_g <= threshold x initial eps_g")
+    p.add_argument("--no-theory", action="store_true", help="curves: no ODE theory")
+    p.set_defaults(func=_plot)
+
+
+def _plot(args):
+    from . import plots
+    from .store import load
+
+    if not args.file.is_file():
+        raise ValueError(f"RESULTS.h5: no such file {args.file}")
+    try:
+        ds = load(args.file)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"RESULTS.h5: cannot read {args.file} as a results file ({exc})") from None
+    kinds = args.kind or ["curves"]
+    if "all" in kinds:
+        kinds = list(plots.KINDS) if len(plots.sweep_axes(ds)) >= 2 else [
+            k for k in plots.KINDS if k != "phase"]
+    if not 0 <= args.run < ds.sizes["run"]:
+        raise ValueError(f"--run must be in [0, {ds.sizes['run'] - 1}], got {args.run}")
+    written = []
+    stem = args.file.stem
+    for kind in kinds:
+        if kind == "curves":
+            fig = plots.plot_learning_curves(ds, theory=not args.no_theory)
+        elif kind == "order":
+            fig = plots.plot_order_parameters(ds, run=args.run)
+        elif kind == "stages":
+            fig = plots.plot_stages(ds, run=args.run)
+        elif kind == "phase":
+            axes = plots.sweep_axes(ds)
+            x = args.x or (axes[0] if axes else None)
+            y = args.y or (axes[1] if len(axes) > 1 else None)
+            if x is None or y is None:
+                raise ValueError(f"--x/--y: phase needs two sweep axes; the file has "
+                                 f"{axes or 'none'}")
+            fig = plots.plot_phase_diagram(ds, x, y, args.quantity, args.threshold)
+        else:
+            fig = plots.plot_fixed_points(_fixed_points_of(ds, args.run), ds, runs=(args.run,))
+        written += plots.save(fig, args.out, f"{stem}-{kind}")
+    for path in written:
+        print(f"wrote {path}")
+    return 0
+
+
+def _fixed_points_of(ds, run):
+    from .analysis import find_fixed_points
+
+    K = int(ds.K.values[run]) if "K" in ds.coords else ds.sizes["student"]
+    M = int(ds.M.values[run]) if "M" in ds.coords else ds.sizes["teacher"]
+    lr = float(ds.lr.values[run]) if "lr" in ds.coords else float(ds.attrs.get("lr", 1.0))
+    return find_fixed_points(K, M, ds.T.values[run, :M, :M], ds.v_teacher.values[run, :M], lr,
+                             train_second_layer=bool(ds.attrs.get("train_second_layer", True)),
+                             n_starts=60)
+
+
 def build_parser():
     parser = _Parser(prog="fastquad", description="Learning dynamics of two-layer quadratic "
                      "networks: simulations, theory and sweeps.")
@@ -173,7 +250,17 @@ def build_parser():
     _add_simulate(sub)
     _add_sweep(sub)
     _add_info(sub)
+    _add_plot(sub)
+    _add_fixed_points(sub)
     return parser
+
+
+def _add_fixed_points(sub):
+    try:
+        from .analysis.cli import add_fixed_points_parser
+    except ImportError:  # pragma: no cover - the analysis package is part of fastquad
+        return
+    add_fixed_points_parser(sub)
 
 
 def main(argv=None):

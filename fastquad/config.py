@@ -54,6 +54,9 @@ PARAMETERS = {
                      "seed of the teacher (shared by all runs)"),
     "init_scale": (0.1, lambda n, x: V.real(n, x, low=0.0),
                    "std of the student's initial first-layer entries (>= 0)"),
+    "init_overlap": (0.0, lambda n, x: V.real(n, x),
+                     "warm start: add this multiple of teacher row j to student row j "
+                     "(j < min(K, M)); 0 is a purely random start"),
     "student_v": (1.0, _floats, "initial student second layer v (a number, or one per unit)"),
     "n_samples": (0, lambda n, x: V.integer(n, x, low=0),
                   "dataset size for method gd (required there, >= 1)"),
@@ -157,8 +160,8 @@ def load_toml(path):
 
 #: Parameters that may differ between the runs of one kernel call (they only change arrays);
 #: runs that agree on all the others share a kernel shape and can be batched together.
-PER_RUN = ("lr", "label_noise", "seed", "init_scale", "student_v", "teacher", "teacher_v",
-           "teacher_seed", "n_runs")
+PER_RUN = ("lr", "label_noise", "seed", "init_scale", "init_overlap", "student_v", "teacher",
+           "teacher_v", "teacher_seed", "n_runs")
 
 
 def batch_key(cfg):
@@ -199,6 +202,9 @@ def networks(cfgs, replicas):
         Wt[i], vt[i] = teachers[key]
         W0[i], v0[i] = make_student(c.d, c.K, scale=c.init_scale, v=_arr(c.student_v),
                                     seed=c.seed, run_id=int(r))
+        if c.init_overlap:
+            k = min(c.K, c.M)
+            W0[i, :k] += c.init_overlap * Wt[i, :k]
     return W0, v0, Wt, vt
 
 

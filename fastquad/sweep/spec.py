@@ -177,11 +177,15 @@ def parse_sweep(text, source="sweep"):
             check = PARAMETERS[k][1]
             for i, val in enumerate(vals):
                 p.check(check, f"{where}[{i}]", val)
-            if len({json.dumps(v) for v in vals}) != len(vals):
+            if section == "axes" and len({json.dumps(v) for v in vals}) != len(vals):
                 p.add(f"{where}: repeated values")
     lengths = {k: len(v) for k, v in zipped.items() if isinstance(v, list)}
     if len(set(lengths.values())) > 1:
         p.add(f"zip: lists must have equal lengths, got {lengths}")
+    elif lengths:
+        combos = [json.dumps([zipped[k][i] for k in lengths]) for i in range(max(lengths.values()))]
+        if len(set(combos)) != len(combos):
+            p.add("zip: repeated combinations of values")
     if p.messages:
         p.raise_if_any()
 
