@@ -184,11 +184,15 @@ def plot_stages(ds, run=0, stages=None):
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     ok = t > 0
     ax.plot(t[ok], eps[ok], color="k", lw=1.4, label=r"$\epsilon_g$")
-    for i, p in enumerate(st.plateaus):
-        ax.axvspan(p.onset, p.escape, color="tab:orange", alpha=0.2,
-                   label="plateau" if i == 0 else None)
-    for i, dr in enumerate(st.drops):
-        ax.axvline(dr.start, color="tab:blue", lw=0.8, ls=":", label="drop starts" if i == 0 else None)
+    t_pos = t[t > 0]
+    for i, (on, esc) in enumerate(zip(st.onsets, st.escapes)):
+        lo = on if on > 0 else t_pos[0]
+        hi = esc if np.isfinite(esc) else t[-1]
+        ax.axvspan(lo, hi, color="tab:orange", alpha=0.2, label="plateau" if i == 0 else None)
+    for i, start in enumerate(st.drop_starts):
+        if start > 0:
+            ax.axvline(start, color="tab:blue", lw=0.8, ls=":",
+                       label="drop starts" if i == 0 else None)
     vt = ds.v_teacher.values[run]
     T = ds.T.values[run]
     if np.allclose(T, np.eye(len(T)), atol=1e-8):
@@ -200,7 +204,7 @@ def plot_stages(ds, run=0, stages=None):
     ax.set_yscale("log")
     ax.set_xlabel("time t = step / d")
     ax.set_ylabel(r"generalisation error $\epsilon_g$")
-    ax.set_title(f"learning stages, run {run}: {len(st.plateaus)} plateau(s)")
+    ax.set_title(f"learning stages, run {run}: {st.n_plateaus} plateau(s), {st.n_drops} drop(s)")
     ax.legend(fontsize=7)
     ax.grid(True, which="both", alpha=0.25)
     return fig
@@ -224,7 +228,7 @@ def phase_quantity(ds, quantity, threshold=1e-3):
     if quantity == "n_plateaus":
         from .analysis.stages import detect_stages
 
-        return np.array([np.nan if dv else len(detect_stages(t, e).plateaus)
+        return np.array([np.nan if dv else detect_stages(t, e).n_plateaus
                          for e, dv in zip(eps, diverged)], dtype=float)
     learnt = eps <= threshold * eps[:, :1]
     first = np.where(learnt.any(axis=1), t[np.argmax(learnt, axis=1)], np.nan)

@@ -1,0 +1,359 @@
+"""The conserved quantities ``C_j = Q_jj - 2 v_j^2`` and the failures they predict.
+
+Under the population gradient flow with a trained second layer each C_j is exactly conserved
+(``d Q_jj/dt = 4 v_j dv_j/dt`` unit by unit). Online SGD only increases it
+(``dC_j/dt = 4 eta^2 v_j^2 E[e^2 h_j^2] >= 0``). Since ``2 v_j^2 = Q_jj - C_j >= -C_j``, a unit
+with ``C_j < 0`` keeps ``|v_j| >= sqrt(-C_j / 2)``: its second-layer weight can never cross
+zero, whatever the rest of the network does.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import _validate as V
+
+
+@dataclass(frozen=True, eq=False)
+class ConservedDrift:
+    """How far ``C_j = Q_jj - 2 v_j^2`` moved along recorded runs.
+
+    Attributes
+    ----------
+    initial : ndarray, shape (n_runs, K)
+        ``C_j`` at the first record.
+    max_change : ndarray, shape (n_runs, K)
+        ``max_t |C_j(t) - C_j(0)|`` over the finite records (NaN if there are none).
+    final_change : ndarray, shape (n_runs, K)
+        ``C_j - C_j(0)`` at the last finite record: for the flow an integrator check (0 up to
+        its tolerance), for SGD a measure of the noise (>= 0 on average).
+    """
+
+    initial: np.ndarray
+    max_change: np.ndarray
+    final_change: np.ndarray
+
+
+def conserved_drift(result):
+    """Drift of the conserved quantities of every run and unit of a result.
+
+    Parameters
+    ----------
+    result : Result
+        Any method's result (``Q`` (n_runs, n_times, K, K), ``v`` (n_runs, n_times, K));
+        records after a divergence are NaN and ignored.
+
+    Returns
+    -------
+    ConservedDrift
+    """
+    try:
+        Q = np.asarray(result.Q, dtype=float)
+        v = np.asarray(result.v, dtype=float)
+    except AttributeError:
+        raise ValueError(f"result must be a fastquad Result, got {type(result).__name__}") from None
+    if Q.ndim != 4 or v.ndim != 3 or Q.shape[:3] != v.shape or Q.shape[2] != Q.shape[3]:
+        raise ValueError(f"result must hold Q (n_runs, n_times, K, K) and v (n_runs, n_times, "
+                         f"K), got {Q.shape} and {v.shape}")
+    C = np.einsum("rtjj->rtj", Q) - 2.0 * v ** 2
+    C0 = C[:, 0]
+    change = C - C0[:, None]
+    finite = np.isfinite(change)
+    n_runs, _, K = C.shape
+    max_change = np.full((n_runs, K), np.nan)
+    final = np.full((n_runs, K), np.nan)
+    for r in range(n_runs):
+        ok = finite[r].all(axis=1)
+        if ok.any():
+            max_change[r] = np.abs(change[r, ok]).max(axis=0)
+            final[r] = change[r, np.flatnonzero(ok)[-1]]
+    return ConservedDrift(initial=C0, max_change=max_change, final_change=final)
+
+
+@dataclass(frozen=True, eq=False)
+class FailurePrediction:
+    """Predicted outcome of the population gradient flow from the conserved quantities.
+
+    Attributes
+    ----------
+    success : ndarray of bool, shape (n_runs,)
+        False: the flow cannot learn the teacher (certain). True: nothing conserved forbids
+        it -- the outcome itself for K = M = 1, only a necessary condition otherwise.
+    exact : ndarray of bool, shape (n_runs,)
+        Whether the prediction is certain (K = M = 1, or a predicted failure).
+    reason : ndarray of str, shape (n_runs,)
+        Why, in words.
+    C0 : ndarray, shape (n_runs, K)
+        ``Q_jj - 2 v_j^2`` at the start.
+    can_cross : ndarray of bool, shape (n_runs, K)
+        Whether v_j may change sign (``C_j > 0``, or ``v_j = 0`` with ``w_j != 0``).
+    """
+
+    success: np.ndarray
+    exact: np.ndarray
+    reason: np.ndarray
+    C0: np.ndarray
+    can_cross: np.ndarray
+
+
+def _teacher_inertia(T, vt):
+    """Numbers of positive and negative eigenvalues of A* = W*^T diag(v*) W* / d."""
+    lam, U = np.linalg.eigh(T)
+    S = U * np.sqrt(np.clip(lam, 0.0, None))          # S S^T = T
+    ev = np.linalg.eigvalsh(S.T @ (vt[:, None] * S))
+    tol = 1e-12 * max(1.0, np.abs(ev).max(initial=0.0))
+    return int(np.count_nonzero(ev > tol)), int(np.count_nonzero(ev < -tol))
+
+
+def predict_failure(v0, v_teacher, *, Q0=None, C0=None, R0=None, T=None):
+    """Which starts the gradient flow can never take to the teacher, from ``C_j = Q_jj - 2 v_j^2``.
+
+    The rule. A unit whose ``v_j`` is nonzero and ``C_j <= 0`` keeps the sign of ``v_j``
+    forever (``C_j = 0`` reaches ``v_j = 0`` only as ``w_j -> 0``, never crossing); a unit with
+    ``C_j > 0`` (or ``v_j = 0``, ``w_j != 0``) is free to end with either sign. To represent the
+    teacher, ``A = W^T diag(v) W / d`` must have the inertia of ``A* = W*^T diag(v*) W* / d``
+    (``m+`` positive, ``m-`` negative eigenvalues, from T and v*), which needs at least ``m+``
+    units with ``v_j > 0`` and ``m-`` with ``v_j < 0`` at the end. Predicted success iff the
+    free units can make up both shortfalls:
+    ``max(0, m+ - stuck_positive) + max(0, m- - stuck_negative) <= free``. Also, ``R = 0`` is
+    invariant under the flow (``dR`` is linear in R), so ``R0 = 0`` fails.
+
+    Scope. For K = M = 1 this is exact for the flow: with the teacher's sign, or with the wrong
+    sign and C > 0, v ends with the teacher's sign and the flow reaches eps_g = 0 (R0 != 0);
+    with the wrong sign and C <= 0 it goes to the ``w = 0`` line (eps_g = 3/2 (v* T)^2). For
+    larger networks a predicted failure is certain, a predicted success only necessary (units
+    may still fail to cross, or stop at other local minima). SGD noise raises C_j, so under
+    SGD a predicted failure can turn into a success at large lr or late times.
+
+    Parameters
+    ----------
+    v0 : array, shape (K,) or (n_runs, K)
+        Initial second layer.
+    v_teacher : array, shape (M,) or (n_runs, M)
+    Q0 : array, shape (K, K) or (n_runs, K, K), optional
+        Initial overlaps (their diagonal is used) -- give Q0 or C0.
+    C0 : array, shape (K,) or (n_runs, K), optional
+        Initial conserved quantities ``Q_jj - 2 v_j^2``.
+    R0 : array, shape (K, M) or (n_runs, K, M), optional
+        Initial student-teacher overlaps: if given, ``R0 = 0`` predicts failure.
+    T : array, shape (M, M) or (n_runs, M, M), optional
+        Teacher overlaps (default identity): they and v* fix the teacher's inertia.
+
+    Returns
+    -------
+    FailurePrediction
+    """
+    p = V.Problems()
+    v = p.check(V.finite_array, "v0", v0, ndim=(1, 2))
+    vt = p.check(V.finite_array, "v_teacher", v_teacher, ndim=(1, 2))
+    p.raise_if_any()
+    v = V.with_run_axis("v0", v, 1)
+    vt = V.with_run_axis("v_teacher", vt, 1)
+    K, M = v.shape[1], vt.shape[1]
+    if (Q0 is None) == (C0 is None):
+        raise ValueError("give exactly one of Q0 (initial overlaps) and C0 (initial "
+                         "conserved quantities)")
+    if Q0 is not None:
+        Q = V.with_run_axis("Q0", V.finite_array("Q0", Q0, ndim=(2, 3)), 2)
+        if Q.shape[1:] != (K, K):
+            raise ValueError(f"Q0 must have shape (K, K) = ({K}, {K}) (K from v0), got {Q.shape}")
+        qd = np.einsum("rjj->rj", Q)
+        if np.any(qd < 0):
+            raise ValueError("Q0 must have a non-negative diagonal (Q_jj = |w_j|^2 / d)")
+    else:
+        C = V.with_run_axis("C0", V.finite_array("C0", C0, ndim=(1, 2)), 1)
+        if C.shape[1] != K:
+            raise ValueError(f"C0 must have K={K} entries per run (K from v0), got {C.shape}")
+    if T is None:
+        T = np.eye(M)
+    Tm = V.with_run_axis("T", V.finite_array("T", T, ndim=(2, 3)), 2)
+    if Tm.shape[1:] != (M, M):
+        raise ValueError(f"T must have shape (M, M) = ({M}, {M}) (M from v_teacher), got "
+                         f"{Tm.shape}")
+    Rm = None
+    if R0 is not None:
+        Rm = V.with_run_axis("R0", V.finite_array("R0", R0, ndim=(2, 3)), 2)
+        if Rm.shape[1:] != (K, M):
+            raise ValueError(f"R0 must have shape (K, M) = ({K}, {M}), got {Rm.shape}")
+    sizes = {a.shape[0] for a in (v, vt, Tm) + ((Q,) if Q0 is not None else (C,))
+             + ((Rm,) if Rm is not None else ())} - {1}
+    if len(sizes) > 1:
+        raise ValueError(f"the run axes of v0, v_teacher, Q0/C0, R0 and T disagree: "
+                         f"{sorted(sizes)}")
+    n = sizes.pop() if sizes else 1
+    v = V.broadcast_runs("v0", v, n)
+    vt = V.broadcast_runs("v_teacher", vt, n)
+    Tm = V.broadcast_runs("T", Tm, n)
+    C = (V.broadcast_runs("Q0", qd, n) - 2 * v ** 2) if Q0 is not None else V.broadcast_runs(
+        "C0", C, n)
+    if Rm is not None:
+        Rm = V.broadcast_runs("R0", Rm, n)
+
+    success = np.zeros(n, dtype=bool)
+    exact = np.zeros(n, dtype=bool)
+    reason = np.empty(n, dtype=object)
+    # v_j = 0 with C_j = Q_jj > 0 moves off zero towards whichever sign it needs
+    can_cross = (C > 0)
+    for r in range(n):
+        m_pos, m_neg = _teacher_inertia(0.5 * (Tm[r] + Tm[r].T), vt[r])
+        stuck_pos = int(np.count_nonzero(~can_cross[r] & (v[r] > 0)))
+        stuck_neg = int(np.count_nonzero(~can_cross[r] & (v[r] < 0)))
+        free = int(np.count_nonzero(can_cross[r]))
+        short = max(0, m_pos - stuck_pos) + max(0, m_neg - stuck_neg)
+        if Rm is not None and not np.any(Rm[r]) and (m_pos or m_neg):
+            success[r], exact[r] = False, True
+            reason[r] = "R0 = 0: the flow keeps R = 0, the student never aligns with the teacher"
+        elif K == 1 and M == 1:
+            s, c = np.sign(v[r, 0]) * np.sign(vt[r, 0]), C[r, 0]
+            exact[r] = True
+            if vt[r, 0] == 0:
+                success[r], reason[r] = True, "the teacher is zero"
+            elif v[r, 0] == 0:
+                success[r] = bool(can_cross[r, 0])
+                reason[r] = ("v0 = 0 and w0 != 0: v moves off zero with the teacher's sign"
+                             if success[r] else "v0 = 0 and w0 = 0: nothing ever moves")
+            elif s > 0:
+                success[r], reason[r] = True, "v0 has the teacher's sign"
+            elif can_cross[r, 0]:
+                success[r] = True
+                reason[r] = f"v0 has the wrong sign but C = {c:.4g} > 0: v crosses zero"
+            else:
+                reason[r] = f"v0 has the wrong sign and C = {c:.4g} <= 0: v can never cross zero"
+        else:
+            success[r] = short <= free
+            exact[r] = not success[r]
+            reason[r] = (f"the teacher needs {m_pos} positive and {m_neg} negative unit(s); "
+                         f"{stuck_pos} stuck positive, {stuck_neg} stuck negative (C_j <= 0), "
+                         f"{free} free (C_j > 0)")
+    return FailurePrediction(success=success, exact=exact, reason=reason.astype(str), C0=C,
+                             can_cross=can_cross)
+
+
+@dataclass(frozen=True, eq=False)
+class PhaseDiagram:
+    """Predicted against simulated success over a grid of initial conditions (K = M = 1).
+
+    Attributes
+    ----------
+    v0 : ndarray, shape (n_v,)
+    Q0 : ndarray, shape (n_q,)
+    C0 : ndarray, shape (n_v, n_q)
+        ``Q0 - 2 v0^2``.
+    predicted, simulated : ndarray of bool, shape (n_v, n_q)
+    eps_final : ndarray, shape (n_v, n_q)
+        eps_g at t_max (NaN if the run diverged).
+    agreement : float
+        Fraction of the grid where prediction and simulation agree.
+    agreement_away : float
+        The same over the points with ``|C0| > margin`` (NaN if there are none).
+    margin : float
+    """
+
+    v0: np.ndarray
+    Q0: np.ndarray
+    C0: np.ndarray
+    predicted: np.ndarray
+    simulated: np.ndarray
+    eps_final: np.ndarray
+    agreement: float
+    agreement_away: float
+    margin: float
+
+
+def phase_diagram_failure(v0_values, Q0_values, *, v_teacher=1.0, T=1.0, overlap=0.1, lr=1.0,
+                          t_max=200.0, method="ode", d=8, success_tol=1e-3, margin=0.05,
+                          seed=0, num_threads=None):
+    """The failure predictor against simulation over a grid of (v0, Q0), K = M = 1.
+
+    Each grid point starts with ``Q = Q0``, ``R = overlap * sqrt(Q0 T)`` (a cosine
+    ``overlap`` with the teacher) and ``v = v0``, so ``C0 = Q0 - 2 v0^2``; ``Q0`` plays the
+    part of ``init_scale^2``.
+
+    Parameters
+    ----------
+    v0_values : array, shape (n_v,)
+    Q0_values : array, shape (n_q,), > 0
+    v_teacher : float, nonzero
+    T : float, > 0
+        Teacher overlap ``|w*|^2 / d``.
+    overlap : float, in (0, 1]
+        Initial cosine between student and teacher.
+    lr : float, > 0
+    t_max : float, > 0
+        Integration time; near the boundary C0 = 0 crossing takes ever longer.
+    method : {"ode", "flow"}
+        ``"ode"``: :func:`fastquad.integrate_ode` with ``sgd_noise=False``; ``"flow"``:
+        :func:`fastquad.integrate_flow` from weights with these overlaps at dimension d.
+    d : int, >= 2
+        Input dimension of ``"flow"``.
+    success_tol : float, in (0, 1)
+        Success: final eps_g below ``success_tol * (3/2) (v* T)^2`` (the error of the zero
+        network, where failures end).
+    margin : float, >= 0
+        Half-width in C0 of the boundary band left out of ``agreement_away``.
+    seed : int, >= 0
+        Frame of the weights of ``"flow"``.
+    num_threads : int, optional
+
+    Returns
+    -------
+    PhaseDiagram
+    """
+    from ..ode import integrate_ode
+    from ..simulate import integrate_flow
+    from .fixed_points import weights_from_order_parameters
+
+    p = V.Problems()
+    vs = p.check(V.finite_array, "v0_values", v0_values, ndim=1)
+    qs = p.check(V.finite_array, "Q0_values", Q0_values, ndim=1)
+    vt = p.check(V.real, "v_teacher", v_teacher)
+    Tn = p.check(V.real, "T", T, low=0.0, low_open=True)
+    overlap = p.check(V.real, "overlap", overlap, low=0.0, high=1.0, low_open=True)
+    lr = p.check(V.real, "lr", lr, low=0.0, low_open=True)
+    t_max = p.check(V.real, "t_max", t_max, low=0.0, low_open=True)
+    d = p.check(V.integer, "d", d, low=2)
+    success_tol = p.check(V.real, "success_tol", success_tol, low=0.0, high=1.0, low_open=True,
+                          high_open=True)
+    margin = p.check(V.real, "margin", margin, low=0.0)
+    seed = p.check(V.integer, "seed", seed, low=0)
+    if method not in ("ode", "flow"):
+        p.add(f"method must be 'ode' or 'flow', got {method!r}")
+    p.raise_if_any()
+    if vt == 0:
+        raise ValueError("v_teacher must be nonzero (a zero teacher has nothing to learn)")
+    if vs.size == 0 or qs.size == 0:
+        raise ValueError("v0_values and Q0_values must each hold at least one value")
+    if np.any(qs <= 0):
+        raise ValueError("Q0_values must be > 0 (Q0 = |w0|^2 / d)")
+    V_, Q_ = np.meshgrid(vs, qs, indexing="ij")
+    v0 = V_.ravel()
+    q0 = Q_.ravel()
+    r0 = overlap * np.sqrt(q0 * Tn)
+    n = v0.size
+    times = np.array([0.0, t_max])
+    if method == "ode":
+        res = integrate_ode(q0.reshape(n, 1, 1), r0.reshape(n, 1, 1), v0.reshape(n, 1),
+                            np.full((1, 1), Tn), np.array([vt]), lr, t_max, times=times,
+                            sgd_noise=False, num_threads=num_threads)
+    else:
+        W0 = np.empty((n, 1, d))
+        Wt = np.empty((n, 1, d))
+        for k in range(n):
+            W0[k], Wt[k] = weights_from_order_parameters([[q0[k]]], [[r0[k]]], [[Tn]], d, seed)
+        res = integrate_flow(W0, v0.reshape(n, 1), Wt, np.full((n, 1), vt), lr, t_max,
+                             times=times, num_threads=num_threads)
+    eps_final = res.eps_g[:, -1]
+    eps_zero = 1.5 * (vt * Tn) ** 2
+    simulated = np.isfinite(eps_final) & (eps_final < success_tol * eps_zero)
+    pred = predict_failure(v0.reshape(n, 1), np.array([vt]), Q0=q0.reshape(n, 1, 1),
+                           R0=r0.reshape(n, 1, 1), T=np.full((1, 1), Tn))
+    predicted = pred.success
+    C0 = q0 - 2 * v0 ** 2
+    agree = predicted == simulated
+    away = np.abs(C0) > margin
+    shape = (vs.size, qs.size)
+    return PhaseDiagram(v0=vs, Q0=qs, C0=C0.reshape(shape), predicted=predicted.reshape(shape),
+                        simulated=simulated.reshape(shape), eps_final=eps_final.reshape(shape),
+                        agreement=float(agree.mean()),
+                        agreement_away=float(agree[away].mean()) if away.any() else np.nan,
+                        margin=margin)
