@@ -260,3 +260,34 @@ def test_times_finer_than_one_step_repeat_the_state(rng):
     assert res.eps_g[0, 3] == res.eps_g[0, 4] != res.eps_g[0, 5]
     gd = fq.simulate_gd(W, v, Wt, vt, 0.05, 0.5, n_samples=20, times=times)
     assert gd.train_error[0, 3] == gd.train_error[0, 4]
+
+
+def test_float32_mode_follows_the_float64_reference(rng):
+    """float32: same explicit samples, reference in float64; agreement to float32 round-off."""
+    K, M, d, steps, lr = 3, 2, 40, 60, 0.05
+    W, v, Wt, vt = random_networks(rng, K, M, d)
+    X = rng.standard_normal((steps, 2, d)).astype(np.float32)
+    xi = rng.standard_normal((steps, 2)).astype(np.float32)
+    times = np.arange(steps + 1) / d
+    res = fq.simulate_sgd(W, v, Wt, vt, lr, steps / d, times=times, batch_size=2,
+                          label_noise=0.2, samples=(X, xi), dtype="float32")
+    assert res.W.dtype == np.float32 and res.eps_g.dtype == np.float64
+    W32, v32, Wt32, vt32 = (a.astype(np.float32).astype(np.float64) for a in (W, v, Wt, vt))
+    Ws, vs = naive.sgd(W32, v32, Wt32, vt32, X.astype(np.float64), xi.astype(np.float64), lr, 0.2)
+    np.testing.assert_allclose(res.W[0], Ws[-1], rtol=2e-4, atol=2e-5)
+    np.testing.assert_allclose(res.v[0], vs, rtol=2e-4, atol=2e-5)
+    # and it is really float32 arithmetic: not equal to the float64 result to 1e-10
+    assert np.abs(res.W[0] - Ws[-1]).max() > 1e-9
+
+
+def test_float32_streams_are_reproducible_and_learn():
+    d, K = 200, 2
+    Wt, vt = fq.make_teacher(d, K, v=[1.0, 0.6], seed=1)
+    W0, v0 = fq.make_student(d, K, scale=0.3, v=0.8, seed=2)
+    kw = dict(seeds=[1, 2, 3], times=fq.log_times(150.0, 20, 0.1), dtype="float32")
+    a = fq.simulate_sgd(W0, v0, Wt, vt, 0.05, 150.0, num_threads=1, **kw)
+    b = fq.simulate_sgd(np.stack([W0] * 3), v0, Wt, vt, 0.05, 150.0, num_threads=2, **kw)
+    np.testing.assert_array_equal(a.eps_g, b.eps_g)
+    assert np.all(a.eps_g[:, -1] < 1e-2 * a.eps_g[:, 0])
+    with pytest.raises(ValueError, match="dtype"):
+        fq.simulate_sgd(W0, v0, Wt, vt, 0.05, 1.0, dtype="float16")

@@ -8,7 +8,9 @@ log-spaced and, for SGD, noisy. Everything here works in ``y = ln eps_g`` agains
   half-width ``b`` (``band``, widened to three standard errors of the filtered noise), whose
   fitted slope ``d ln eps / d ln t`` is below ``flat`` (plus three standard errors), and which
   lasts at least ``min_duration`` times its onset time: a stretch of fixed length in t counts
-  less the later it comes, like everything on a log axis;
+  less the later it comes, like everything on a log axis. Maximal under all three tests:
+  from each start, the longest stretch that passes them all (the longest one inside the band
+  may end on the tail of the next drop, whose steep records alone tilt the fitted line);
 - consecutive plateaus whose levels differ by less than ``min_drop`` (in ln eps) are one;
 - a drop is what lies between two plateaus (or before the first / after the last one) and
   falls by at least ``min_drop`` in ln eps.
@@ -139,13 +141,21 @@ def _max_extent(y, width):
     return ext
 
 
-def _slope(x, y):
-    """Least-squares slope of y on x and its standard error for unit noise."""
-    xc = x - x.mean()
-    sxx = float(xc @ xc)
-    if sxx <= 0:
-        return 0.0, np.inf
-    return float(xc @ (y - y.mean())) / sxx, 1.0 / np.sqrt(sxx)
+def _slopes(x, y):
+    """Least-squares slopes of y on x over x[:m], for every m = 1..len(x) (x increasing), and
+    their standard errors for unit noise (slope 0 and error inf for the single point m = 1)."""
+    sums = np.empty((4, x.size))
+    xc = np.subtract(x, x[0], out=sums[0])   # shifted: no cancellation in the running sums
+    yc = np.subtract(y, y[0], out=sums[1])
+    np.multiply(xc, xc, out=sums[2])
+    np.multiply(xc, yc, out=sums[3])
+    sx, sy, sxx, sxy = np.cumsum(sums, axis=1, out=sums)
+    m = np.arange(1.0, x.size + 1.0)
+    vxx = np.maximum(sxx - sx * sx / m, np.finfo(float).tiny)
+    slope = (sxy - sx * sy / m) / vxx
+    se = 1.0 / np.sqrt(vxx)
+    slope[0], se[0] = 0.0, np.inf
+    return slope, se
 
 
 def _check(t, eps_g, two_d):
@@ -265,15 +275,24 @@ def _detect(t, eps, *, band, flat, min_duration, min_drop, floor, smooth, min_po
         if at_floor[i] or j - i + 1 < min_points:
             i += 1
             continue
-        t_on, t_off = np.exp(x[i]), np.exp(x[j])
-        onset = 0.0 if (i == 0 and y0 is not None and abs(y0 - ys[0]) <= 2 * b) else t_on
-        if onset > 0 and t_off < (1 + min_duration) * onset:
+        onset = 0.0 if (i == 0 and y0 is not None and abs(y0 - ys[0]) <= 2 * b) else np.exp(x[i])
+        x_min = x[i] + np.log1p(min_duration) if onset > 0 else -np.inf   # earliest end
+        if x[j] < x_min:
             i += 1
             continue
-        s, se = _slope(x[i:j + 1], y[i:j + 1])
-        if abs(s) > flat + 3 * sigma * se:
+        # the longest stretch from i that passes every test, not just the longest in the band:
+        # that one reaches up to 2b down the next drop, and those few steep records can tilt
+        # the fitted line of a slowly drifting plateau past `flat`; rejecting it and moving
+        # the start on only gives the tail more weight, until the rest is too short -- so a
+        # clear plateau was lost or kept depending on where the grid fell on its edges
+        s, se = _slopes(x[i:j + 1], y[i:j + 1])
+        ends = np.arange(i, j + 1)
+        tol = flat + 3 * sigma * se if sigma > 0 else flat
+        ok = (ends - i + 1 >= min_points) & (np.abs(s) <= tol) & (x[i:j + 1] >= x_min)
+        if not ok.any():
             i += 1
             continue
+        j = int(ends[np.flatnonzero(ok)[-1]])
         spans.append([i, j, onset])
         i = j + 1
 

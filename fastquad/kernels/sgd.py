@@ -9,9 +9,10 @@ bit-identical alone or inside any batch, with any thread count. Weights are upda
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, types
+from numba.extending import overload
 
-from ..rng import normal_fill, randbelow
+from ..rng import normal_fill, normal_fill32, randbelow
 from .closed_form import JIT, eps_g_of, gram_into, population_gradients_into
 
 # Reassociation lets LLVM vectorise the dot products (the kernels' FLOPs); no-NaN/no-inf
@@ -22,6 +23,21 @@ STATUS_DONE = 0
 STATUS_DIVERGED = 1
 
 
+def fill_normals(state, out):
+    """Fill out with N(0, 1) draws of its own precision (32-bit normals for float32)."""
+    if out.dtype == np.float32:
+        normal_fill32(state, out)
+    else:
+        normal_fill(state, out)
+
+
+@overload(fill_normals)
+def _fill_normals_nb(state, out):
+    if out.dtype == types.float32:
+        return lambda state, out: normal_fill32(state, out)
+    return lambda state, out: normal_fill(state, out)
+
+
 @njit(inline="always", **FAST)
 def dots_into(A, n_rows, x, out, scale):
     """out[j] = scale * A[j] . x for the first n_rows rows of A.
@@ -30,12 +46,13 @@ def dots_into(A, n_rows, x, out, scale):
     what lifts the dot products from latency-bound to near the L1 load limit (1.4-1.8x).
     """
     d = x.shape[0]
+    zero = x.dtype.type(0)  # accumulate in the data's precision (float32 mode stays 32-bit)
     j = 0
     while j + 4 <= n_rows:
-        s0 = 0.0
-        s1 = 0.0
-        s2 = 0.0
-        s3 = 0.0
+        s0 = zero
+        s1 = zero
+        s2 = zero
+        s3 = zero
         for k in range(d):
             xk = x[k]
             s0 += A[j, k] * xk
@@ -48,7 +65,7 @@ def dots_into(A, n_rows, x, out, scale):
         out[j + 3] = s3 * scale
         j += 4
     while j < n_rows:
-        s = 0.0
+        s = zero
         for k in range(d):
             s += A[j, k] * x[k]
         out[j] = s * scale
@@ -82,7 +99,7 @@ def subtract_outer(A, n_rows, c, x):
 @njit(inline="always", **FAST)
 def quad_form(w, h, lo, hi):
     """sum_{j in [lo, hi)} w[j - lo] h[j]^2: a quadratic network's output from its pre-activations."""
-    f = 0.0
+    f = h.dtype.type(0)
     for j in range(lo, hi):
         f += w[j - lo] * h[j] * h[j]
     return f
@@ -92,9 +109,9 @@ def quad_form(w, h, lo, hi):
 def labels_into(Wt, vt, X, noise, y):
     """y_b = sum_n v*_n (w*_n . x_b / sqrt d)^2 + noise_b for rows X (B, d)."""
     M, d = Wt.shape
-    hs = np.empty(M)
+    hs = np.empty(M, X.dtype)
     for b in range(X.shape[0]):
-        dots_into(Wt, M, X[b], hs, 1.0 / math.sqrt(d))
+        dots_into(Wt, M, X[b], hs, X.dtype.type(1.0 / math.sqrt(d)))
         y[b] = quad_form(vt, hs, 0, M) + noise[b]
 
 
@@ -111,7 +128,12 @@ def batch_step(A, K, v, vt, X, y, noise, lr, train_v, h, e, c):
     d = X.shape[1]
     B = X.shape[0]
     M = vt.shape[0]
-    inv_sqrt_d = 1.0 / math.sqrt(d)
+    # constants in the data's precision, so float32 mode does float32 arithmetic
+    real = X.dtype.type
+    inv_sqrt_d = real(1.0 / math.sqrt(d))
+    two = real(2.0)
+    step = real(lr / B)
+    step_v = real(lr / B / d)
     ok = True
     for b in range(B):
         hb = h[b]
@@ -123,17 +145,16 @@ def batch_step(A, K, v, vt, X, y, noise, lr, train_v, h, e, c):
         e[b] = quad_form(v, hb, 0, K) - target
         if not math.isfinite(e[b]):
             ok = False
-    step = lr / B
     for b in range(B):
         for j in range(K):
-            c[j] = step * e[b] * v[j] * 2.0 * h[b, j] * inv_sqrt_d
+            c[j] = step * e[b] * v[j] * two * h[b, j] * inv_sqrt_d
         subtract_outer(A, K, c, X[b])
     if train_v:
         for j in range(K):
-            gv = 0.0
+            gv = real(0)
             for b in range(B):
                 gv += e[b] * h[b, j] * h[b, j]
-            v[j] -= step / d * gv
+            v[j] -= step_v * gv
     return ok
 
 
@@ -184,15 +205,16 @@ def _sgd_run(W, v, Wt, vt, lr, sigma, train_v, batch, rec_steps, check_every, ma
     K, d = W.shape
     M = Wt.shape[0]
     # student and teacher rows in one array: one blocked pass gives all pre-activations
-    A = np.empty((K + M, d))
+    dt = W.dtype
+    A = np.empty((K + M, d), dt)
     A[:K] = W
     A[K:] = Wt
     Ws = A[:K]
-    buf = np.empty(batch * (d + 1))
-    h = np.empty((batch, K + M))
-    e = np.empty(batch)
-    c = np.empty(K)
-    noise = np.empty(batch)
+    buf = np.empty(batch * (d + 1), dt)
+    h = np.empty((batch, K + M), dt)
+    e = np.empty(batch, dt)
+    c = np.empty(K, dt)
+    noise = np.empty(batch, dt)
     Q = np.empty((K, K))
     R = np.empty((K, M))
     T = np.empty((M, M))
@@ -211,7 +233,7 @@ def _sgd_run(W, v, Wt, vt, lr, sigma, train_v, batch, rec_steps, check_every, ma
         else:
             # one draw for the inputs and the label noise: runs that differ only in sigma
             # see the same inputs (common random numbers)
-            normal_fill(state, buf)
+            fill_normals(state, buf)
         X = buf[:batch * d].reshape((batch, d))
         for b in range(batch):
             noise[b] = sigma * buf[batch * d + b]
@@ -261,10 +283,10 @@ def sgd_batch(W, v, Wt, vt, lr, sigma, train_v, batch, rec_steps, check_every, m
 def train_loss(W, v, X, y):
     """Mean over rows of X (n, d) of (f - y)^2 / 2."""
     K, d = W.shape
-    h = np.empty(K)
+    h = np.empty(K, X.dtype)
     acc = 0.0
     for b in range(X.shape[0]):
-        dots_into(W, K, X[b], h, 1.0 / math.sqrt(d))
+        dots_into(W, K, X[b], h, X.dtype.type(1.0 / math.sqrt(d)))
         acc += (quad_form(v, h, 0, K) - y[b]) ** 2
     return 0.5 * acc / X.shape[0]
 
