@@ -28,6 +28,7 @@ import numba
 import numpy as np
 from scipy.integrate import solve_ivp
 
+from fastquad.closed_form import generalization_error
 from fastquad.ode import integrate_ode, ode_rhs
 
 RTOLS = (1e-5, 3e-6, 1e-6, 3e-7, 1e-7, 3e-8, 1e-8, 3e-9, 1e-9, 3e-10, 1e-10)
@@ -73,12 +74,8 @@ def numpy_rhs(K, M, T, vt, lr):
 
 def eps_g(y, K, M, T, vt):
     Q = y[:K * K].reshape(K, K)
-    R = y[K * K:K * K + K * M].reshape(K, M)
-    v = y[K * K + K * M:]
-    trD = v @ np.diag(Q) - vt @ np.diag(T)
-    trD2 = (np.sum(np.outer(v, v) * Q**2) - 2 * np.sum(np.outer(v, vt) * R**2)
-            + np.sum(np.outer(vt, vt) * T**2))
-    return 0.5 * (trD**2 + 2 * trD2)
+    return generalization_error(0.5 * (Q + Q.T), y[K * K:K * K + K * M].reshape(K, M), T,
+                                y[K * K + K * M:], vt)
 
 
 def run_scipy(prob, runs, lr, t_max, method, rtol, atol):

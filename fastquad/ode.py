@@ -162,7 +162,7 @@ def integrate_ode(Q0, R0, v0, T, v_teacher, lr, t_max, *, dt=None, times=None, l
         ``rate = (K + M) (c^2 + q) q (1 + lr (K + M) c^2 q / batch_size)`` (the last factor only
         with SGD noise), ``q`` the largest diagonal of Q0 and T and ``c`` the largest |v0| or
         |v_teacher|: a rough bound of the Jacobian's spectral radius over lr near the start and
-        near the teacher, so that ``dt * |lambda|`` stays around 0.01-0.04 there (RK4 is stable
+        near the teacher, so that ``dt * |lambda|`` stays around 0.005-0.05 there (RK4 is stable
         up to 2.8). It is cautious, hence slow; it is no guarantee where the noise term drives
         the overlaps far from the teacher's size -- use "rk45" there. dt must exceed
         ``1e-12 * t_max``.
@@ -197,7 +197,8 @@ def integrate_ode(Q0, R0, v0, T, v_teacher, lr, t_max, *, dt=None, times=None, l
         ``method="ode"``; ``t`` (n_times,); ``eps_g`` (n_runs, n_times), exact from the
         recorded state; ``Q`` (n_runs, n_times, K, K), ``R`` (n_runs, n_times, K, M), ``v``
         (n_runs, n_times, K); ``T`` (n_runs, M, M), ``v_teacher`` (n_runs, M); ``status``
-        (0 done, 1 diverged, 2 failed: an adaptive run used up its step budget); ``t_stop``
+        (0 done, 1 diverged, 2 failed: an adaptive run used up its budget of
+        ``fastquad.kernels.ode.MAX_STEPS`` = 10^7 attempted steps); ``t_stop``
         (NaN unless stopped; records from then on are NaN). ``params``: lr, label_noise, dt and
         n_evals (right-hand-side evaluations) per run; batch_size, train_second_layer,
         sgd_noise, integrator, rtol, atol, max_error.

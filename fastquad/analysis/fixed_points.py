@@ -912,7 +912,10 @@ def weights_from_order_parameters(Q, R, T, d, seed=0):
     if lam[0] < -_PSD_RTOL * max(1.0, np.abs(G).max()):
         raise ValueError(f"Q, R, T are not the overlaps of real vectors: the Gram matrix "
                          f"[[T, R^T], [R, Q]] has an eigenvalue {lam[0]:.3g} < 0")
-    F = U * np.sqrt(np.clip(lam, 0.0, None))          # (K + M, K + M), F F^T = G
+    # eigenvalues at round-off level are exact zeros of a rank-deficient Gram matrix (e.g. a
+    # student aligned with the teacher): their square roots (~1e-8) would be spurious directions
+    lam = np.where(lam > 64 * np.finfo(float).eps * max(1.0, lam[-1]), lam, 0.0)
+    F = U * np.sqrt(lam)                               # (K + M, K + M), F F^T = G
     frame, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((d, K + M)))
     X = np.sqrt(d) * F @ frame.T                      # rows: teacher, then student
     return np.ascontiguousarray(X[M:]), np.ascontiguousarray(X[:M])
