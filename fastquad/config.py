@@ -58,6 +58,11 @@ PARAMETERS = {
                      "warm start: add this multiple of teacher row j to student row j "
                      "(j < min(K, M)); 0 is a purely random start"),
     "student_v": (1.0, _floats, "initial student second layer v (a number, or one per unit)"),
+    "sampler": ("direct", lambda n, x: _choice(n, x, ("direct", "exact", "auto")),
+                "online SGD: direct (d-dimensional weights), exact (dimension-free Gram-matrix "
+                "sampler, same law, cost independent of d) or auto"),
+    "dtype": ("float64", lambda n, x: _choice(n, x, ("float64", "float32")),
+              "online SGD (direct): precision of weights, samples and arithmetic"),
     "n_samples": (0, lambda n, x: V.integer(n, x, low=0),
                   "dataset size for method gd (required there, >= 1)"),
     "integrator": ("rk45", lambda n, x: _choice(n, x, INTEGRATORS),
@@ -250,7 +255,8 @@ def run_many(cfgs, replicas, *, num_threads=None):
                   max_error=c.max_error, num_threads=num_threads)
     if c.method == "sgd":
         return simulate_sgd(W0, v0, Wt, vt, lr, c.t_max, seeds=seeds, run_ids=ids,
-                            batch_size=c.batch_size, label_noise=sigma, **common)
+                            batch_size=c.batch_size, label_noise=sigma, sampler=c.sampler,
+                            dtype=c.dtype, **common)
     if c.method == "gd":
         return simulate_gd(W0, v0, Wt, vt, lr, c.t_max, n_samples=c.n_samples,
                            batch_size=c.batch_size if c.batch_size > 1 else None,

@@ -130,7 +130,8 @@ def _finish(method, t, outs, nets, d, extra, stop_time):
 
 def simulate_sgd(W0, v0, W_teacher, v_teacher, lr, t_max, *, seeds=0, run_ids=None, times=None,
                  batch_size=1, label_noise=0.0, train_second_layer=True, samples=None,
-                 max_error=1e6, check_every=None, num_threads=None, dtype="float64"):
+                 max_error=1e6, check_every=None, num_threads=None, dtype="float64",
+                 sampler="direct"):
     """Online SGD: one fresh Gaussian sample (or mini-batch) per step, time ``t = step / d``.
 
     ``w_j <- w_j - lr * dl/dw_j`` and ``v_j <- v_j - (lr / d) * dl/dv_j`` on the per-sample loss
@@ -171,6 +172,13 @@ def simulate_sgd(W0, v0, W_teacher, v_teacher, lr, t_max, *, seeds=0, run_ids=No
         Precision of the weights, the samples (32-bit normals from the same per-run streams)
         and the per-step arithmetic. ``"float32"`` is about twice as fast; order parameters and
         eps_g are still computed in float64 from the float32 weights.
+    sampler : {"direct", "exact", "auto"}
+        ``"direct"``: simulate the d-dimensional weights, drawing d Gaussian numbers per step.
+        ``"exact"``: the exact dimension-free sampler (MODEL.md): the law of online SGD depends on
+        the weights only through the Gram matrix of the K + M rows, which is updated exactly at
+        a cost per step independent of d (float64; needs d >= K + M; no final weights ``W``).
+        Same law, not the same draws, as the direct kernel. ``"auto"``: exact when d >= K + M
+        and d > 4 (K + M)^2 and no explicit samples are given, else direct.
 
     Returns
     -------
@@ -194,7 +202,23 @@ def simulate_sgd(W0, v0, W_teacher, v_teacher, lr, t_max, *, seeds=0, run_ids=No
     grid = p.check(_time_grid, t_max, times, d)
     if dtype not in ("float64", "float32", np.float64, np.float32):
         p.add(f"dtype must be 'float64' or 'float32', got {dtype!r}")
+    if sampler not in ("direct", "exact", "auto"):
+        p.add(f"sampler must be 'direct', 'exact' or 'auto', got {sampler!r}")
     p.raise_if_any()
+    r = K + M
+    if sampler == "auto":
+        sampler = "exact" if (d >= r and d > 4 * r * r and samples is None
+                              and np.dtype(dtype) == np.float64) else "direct"
+    if sampler == "exact":
+        if d < r:
+            raise ValueError(f"sampler='exact' needs d >= K + M = {r}, got d={d} "
+                             "(use 'direct' or 'auto')")
+        if samples is not None:
+            raise ValueError("samples: explicit samples need sampler='direct'")
+        if np.dtype(dtype) != np.float64:
+            raise ValueError("dtype: the exact sampler runs in float64 only")
+        return _sgd_exact(W, v, Wt, vt, lr_arr, sigma, n, K, M, d, batch, train_v, max_error,
+                          check_every, keys, grid, num_threads)
     real = np.dtype(dtype)
     W, v, Wt, vt = (np.ascontiguousarray(a, dtype=real) for a in (W, v, Wt, vt))
     seed_arr, id_arr = keys
@@ -216,6 +240,33 @@ def simulate_sgd(W0, v0, W_teacher, v_teacher, lr, t_max, *, seeds=0, run_ids=No
                   dtype=real.name)
     Wt64, vt64 = (a.astype(np.float64) for a in (Wt, vt))
     return _finish("sgd", t, outs, (W, v, Wt64, vt64), d, params, outs[5] / d)
+
+
+def _sgd_exact(W, v, Wt, vt, lr_arr, sigma, n, K, M, d, batch, train_v, max_error,
+               check_every, keys, grid, num_threads):
+    """simulate_sgd by the exact dimension-free sampler (validated inputs)."""
+    from .kernels import gram as _g
+
+    seed_arr, id_arr = keys
+    steps, t = steps_for_times(grid[1], d)
+    # the kernel records at increasing steps; times closer than 1/d share a record
+    uniq, where = np.unique(steps, return_inverse=True)
+    F = _g.initial_factor(W, Wt)
+    vv = np.ascontiguousarray(v, dtype=np.float64).copy()
+    vt = np.ascontiguousarray(vt, dtype=np.float64)
+    states = _streams(seed_arr, id_arr)
+    eps, Q, R, vo, status, stop = _outputs(n, len(uniq), K, M)
+    with numba_threads(num_threads):
+        _g.gram_sgd_batch(F, vv, vt, K, d, lr_arr, sigma, train_v, batch, uniq, check_every,
+                          max_error, states, eps, Q, R, vo, status, stop)
+    params = dict(d=d, K=K, M=M, lr=lr_arr, label_noise=sigma, seed=seed_arr, run_id=id_arr,
+                  batch_size=batch, train_second_layer=train_v, max_error=max_error,
+                  dtype="float64", sampler="exact")
+    T = np.einsum("rnk,rmk->rnm", Wt, Wt) / d
+    t_stop = np.where(status == _k.STATUS_DIVERGED, stop / d, np.nan)
+    return Result(method="sgd", t=t, eps_g=eps[:, where], Q=Q[:, where], R=R[:, where],
+                  v=vo[:, where], T=T, v_teacher=vt.copy(), status=status, t_stop=t_stop,
+                  W=None, v_final=vv, params=params)
 
 
 def simulate_gd(W0, v0, W_teacher, v_teacher, lr, t_max, *, n_samples, batch_size=None,

@@ -291,3 +291,32 @@ def test_float32_streams_are_reproducible_and_learn():
     assert np.all(a.eps_g[:, -1] < 1e-2 * a.eps_g[:, 0])
     with pytest.raises(ValueError, match="dtype"):
         fq.simulate_sgd(W0, v0, Wt, vt, 0.05, 1.0, dtype="float16")
+
+
+def test_exact_sampler_through_simulate_sgd_agrees_with_direct_and_validates():
+    """The wiring of sampler='exact' (the kernel's own law is tested in test_gram.py)."""
+    d = 300
+    Wt, vt = fq.make_teacher(d, 2, v=[1.0, 0.5], seed=1)
+    G, _ = fq.make_student(d, 2, scale=1.0, seed=2)
+    W0, v0 = 0.7 * Wt + 0.7 * G, np.array([0.6, 0.3])
+    times = np.array([0.0, 0.001, 1.0, 3.0, 3.001, 6.0])  # includes times within one step
+    kw = dict(seeds=np.arange(48), times=times, label_noise=0.3)
+    ex = fq.simulate_sgd(W0, v0, Wt, vt, 0.1, 6.0, sampler="exact", **kw)
+    di = fq.simulate_sgd(W0, v0, Wt, vt, 0.1, 6.0, sampler="direct", **kw)
+    assert ex.params["sampler"] == "exact" and ex.W is None and ex.eps_g.shape == di.eps_g.shape
+    np.testing.assert_allclose(ex.eps_g[:, 0], di.eps_g[:, 0], rtol=1e-12)
+    assert ex.eps_g[0, 3] == ex.eps_g[0, 4]
+    se = np.sqrt(ex.eps_g.var(0, ddof=1) / 48 + di.eps_g.var(0, ddof=1) / 48)[1:]
+    assert np.all(np.abs(ex.eps_g.mean(0) - di.eps_g.mean(0))[1:] < 4 * se + 1e-12)
+    np.testing.assert_allclose(ex.T, di.T, rtol=1e-12)
+    auto = fq.simulate_sgd(W0, v0, Wt, vt, 0.1, 6.0, sampler="auto", **kw)
+    np.testing.assert_array_equal(auto.eps_g, ex.eps_g)
+    small = fq.simulate_sgd(W0[:, :3], v0, Wt[:, :3], vt, 0.1, 2.0, sampler="auto", seeds=1)
+    assert small.W is not None  # d < K + M: falls back to direct
+    with pytest.raises(ValueError, match="sampler must be"):
+        fq.simulate_sgd(W0, v0, Wt, vt, 0.1, 1.0, sampler="fast")
+    with pytest.raises(ValueError, match="d >= K \\+ M"):
+        fq.simulate_sgd(W0[:, :3], v0, Wt[:, :3], vt, 0.1, 1.0, sampler="exact")
+    with pytest.raises(ValueError, match="samples"):
+        fq.simulate_sgd(W0, v0, Wt, vt, 0.1, 1.0, sampler="exact",
+                        samples=(np.ones((300, 1, d)), np.ones((300, 1))))
