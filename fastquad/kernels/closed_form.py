@@ -9,9 +9,12 @@ import numpy as np
 from numba import njit
 
 JIT = dict(cache=True, nogil=True, fastmath=False)
+# reassociation vectorises the d-long dot products of gram_into (called at every record and
+# divergence check); NaN and inf still propagate
+_DOTS = dict(cache=True, nogil=True, fastmath={"reassoc", "contract", "nsz"})
 
 
-@njit(**JIT)
+@njit(**_DOTS)
 def gram_into(A, B, out):
     """out[i, j] = A[i] . B[j] / d for A (a, d), B (b, d) -> out (a, b)."""
     d = A.shape[1]
