@@ -15,6 +15,7 @@ HDF5 dimension scales, so ``xarray.open_dataset(path, engine="h5netcdf")`` label
     /v_teacher     (run, teacher)
     /status        (run,) int8                    -1 pending, 0 done, 1 diverged, 2 failed
     /t_stop        (run,)                         time a diverged run was stopped (else NaN)
+    /message       (run,) string                  why a run failed (sweeps; else empty)
     /<param>       (run,)                         per-run parameters (lr, label_noise, seed, ...)
     /W_final       (run, student, input)          final first layer (optional)
     /v_final       (run, student)                 final second layer (optional)
