@@ -69,8 +69,9 @@ def plan_chunks(sweep, runs, *, chunk_runs=None, n_workers=1):
         if chunk_runs is None:
             per = max(seconds_per_run(sweep.run_config(m)[0]) for m in members[:64])
             size = max(1, int(TARGET_TASK_SECONDS / max(per, 1e-9)))
-            # at least ~4 chunks per worker when the group allows it, for load balance
-            size = min(size, max(1, math.ceil(len(runs) / (4 * max(1, n_workers)))))
+            # at least ~8 chunks per worker when the group allows it: the last chunks finish
+            # close together (load balance at the end of a sweep)
+            size = min(size, max(1, math.ceil(len(runs) / (8 * max(1, n_workers)))))
         else:
             size = chunk_runs
         for i in range(0, len(members), size):

@@ -158,13 +158,22 @@ class SweepStore:
         entries = sorted(self.journal.glob("*.npz"))
         if not entries:
             return 0
+        # entries of the same kind (same datasets and unit sizes) are merged and written once:
+        # every write rewrites whole compressed HDF5 chunks, so one write per kind, not one per
+        # journal entry, keeps the client's share of the CPU small
+        kinds = {}
+        for entry in entries:
+            with np.load(entry, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+            kind = tuple((k, arrays[k].shape[1:], arrays[k].dtype.str) for k in sorted(arrays))
+            kinds.setdefault(kind, []).append(arrays)
         tmp = self._tmp_name()
         shutil.copyfile(self.path, tmp)
         with h5py.File(tmp, "r+") as f:
-            for entry in entries:
-                with np.load(entry, allow_pickle=False) as z:
-                    arrays = {k: z[k] for k in z.files if k != "index"}
-                    S.write_arrays(f, z["index"], arrays)
+            for items in kinds.values():
+                merged = {k: np.concatenate([a[k] for a in items]) for k in items[0]}
+                index = merged.pop("index")
+                S.write_arrays(f, index, merged)
         _atomic_replace(tmp, self.path)
         for entry in entries:
             entry.unlink()
