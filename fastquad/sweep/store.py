@@ -29,6 +29,8 @@ from .. import store as S
 from ..result import STATUS_DIVERGED, STATUS_DONE, STATUS_FAILED, STATUS_NAMES, STATUS_PENDING
 
 JOURNAL_SUFFIX = ".journal"
+# runs merged into one HDF5 write (bounds the client's memory while folding the journal)
+_MERGE_RUNS = 2048
 
 
 def _fsync_dir(path):
@@ -158,22 +160,32 @@ class SweepStore:
         entries = sorted(self.journal.glob("*.npz"))
         if not entries:
             return 0
-        # entries of the same kind (same datasets and unit sizes) are merged and written once:
-        # every write rewrites whole compressed HDF5 chunks, so one write per kind, not one per
-        # journal entry, keeps the client's share of the CPU small
-        kinds = {}
-        for entry in entries:
-            with np.load(entry, allow_pickle=False) as z:
-                arrays = {k: z[k] for k in z.files}
-            kind = tuple((k, arrays[k].shape[1:], arrays[k].dtype.str) for k in sorted(arrays))
-            kinds.setdefault(kind, []).append(arrays)
         tmp = self._tmp_name()
         shutil.copyfile(self.path, tmp)
+        # entries of the same kind (same datasets and unit sizes) are merged and written
+        # together: every write rewrites whole compressed HDF5 chunks, so few large writes keep
+        # the client's share of the CPU small; at most _MERGE_RUNS runs are held per kind, so
+        # the client's memory stays flat however many runs finished
+        pending = {}
+
+        def flush(f, kind):
+            items, _ = pending.pop(kind)
+            merged = {k: np.concatenate([a[k] for a in items]) for k in items[0]}
+            index = merged.pop("index")
+            S.write_arrays(f, index, merged)
+
         with h5py.File(tmp, "r+") as f:
-            for items in kinds.values():
-                merged = {k: np.concatenate([a[k] for a in items]) for k in items[0]}
-                index = merged.pop("index")
-                S.write_arrays(f, index, merged)
+            for entry in entries:
+                with np.load(entry, allow_pickle=False) as z:
+                    arrays = {k: z[k] for k in z.files}
+                kind = tuple((k, arrays[k].shape[1:], arrays[k].dtype.str) for k in sorted(arrays))
+                items, n = pending.get(kind, ([], 0))
+                items.append(arrays)
+                pending[kind] = (items, n + len(arrays["index"]))
+                if pending[kind][1] >= _MERGE_RUNS:
+                    flush(f, kind)
+            for kind in list(pending):
+                flush(f, kind)
         _atomic_replace(tmp, self.path)
         for entry in entries:
             entry.unlink()
