@@ -43,6 +43,9 @@ import numpy as np
 from numba import njit, prange
 
 import fastquad as fq
+# the one-thread fill probes are bench_rng's (this folder is on sys.path when run as a script)
+from bench_rng import _ours32 as _fill_loop32
+from bench_rng import _ours64 as _fill_loop
 from fastquad.kernels.sgd import batch_step
 from fastquad.rng import normal_fill, normal_fill32, run_states
 
@@ -60,24 +63,6 @@ FAST = dict(nogil=True, fastmath={"reassoc", "contract", "nsz"})
 # ------------------------------------------------------------------------------------------
 # Compiled probes
 # ------------------------------------------------------------------------------------------
-
-
-@njit(nogil=True)
-def _fill_loop(state, buf, ncalls):
-    acc = 0.0
-    for _ in range(ncalls):
-        normal_fill(state, buf)
-        acc += buf[0]  # keeps the fills observable
-    return acc
-
-
-@njit(nogil=True)
-def _fill_loop32(state, buf, ncalls):
-    acc = np.float32(0.0)
-    for _ in range(ncalls):
-        normal_fill32(state, buf)
-        acc += buf[0]
-    return acc
 
 
 @njit(parallel=True, nogil=True)

@@ -262,11 +262,8 @@ def _sgd_exact(W, v, Wt, vt, lr_arr, sigma, n, K, M, d, batch, train_v, max_erro
     params = dict(d=d, K=K, M=M, lr=lr_arr, label_noise=sigma, seed=seed_arr, run_id=id_arr,
                   batch_size=batch, train_second_layer=train_v, max_error=max_error,
                   dtype="float64", sampler="exact")
-    T = np.einsum("rnk,rmk->rnm", Wt, Wt) / d
-    t_stop = np.where(status == _k.STATUS_DIVERGED, stop / d, np.nan)
-    return Result(method="sgd", t=t, eps_g=eps[:, where], Q=Q[:, where], R=R[:, where],
-                  v=vo[:, where], T=T, v_teacher=vt.copy(), status=status, t_stop=t_stop,
-                  W=None, v_final=vv, params=params)
+    outs = (eps[:, where], Q[:, where], R[:, where], vo[:, where], status, stop)
+    return _finish("sgd", t, outs, (None, vv, Wt, vt), d, params, stop / d)
 
 
 def simulate_gd(W0, v0, W_teacher, v_teacher, lr, t_max, *, n_samples, batch_size=None,
