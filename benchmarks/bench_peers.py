@@ -19,9 +19,13 @@ runs on all cores.
 Every implementation does the same update as fastquad: online SGD on ``(f - y)^2 / 2`` with
 teacher labels, ``w_j -= lr e v_j 2 h_j x / sqrt(d)``, ``v_j -= (lr / d) e h_j^2``. The batched
 peers and fastquad do equal work (same runs, same steps); the one-run loops do the same steps
-for one run. The peers get two small advantages: no label noise is drawn (fastquad draws d + 1
-normals per step; the benchmark uses label_noise = 0) and the teacher, shared by all runs, is
-applied by one matrix product. Before timing, the script checks on a tiny problem that every
+for one run. Like fastquad, every peer works in the teacher's frame (``fastquad.frame``: an
+orthogonal change of input coordinates, exact in law, after which the teacher's rows live in
+the first M coordinates), so its labels cost M^2 multiply-adds per sample, not M d; the
+peers get the student and teacher already rotated (``--literal-teacher``: peers apply the
+full (M, d) teacher instead). The peers get two small advantages: no label noise is drawn
+(fastquad draws d + 1 normals per step; the benchmark uses label_noise = 0) and the teacher,
+shared by all runs, is applied by one matrix product. Before timing, the script checks on a tiny problem that every
 peer gives fastquad's final weights when fed fastquad's explicit samples, and that with their
 own generators the final eps_g agrees in distribution (mean within 5 standard errors).
 
@@ -49,6 +53,7 @@ import numba
 import numpy as np
 
 import fastquad as fq
+from fastquad.frame import teacher_frame, to_frame
 
 try:
     import torch
@@ -92,8 +97,20 @@ def eps_g_batch(W, v, Wt, vt):
     return (trD**2 + 2 * trD2) / 2
 
 
+def in_frame(W0, Wt, literal=False):
+    """The problem in the teacher's frame, as the peers get it: the student W0 (K, d) rotated,
+    the teacher's (M, M) head (its rows are zero beyond column M), and the full rotated
+    teacher (M, d) for exact eps_g. ``literal``: no rotation, the full teacher."""
+    if literal:
+        return W0, Wt, Wt
+    U, Wt_rot = teacher_frame(Wt[None])
+    M = Wt.shape[0]
+    return to_frame(W0[None], U)[0], np.ascontiguousarray(Wt_rot[0][:, :M]), Wt_rot[0]
+
+
 # ------------------------------------------------------------------------------------------
-# Peers. Each takes a float dtype through its arrays; X (n, steps, d) replaces the draws.
+# Peers. Each takes a float dtype through its arrays; X (n, steps, d) replaces the draws; a
+# teacher of shape (M, m) with m < d applies to the first m coordinates of the inputs.
 # ------------------------------------------------------------------------------------------
 
 
@@ -107,7 +124,7 @@ def numpy_loop(W, v, Wt, vt, lr, steps, rng, X=None):
     for t in range(steps):
         x = rng.standard_normal(d, dtype=W.dtype) if X is None else X[t]
         h = (W @ x) * s
-        hs = (Wt @ x) * s
+        hs = (Wt @ x[:Wt.shape[1]]) * s
         e = v @ (h * h) - vt @ (hs * hs)
         W -= np.outer((a * e) * v * h, x)
         v -= (b * e) * h * h
@@ -125,7 +142,7 @@ def numpy_batched(W, v, Wt, vt, lr, steps, rng, X=None):
     for t in range(steps):
         x = rng.standard_normal((n, d), dtype=W.dtype) if X is None else X[:, t]
         h = np.matmul(W, x[:, :, None])[:, :, 0] * s
-        hs = (x @ WtT) * s
+        hs = (x[:, :WtT.shape[0]] @ WtT) * s
         e = (v * h * h).sum(1) - (hs * hs) @ vt
         W -= ((a * e)[:, None] * v * h)[:, :, None] * x[:, None, :]
         v -= (b * e)[:, None] * h * h
@@ -142,7 +159,7 @@ def torch_loop(W, v, Wt, vt, lr, steps, gen, X=None):
         for t in range(steps):
             x = torch.randn(d, dtype=W.dtype, generator=gen) if X is None else X[t]
             h = torch.mv(W, x).mul_(s)
-            hs = torch.mv(Wt, x).mul_(s)
+            hs = torch.mv(Wt, x[:Wt.shape[1]]).mul_(s)
             h2 = h * h
             e = torch.dot(v, h2) - torch.dot(vt, hs * hs)
             W.addr_((v * h).mul_(a * e), x, alpha=-1.0)
@@ -172,7 +189,7 @@ def _torch_batched(W, v, Wt, vt, lr, steps, gen, X, matvec):
                 h = torch.bmm(W, x.unsqueeze(2)).squeeze(2).mul_(s)
             else:
                 h = (W * xr).sum(2).mul_(s)
-            hs = torch.mm(x, WtT).mul_(s)
+            hs = torch.mm(x[:, :WtT.shape[0]], WtT).mul_(s)
             h2 = h * h
             e = (v * h2).sum(1) - (hs * hs) @ vt
             c = (v * h).mul_((a * e).unsqueeze(1)).unsqueeze(2)
@@ -195,7 +212,7 @@ def torch_autograd(W, v, Wt, vt, lr, steps, gen, X=None):
     for t in range(steps):
         x = torch.randn(n, d, dtype=W.dtype, generator=gen) if X is None else X[:, t]
         with torch.no_grad():
-            y = (torch.mm(x, WtT) * s).square() @ vt
+            y = (torch.mm(x[:, :WtT.shape[0]], WtT) * s).square() @ vt
         h = torch.bmm(W, x.unsqueeze(2)).squeeze(2) * s
         f = (v * h * h).sum(1)
         loss = 0.5 * (f - y).square().sum()
@@ -209,7 +226,7 @@ def torch_autograd(W, v, Wt, vt, lr, steps, gen, X=None):
 def _jax_step(W, v, x, Wt, vt, lr, d):
     s = 1.0 / math.sqrt(d)
     h = (W @ x) * s
-    hs = (Wt @ x) * s
+    hs = (Wt @ x[:Wt.shape[1]]) * s
     e = v @ (h * h) - vt @ (hs * hs)
     W = W - ((lr * 2.0 * s) * e * v * h)[:, None] * x[None, :]
     v = v - (lr / d) * e * h * h
@@ -275,9 +292,11 @@ def check_same_samples(dt, autograd):
     Wn = np.repeat(W0[None], n, 0)
     vn = np.repeat(v0[None], n, 0)
     X = np.random.default_rng(5).standard_normal((n, steps, d)).astype(real)
-    ref = fq.simulate_sgd(Wn, vn, Wt, vt, LR, steps / d, times=[0.0, steps / d],
+    _, Wt_head, Wt_rot = in_frame(W0, Wt)
+    # fastquad, on explicit samples, applies the full rotated teacher; the peers its head
+    ref = fq.simulate_sgd(Wn, vn, Wt_rot, vt, LR, steps / d, times=[0.0, steps / d],
                           samples=(X[:, :, None, :], np.zeros((n, steps, 1))), dtype=dt)
-    cast = [a.astype(real) for a in (Wn, vn, Wt, vt)]
+    cast = [a.astype(real) for a in (Wn, vn, Wt_head, vt)]
     got = {
         "np loop": _stack([numpy_loop(cast[0][r], cast[1][r], cast[2], cast[3], LR, steps,
                                       None, X[r]) for r in range(n)]),
@@ -314,13 +333,17 @@ def check_own_generators(autograd):
     e0 = eps_g_batch(W0[None], v0[None], Wt, vt)[0]
     assert abs(e0 - res.eps_g[0, 0]) < 1e-12 * max(1.0, e0)  # our closed form is fastquad's
     eps = {"fastquad": res.eps_g[:, -1]}
+    # the peers get the problem in the teacher's frame (same law); eps_g with the full
+    # rotated teacher
+    W0, Wt_head, Wt = in_frame(W0, Wt)
+    Wn = np.repeat(W0[None], nb, 0)
     rng = np.random.default_rng(11)
-    eps["np loop"] = eps_g_batch(*_stack([numpy_loop(W0, v0, Wt, vt, lr, steps, rng)
+    eps["np loop"] = eps_g_batch(*_stack([numpy_loop(W0, v0, Wt_head, vt, lr, steps, rng)
                                           for _ in range(nl)]), Wt, vt)
-    eps["np batch"] = eps_g_batch(*numpy_batched(Wn, vn, Wt, vt, lr, steps, rng), Wt, vt)
+    eps["np batch"] = eps_g_batch(*numpy_batched(Wn, vn, Wt_head, vt, lr, steps, rng), Wt, vt)
     if torch is not None:
         gen = torch.Generator().manual_seed(11)
-        tt = [torch.from_numpy(a) for a in (Wn, vn, Wt, vt)]
+        tt = [torch.from_numpy(a) for a in (Wn, vn, Wt_head, vt)]
         eps["torch loop"] = eps_g_batch(*_stack([torch_loop(tt[0][0], tt[1][0], tt[2], tt[3],
                                                             lr, steps, gen)
                                                  for _ in range(nl)]), Wt, vt)
@@ -328,7 +351,7 @@ def check_own_generators(autograd):
         if autograd:
             eps["torch ag"] = eps_g_batch(*torch_autograd(*tt, lr, steps, gen), Wt, vt)
     if jax is not None:
-        j = [jnp.asarray(a) for a in (Wn, vn, Wt, vt)]
+        j = [jnp.asarray(a) for a in (Wn, vn, Wt_head, vt)]
         W, v = jax_runner(d, steps, lr, jnp.float64)(j[0], j[1], jax_keys(11, nb), j[2], j[3])
         eps["jax"] = eps_g_batch(np.asarray(W), np.asarray(v), Wt, vt)
     ref = eps.pop("fastquad")
@@ -377,7 +400,7 @@ def _torch_threads(fn, all_threads, cal_steps):
     return min(times, key=times.get)
 
 
-def time_config(d, K, M, n, steps, dt, repeats, autograd, threads):
+def time_config(d, K, M, n, steps, dt, repeats, autograd, threads, literal=False):
     """Best sample-steps/s of every implementation (repeats interleaved so that a change of
     load hits all alike), JAX's compile time, fastquad's 1-step call time, torch threads."""
     real = np.dtype(dt)
@@ -385,7 +408,9 @@ def time_config(d, K, M, n, steps, dt, repeats, autograd, threads):
     W0, v0 = fq.make_student(d, K, scale=0.3, seed=2)
     Wn = np.repeat(W0[None], n, 0)
     vn = np.repeat(v0[None], n, 0)
-    cast = [np.ascontiguousarray(a.astype(real)) for a in (Wn, vn, Wt, vt)]
+    W0f, Wt_head, Wt_full = in_frame(W0, Wt, literal)
+    cast = [np.ascontiguousarray(a.astype(real))
+            for a in (np.repeat(W0f[None], n, 0), vn, Wt_head, vt)]
     rng = np.random.default_rng(0)
     runs = {}  # name -> (fn(steps) returning W (n?, K, d), v; runs in the call)
 
@@ -443,7 +468,9 @@ def time_config(d, K, M, n, steps, dt, repeats, autograd, threads):
         torch.set_num_threads(threads)
     for name, (W, v) in finals.items():  # the timed runs must have stayed finite
         W, v = np.asarray(W), np.asarray(v)
-        if not np.isfinite(eps_g_batch(W.reshape(-1, K, d), v.reshape(-1, K), Wt, vt)).all():
+        teacher = Wt if name == "fastquad" else Wt_full
+        if not np.isfinite(eps_g_batch(W.reshape(-1, K, d), v.reshape(-1, K), teacher,
+                                       vt)).all():
             print(f"  warning: {name} produced non-finite weights at d={d}")
     rates = {name: nr * steps / best[name] for name, (_, nr) in runs.items()}
     return rates, compile_s, call_1, nthreads
@@ -457,6 +484,8 @@ def main():
     ap.add_argument("--runs", type=int, default=256, help="runs in a batch (default 256)")
     ap.add_argument("--repeats", type=int, default=None, help="interleaved timed repeats")
     ap.add_argument("--autograd", action="store_true", help="also time the autograd PyTorch peer")
+    ap.add_argument("--literal-teacher", action="store_true",
+                    help="peers apply the full (M, d) teacher (no teacher's frame)")
     ap.add_argument("--threads", type=int, default=os.cpu_count(),
                     help="threads for numba and torch (default: all cores)")
     args = ap.parse_args()
@@ -506,7 +535,8 @@ def main():
         for d, K, M in CONFIGS:
             steps = steps_of[(d, K, M)]
             rates, comp, call_1, nthreads = time_config(d, K, M, n, steps, dt, repeats,
-                                                         args.autograd, args.threads)
+                                                         args.autograd, args.threads,
+                                                         args.literal_teacher)
             peers = {k: rates[k] for k in ("torch batch", "jax") if k in rates}
             if peers:
                 best_name = max(peers, key=peers.get)

@@ -11,10 +11,12 @@ Measures, best of interleaved repeats:
     label_noise = 0) at the target configurations, as a fraction of
       RNG bound = best normal_fill rate on those threads / (d + 1) normals per step  (target
                   >= 70 % on all cores),
-      FMA bound = multiply-add rate / ((2K + M) d) multiply-adds per step (K + M dot products
-                  and K rank-1 updates of length d), for gemm and for the L1 dot loop;
+      FMA bound = multiply-add rate / (2 K d + M^2) multiply-adds per step (K dot products
+                  and K rank-1 updates of length d, fused in one pass; the teacher's M
+                  pre-activations cost M^2 because inputs are drawn in the teacher's frame,
+                  fastquad.frame), for gemm and for the L1 dot loop;
   - where a step's time goes, on one thread: the kernel per sample-step against drawing its
-    d + 1 normals alone and doing its arithmetic alone (``kernels.sgd.batch_step`` on a fixed
+    d + 1 normals alone and doing its arithmetic alone (``kernels.sgd.online_step`` on a fixed
     sample), the rest being loop, call and check overhead; and, on all threads, the fixed cost
     of a call (a 1-step call of the same batch) and the cost of the periodic divergence checks
     (``check_every = d``: Q, R and eps_g once per unit of time), from a call with them off.
@@ -46,7 +48,8 @@ import fastquad as fq
 # the one-thread fill probes are bench_rng's (this folder is on sys.path when run as a script)
 from bench_rng import _ours32 as _fill_loop32
 from bench_rng import _ours64 as _fill_loop
-from fastquad.kernels.sgd import batch_step
+from fastquad.frame import teacher_frame, to_frame
+from fastquad.kernels.sgd import online_step
 from fastquad.rng import normal_fill, normal_fill32, run_states
 
 CONFIGS = [(100, 4, 4), (500, 8, 8), (1000, 2, 2)]
@@ -106,15 +109,14 @@ def _dot_par(A, X, ncalls):
 
 
 @njit(**FAST)
-def _steps_only(A, K, v, vt, X, lr, nsteps):
-    """The kernel's arithmetic alone: nsteps SGD steps on one fixed sample X (1, d)."""
-    dt = A.dtype
-    h = np.empty((1, A.shape[0]), dt)
-    e = np.empty(1, dt)
-    c = np.empty(K, dt)
-    noise = np.zeros(1, dt)
+def _steps_only(W, v, Wt, vt, x, lr, nsteps):
+    """The kernel's arithmetic alone: nsteps single-sample steps (``online_step``, the teacher
+    in its frame) on one fixed sample x (d + 1,)."""
+    K = W.shape[0]
+    h = np.empty(K + Wt.shape[0], W.dtype)
+    c = np.zeros(K, W.dtype)
     for _ in range(nsteps):
-        batch_step(A, K, v, vt, X, noise, noise, lr, True, h, e, c)
+        online_step(W, v, Wt, Wt.shape[0], vt, lr, 0.0, True, c, h, x, x)
     return v[0]
 
 
@@ -330,8 +332,8 @@ def main():
                 rate = work / best["kernel"]
                 rng_bound = max([v for (t, th, _), v in rng_rate.items()
                                  if t == dt and th == threads] + [work * L / best["fill"]]) / L
-                fb_gemm = fma[("gemm", dt, threads)] / ((2 * K + M) * d)
-                fb_dot = fma[("dot", dt, threads)] / ((2 * K + M) * d)
+                fb_gemm = fma[("gemm", dt, threads)] / (2 * K * d + M * M)
+                fb_dot = fma[("dot", dt, threads)] / (2 * K * d + M * M)
                 tgt = ""
                 if threads == nth:
                     met = rate / rng_bound >= TARGET_RNG
@@ -346,26 +348,28 @@ def main():
                       f"{rate / fb_gemm:>5.0%} | {fmt(fb_dot):>10} {rate / fb_dot:>5.0%} | {tgt}")
             # one thread, per sample-step: normals alone, arithmetic alone
             Wn, vn, Wt, vt = networks(d, K, M, 1, dt)
-            A = np.ascontiguousarray(np.vstack([Wn[0], Wt]).astype(dt))
+            U, Wt_rot = teacher_frame(Wt[None])
+            Wf = to_frame(Wn[:1], U)[0].astype(dt)
+            Wtf = Wt_rot[0].astype(dt)
             vv, vtt = vn[0].astype(dt), vt.astype(dt)
-            Xs = np.random.default_rng(3).standard_normal((1, d)).astype(dt)
+            xs = np.random.default_rng(3).standard_normal(L).astype(dt)
             st = run_states(14, [0])[0]
             b1 = np.empty(L, dtype=dt)
             ns = calibrate(lambda k: one(st, b1, k), sec, clock1)
-            _steps_only(A.copy(), K, vv.copy(), vtt, Xs, 1e-12, 4)
+            _steps_only(Wf.copy(), vv.copy(), Wtf, vtt, xs, 1e-12, 4)
             parts = interleaved({
                 "fill": lambda: one(st, b1, ns),
-                "math": lambda: _steps_only(A.copy(), K, vv.copy(), vtt, Xs, 1e-12, ns),
+                "math": lambda: _steps_only(Wf.copy(), vv.copy(), Wtf, vtt, xs, 1e-12, ns),
             }, repeats, clock1)
             t_fill, t_math = parts["fill"] / ns, parts["math"] / ns
             where.append(
                 f"{dt:>7} {d:>5} {K:>2} {M:>2} | {t_one * 1e9:>7.0f} {t_fill * 1e9:>7.0f} "
                 f"{t_math * 1e9:>7.0f} {(t_one - t_fill - t_math) * 1e9:>7.0f} "
-                f"{(2 * K + M) * d / t_math / 1e9:>7.1f} | "
+                f"{(2 * K * d + M * M) / t_math / 1e9:>7.1f} | "
                 f"{t_all['1 step'] * 1e3:>7.0f} ms {t_all['1 step'] / t_all['kernel']:>5.0%} | "
                 f"{(t_all['kernel'] - t_all['no checks']) / t_all['kernel']:>+7.0%}")
     print(f"\nwhere the time goes. One thread, ns per sample-step: the kernel (a call minus a "
-          f"1-step call), its d + 1\nnormals alone, its arithmetic alone (batch_step on a fixed "
+          f"1-step call), its d + 1\nnormals alone, its arithmetic alone (online_step on a fixed "
           f"sample; G FMA/s achieved), the rest (loop,\ncalls, checks; it can come out negative "
           f"when the parts overlap in the core, or from noise).\n{nth} threads, {RUNS} runs: the "
           f"fixed cost of a call (a 1-step call; its share of the timed call above)\nand the "

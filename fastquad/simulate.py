@@ -10,6 +10,7 @@ import numbers
 import numpy as np
 
 from . import _validate as V
+from .frame import from_frame, teacher_frame, to_frame
 from .kernels import sgd as _k
 from .model import check_networks
 from .result import Result
@@ -122,7 +123,7 @@ def _explicit(name, X, xi, n, n_steps, rows, d):
 def _finish(method, t, outs, nets, d, extra, stop_time):
     eps, Q, R, v, status, _ = outs
     W, vv, Wt, vt = nets
-    T = np.einsum("rnk,rmk->rnm", Wt, Wt) / d
+    T = np.matmul(Wt, Wt.transpose(0, 2, 1)) / d
     t_stop = np.where(status == _k.STATUS_DIVERGED, stop_time, np.nan)
     return Result(method=method, t=t, eps_g=eps, Q=Q, R=R, v=v, T=T, v_teacher=vt.copy(),
                   status=status, t_stop=t_stop, W=W, v_final=vv, params=extra)
@@ -190,7 +191,9 @@ def simulate_sgd(W0, v0, W_teacher, v_teacher, lr, t_max, *, seeds=0, run_ids=No
     if run_ids is not None:
         n_hint = max(n_hint, np.size(run_ids))
     nets, lr_arr, sigma, n = _common(W0, v0, W_teacher, v_teacher, lr, label_noise, n_hint)
-    W, v, Wt, vt = (a.copy() for a in nets)
+    # the kernels update W and v in place: they get copies (W below, once it is in its frame)
+    W, Wt = nets[0], nets[2]
+    v, vt = nets[1].copy(), nets[3].copy()
     K, d = W.shape[1:]
     M = Wt.shape[1]
     p = V.Problems()
@@ -217,9 +220,21 @@ def simulate_sgd(W0, v0, W_teacher, v_teacher, lr, t_max, *, seeds=0, run_ids=No
             raise ValueError("samples: explicit samples need sampler='direct'")
         if np.dtype(dtype) != np.float64:
             raise ValueError("dtype: the exact sampler runs in float64 only")
-        return _sgd_exact(W, v, Wt, vt, lr_arr, sigma, n, K, M, d, batch, train_v, max_error,
-                          check_every, keys, grid, num_threads)
+        return _sgd_exact(W.copy(), v, Wt.copy(), vt, lr_arr, sigma, n, K, M, d, batch,
+                          train_v, max_error, check_every, keys, grid, num_threads)
     real = np.dtype(dtype)
+    Wt_orig = Wt
+    frame, support = None, d
+    if samples is None and M < d:
+        # draw the inputs in the teacher's frame (exact in law; module fastquad.frame): the
+        # teacher's pre-activations then cost M^2 instead of M d multiply-adds per sample
+        shared = bool((Wt == Wt[:1]).all())
+        frame, Wt_rot = teacher_frame(Wt[:1] if shared else Wt)
+        W = to_frame(W, frame)
+        Wt = np.broadcast_to(Wt_rot, Wt.shape) if shared else Wt_rot
+        support = M
+    else:
+        W = W.copy()
     W, v, Wt, vt = (np.ascontiguousarray(a, dtype=real) for a in (W, v, Wt, vt))
     seed_arr, id_arr = keys
     steps, t = steps_for_times(grid[1], d)
@@ -233,12 +248,14 @@ def simulate_sgd(W0, v0, W_teacher, v_teacher, lr, t_max, *, seeds=0, run_ids=No
     states = _streams(seed_arr, id_arr)
     outs = _outputs(n, len(steps), K, M)
     with numba_threads(num_threads):
-        _k.sgd_batch(W, v, Wt, vt, lr_arr, sigma, train_v, batch, steps, check_every, max_error,
-                     states, smp, *outs)
+        _k.sgd_batch(W, v, Wt, support, vt, lr_arr, sigma, train_v, batch, steps, check_every,
+                     max_error, states, smp, *outs)
+    if frame is not None:
+        W = from_frame(W, frame).astype(real, copy=False)
     params = dict(d=d, K=K, M=M, lr=lr_arr, label_noise=sigma, seed=seed_arr, run_id=id_arr,
                   batch_size=batch, train_second_layer=train_v, max_error=max_error,
                   dtype=real.name)
-    Wt64, vt64 = (a.astype(np.float64) for a in (Wt, vt))
+    Wt64, vt64 = (a.astype(np.float64) for a in (Wt_orig, vt))
     return _finish("sgd", t, outs, (W, v, Wt64, vt64), d, params, outs[5] / d)
 
 

@@ -105,6 +105,102 @@ def quad_form(w, h, lo, hi):
     return f
 
 
+@njit(inline="always", **FAST)
+def update_then_dots(W, K, c, x_old, x_new, h, scale):
+    """W[j] -= c[j] * x_old, then h[j] = scale * W[j] . x_new, for j < K, in one pass over W.
+
+    Fusing one step's rank-1 update with the next step's dot products reads and writes each
+    weight once per step instead of three times; rows go four at a time so that they share
+    each load of x_old and x_new.
+    """
+    d = W.shape[1]
+    zero = x_new.dtype.type(0)
+    j = 0
+    while j + 4 <= K:
+        c0 = c[j]
+        c1 = c[j + 1]
+        c2 = c[j + 2]
+        c3 = c[j + 3]
+        s0 = zero
+        s1 = zero
+        s2 = zero
+        s3 = zero
+        for k in range(d):
+            xo = x_old[k]
+            xn = x_new[k]
+            a0 = W[j, k] - c0 * xo
+            a1 = W[j + 1, k] - c1 * xo
+            a2 = W[j + 2, k] - c2 * xo
+            a3 = W[j + 3, k] - c3 * xo
+            W[j, k] = a0
+            W[j + 1, k] = a1
+            W[j + 2, k] = a2
+            W[j + 3, k] = a3
+            s0 += a0 * xn
+            s1 += a1 * xn
+            s2 += a2 * xn
+            s3 += a3 * xn
+        h[j] = s0 * scale
+        h[j + 1] = s1 * scale
+        h[j + 2] = s2 * scale
+        h[j + 3] = s3 * scale
+        j += 4
+    while j < K:
+        cj = c[j]
+        s = zero
+        for k in range(d):
+            a = W[j, k] - cj * x_old[k]
+            W[j, k] = a
+            s += a * x_new[k]
+        h[j] = s * scale
+        j += 1
+
+
+@njit(**FAST)
+def online_step(W, v, Wt, support, vt, lr, sigma, train_v, c, h, x_old, x_new):
+    """One single-sample SGD step with the rank-1 weight update left pending.
+
+    On entry W lacks the previous step's update ``W -= c x_old`` (c = 0 if none is pending);
+    this applies it, takes the pre-activations of the sample ``x_new[:d]`` (the teacher rows
+    have their support in the first ``support`` columns), uses ``x_new[d]`` as the standard
+    label-noise draw, updates v and leaves this step's update pending in c. h (K + M,) is
+    scratch. Returns False if the per-sample error is not finite.
+    """
+    K, d = W.shape
+    M = Wt.shape[0]
+    real = x_new.dtype.type
+    inv_sqrt_d = real(1.0 / math.sqrt(d))
+    update_then_dots(W, K, c, x_old, x_new, h, inv_sqrt_d)
+    zero = real(0)
+    for m in range(M):
+        s = zero
+        for k in range(support):
+            s += Wt[m, k] * x_new[k]
+        h[K + m] = s * inv_sqrt_d
+    target = quad_form(vt, h, K, K + M) + real(sigma) * x_new[d]
+    e = quad_form(v, h, 0, K) - target
+    step = real(lr)
+    two = real(2.0)
+    for j in range(K):
+        c[j] = step * e * v[j] * two * h[j] * inv_sqrt_d
+    if train_v:
+        step_v = real(lr / d)
+        for j in range(K):
+            v[j] -= step_v * e * h[j] * h[j]
+    return math.isfinite(e)
+
+
+@njit(**FAST)
+def apply_pending(W, c, x):
+    """W -= c x (the pending update of the last step), then c = 0."""
+    K, d = W.shape
+    for j in range(K):
+        cj = c[j]
+        for k in range(d):
+            W[j, k] -= cj * x[k]
+        c[j] = 0
+
+
 @njit(**FAST)
 def labels_into(Wt, vt, X, noise, y):
     """y_b = sum_n v*_n (w*_n . x_b / sqrt d)^2 + noise_b for rows X (B, d)."""
@@ -199,9 +295,77 @@ def bad(eps, max_error):
 
 
 @njit(**FAST)
-def _sgd_run(W, v, Wt, vt, lr, sigma, train_v, batch, rec_steps, check_every, max_error,
-             state, samples, eps_out, Q_out, R_out, v_out):
-    """One run of online SGD; W and v are left at their final values. Returns (status, step)."""
+def _online_run(W, v, Wt, support, vt, lr, sigma, train_v, rec_steps, check_every, max_error,
+                state, samples, eps_out, Q_out, R_out, v_out):
+    """One run of single-sample online SGD, the rank-1 updates fused with the next step's dot
+    products (``online_step``); the update is applied before every measurement, so results do
+    not depend on when measurements happen. Returns (status, step)."""
+    K, d = W.shape
+    M = Wt.shape[0]
+    dt = W.dtype
+    # two sample buffers used in turn: the new sample and the one whose update is pending
+    xa = np.zeros(d + 1, dt)
+    xb = np.zeros(d + 1, dt)
+    c = np.zeros(K, dt)
+    h = np.empty(K + M, dt)
+    Q = np.empty((K, K))
+    R = np.empty((K, M))
+    T = np.empty((M, M))
+    gram_into(Wt, Wt, T)
+    explicit = samples.shape[0] > 1 or samples.shape[1] > 1
+    i_rec = 0
+    n_steps = rec_steps[rec_steps.shape[0] - 1]
+    step = 0
+    status = STATUS_DONE
+    if rec_steps[0] == 0:
+        eps = measure(W, v, Wt, vt, T, Q, R)
+        i_rec = record_due(0, 0, rec_steps, eps, Q, R, v, eps_out, Q_out, R_out, v_out)
+    while step < n_steps:
+        odd = step & 1
+        if explicit:
+            row = samples[step]
+            if odd:
+                for k in range(d + 1):
+                    xb[k] = row[k]
+            else:
+                for k in range(d + 1):
+                    xa[k] = row[k]
+        elif odd:
+            # one draw for the input and the label noise: runs that differ only in sigma see
+            # the same inputs (common random numbers)
+            fill_normals(state, xb)
+        else:
+            fill_normals(state, xa)
+        if odd:
+            ok = online_step(W, v, Wt, support, vt, lr, sigma, train_v, c, h, xa, xb)
+        else:
+            ok = online_step(W, v, Wt, support, vt, lr, sigma, train_v, c, h, xb, xa)
+        step += 1
+        if not ok:
+            status = STATUS_DIVERGED
+            break
+        is_rec = step == rec_steps[i_rec]
+        if is_rec or step % check_every == 0:
+            apply_pending(W, c, xb if odd else xa)
+            eps = measure(W, v, Wt, vt, T, Q, R)
+            if bad(eps, max_error):
+                status = STATUS_DIVERGED
+                break
+            if is_rec:
+                i_rec = record_due(i_rec, step, rec_steps, eps, Q, R, v, eps_out, Q_out, R_out,
+                                   v_out)
+    # the last step's update (a no-op if it was applied at a measurement)
+    apply_pending(W, c, xb if (step - 1) & 1 else xa)
+    if status == STATUS_DIVERGED:
+        stop_run(i_rec, eps_out, Q_out, R_out, v_out)
+    return status, step
+
+
+@njit(**FAST)
+def _batch_run(W, v, Wt, vt, lr, sigma, train_v, batch, rec_steps, check_every, max_error,
+               state, samples, eps_out, Q_out, R_out, v_out):
+    """One run of mini-batch online SGD (batch >= 2); W and v are left at their final values.
+    Returns (status, step)."""
     K, d = W.shape
     M = Wt.shape[0]
     # student and teacher rows in one array: one blocked pass gives all pre-activations
@@ -231,18 +395,16 @@ def _sgd_run(W, v, Wt, vt, lr, sigma, train_v, batch, rec_steps, check_every, ma
         if explicit:
             buf[:] = samples[step]
         else:
-            # one draw for the inputs and the label noise: runs that differ only in sigma
-            # see the same inputs (common random numbers)
             fill_normals(state, buf)
         X = buf[:batch * d].reshape((batch, d))
         for b in range(batch):
             noise[b] = sigma * buf[batch * d + b]
         ok = batch_step(A, K, v, vt, X, noise, noise, lr, train_v, h, e, c)
         step += 1
-        is_rec = step == rec_steps[i_rec]
         if not ok:
             status = STATUS_DIVERGED
             break
+        is_rec = step == rec_steps[i_rec]
         if is_rec or step % check_every == 0:
             eps = measure(Ws, v, Wt, vt, T, Q, R)
             if bad(eps, max_error):
@@ -258,12 +420,14 @@ def _sgd_run(W, v, Wt, vt, lr, sigma, train_v, batch, rec_steps, check_every, ma
 
 
 @njit(parallel=True, **FAST)
-def sgd_batch(W, v, Wt, vt, lr, sigma, train_v, batch, rec_steps, check_every, max_error,
-              states, samples, eps_out, Q_out, R_out, v_out, status, stop_step):
+def sgd_batch(W, v, Wt, support, vt, lr, sigma, train_v, batch, rec_steps, check_every,
+              max_error, states, samples, eps_out, Q_out, R_out, v_out, status, stop_step):
     """Online SGD for n runs.
 
-    W (n,K,d), v (n,K), Wt (n,M,d), vt (n,M), lr (n,), sigma (n,); rec_steps (n_rec,) int64
-    increasing; states (n, STATE_WORDS) uint64; samples either (1,1,1) (draw from the streams) or
+    W (n,K,d), v (n,K), Wt (n,M,d), vt (n,M), lr (n,), sigma (n,); support: the teacher rows
+    are zero beyond their first ``support`` columns (d if nothing is known; the public layer
+    rotates the inputs' frame so that it is M); rec_steps (n_rec,) int64 increasing; states
+    (n, STATE_WORDS) uint64; samples either (1,1,1) (draw from the streams) or
     (n, n_steps, batch*(d+1)) explicit inputs then standard-normal label noise per step.
     Outputs eps_out (n,n_rec), Q_out (n,n_rec,K,K), R_out (n,n_rec,K,M), v_out (n,n_rec,K),
     status (n,) int8, stop_step (n,) int64.
@@ -272,9 +436,14 @@ def sgd_batch(W, v, Wt, vt, lr, sigma, train_v, batch, rec_steps, check_every, m
     explicit = samples.shape[0] > 1 or samples.shape[1] > 1
     for r in prange(n):
         smp = samples[r] if explicit else samples[0]
-        st, sp = _sgd_run(W[r], v[r], Wt[r], vt[r], lr[r], sigma[r], train_v, batch, rec_steps,
-                          check_every, max_error, states[r], smp, eps_out[r], Q_out[r], R_out[r],
-                          v_out[r])
+        if batch == 1:
+            st, sp = _online_run(W[r], v[r], Wt[r], support, vt[r], lr[r], sigma[r], train_v,
+                                 rec_steps, check_every, max_error, states[r], smp, eps_out[r],
+                                 Q_out[r], R_out[r], v_out[r])
+        else:
+            st, sp = _batch_run(W[r], v[r], Wt[r], vt[r], lr[r], sigma[r], train_v, batch,
+                                rec_steps, check_every, max_error, states[r], smp, eps_out[r],
+                                Q_out[r], R_out[r], v_out[r])
         status[r] = st
         stop_step[r] = sp
 
