@@ -2,7 +2,9 @@
 
 Measures sample-steps per second (one step = one fresh Gaussian sample through one run) for
   - fastquad.simulate_sgd over a batch of runs (prange over runs, all cores),
-  - a plain NumPy per-sample loop (one run, the way the model is usually first written),
+  - a plain NumPy per-sample loop (one run, the way the model is usually first written, with
+    the full (M, d) teacher; fastquad draws in the teacher's frame, see fastquad.frame, and
+    bench_peers.py gives its peers that frame too),
   - NumPy vectorised over the runs (one step of all runs per NumPy call),
 on the configurations of the targets, and prints the ratios measured in this same run.
 
@@ -86,7 +88,7 @@ def main():
         t_max = steps / d
         fq.simulate_sgd(W0[:2], v0[:2], Wt, vt, 1e-3, 2.0)  # compile outside the timing
         ours = best_rate(lambda: fq.simulate_sgd(W0, v0, Wt, vt, 1e-3, t_max,
-                                                 times=[0.0, t_max]), n * steps, 3)
+                                                 times=[0.0, t_max]), n * steps, 5)
         loop_steps = max(200, int(2e5 / d))
         loop = best_rate(lambda: numpy_loop(W0[0], v0[0], Wt, vt, 1e-3, loop_steps, rng),
                          loop_steps, 2)

@@ -175,6 +175,10 @@ def simulate_sgd(W0, v0, W_teacher, v_teacher, lr, t_max, *, seeds=0, run_ids=No
         eps_g are still computed in float64 from the float32 weights.
     sampler : {"direct", "exact", "auto"}
         ``"direct"``: simulate the d-dimensional weights, drawing d Gaussian numbers per step.
+        The inputs are drawn in the teacher's frame (:mod:`fastquad.frame`: an orthogonal
+        change of coordinates, exact in law, in which the teacher's rows span the first M
+        coordinates, so labels cost M^2 instead of M d multiply-adds); ``W`` is returned in
+        the original coordinates, and explicit ``samples`` are used as given.
         ``"exact"``: the exact dimension-free sampler (MODEL.md): the law of online SGD depends on
         the weights only through the Gram matrix of the K + M rows, which is updated exactly at
         a cost per step independent of d (float64; needs d >= K + M; no final weights ``W``).

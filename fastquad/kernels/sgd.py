@@ -294,6 +294,39 @@ def bad(eps, max_error):
     return not (math.isfinite(eps) and eps <= max_error)
 
 
+@njit(**JIT)
+def start_records(W, v, Wt, vt, rec_steps, eps_out, Q_out, R_out, v_out):
+    """Scratch for the measurements and the record of step 0 if it is due.
+    Returns (Q, R, T, i_rec)."""
+    K, M = W.shape[0], Wt.shape[0]
+    Q = np.empty((K, K))
+    R = np.empty((K, M))
+    T = np.empty((M, M))
+    gram_into(Wt, Wt, T)
+    i_rec = 0
+    if rec_steps[0] == 0:
+        eps = measure(W, v, Wt, vt, T, Q, R)
+        i_rec = record_due(0, 0, rec_steps, eps, Q, R, v, eps_out, Q_out, R_out, v_out)
+    return Q, R, T, i_rec
+
+
+@njit(**JIT)
+def measure_due(step, i_rec, rec_steps, check_every):
+    """A record or a divergence check falls on this step."""
+    return step == rec_steps[i_rec] or step % check_every == 0
+
+
+@njit(**JIT)
+def checkpoint(step, i_rec, rec_steps, W, v, Wt, vt, T, Q, R, max_error, eps_out, Q_out, R_out,
+               v_out):
+    """Measure the current weights: flag a divergence, else record what is due.
+    Returns (i_rec, diverged)."""
+    eps = measure(W, v, Wt, vt, T, Q, R)
+    if bad(eps, max_error):
+        return i_rec, True
+    return record_due(i_rec, step, rec_steps, eps, Q, R, v, eps_out, Q_out, R_out, v_out), False
+
+
 @njit(**FAST)
 def _online_run(W, v, Wt, support, vt, lr, sigma, train_v, rec_steps, check_every, max_error,
                 state, samples, eps_out, Q_out, R_out, v_out):
@@ -308,18 +341,11 @@ def _online_run(W, v, Wt, support, vt, lr, sigma, train_v, rec_steps, check_ever
     xb = np.zeros(d + 1, dt)
     c = np.zeros(K, dt)
     h = np.empty(K + M, dt)
-    Q = np.empty((K, K))
-    R = np.empty((K, M))
-    T = np.empty((M, M))
-    gram_into(Wt, Wt, T)
+    Q, R, T, i_rec = start_records(W, v, Wt, vt, rec_steps, eps_out, Q_out, R_out, v_out)
     explicit = samples.shape[0] > 1 or samples.shape[1] > 1
-    i_rec = 0
     n_steps = rec_steps[rec_steps.shape[0] - 1]
     step = 0
     status = STATUS_DONE
-    if rec_steps[0] == 0:
-        eps = measure(W, v, Wt, vt, T, Q, R)
-        i_rec = record_due(0, 0, rec_steps, eps, Q, R, v, eps_out, Q_out, R_out, v_out)
     while step < n_steps:
         odd = step & 1
         if explicit:
@@ -344,16 +370,13 @@ def _online_run(W, v, Wt, support, vt, lr, sigma, train_v, rec_steps, check_ever
         if not ok:
             status = STATUS_DIVERGED
             break
-        is_rec = step == rec_steps[i_rec]
-        if is_rec or step % check_every == 0:
+        if measure_due(step, i_rec, rec_steps, check_every):
             apply_pending(W, c, xb if odd else xa)
-            eps = measure(W, v, Wt, vt, T, Q, R)
-            if bad(eps, max_error):
+            i_rec, diverged = checkpoint(step, i_rec, rec_steps, W, v, Wt, vt, T, Q, R,
+                                         max_error, eps_out, Q_out, R_out, v_out)
+            if diverged:
                 status = STATUS_DIVERGED
                 break
-            if is_rec:
-                i_rec = record_due(i_rec, step, rec_steps, eps, Q, R, v, eps_out, Q_out, R_out,
-                                   v_out)
     # the last step's update (a no-op if it was applied at a measurement)
     apply_pending(W, c, xb if (step - 1) & 1 else xa)
     if status == STATUS_DIVERGED:
@@ -379,18 +402,11 @@ def _batch_run(W, v, Wt, vt, lr, sigma, train_v, batch, rec_steps, check_every, 
     e = np.empty(batch, dt)
     c = np.empty(K, dt)
     noise = np.empty(batch, dt)
-    Q = np.empty((K, K))
-    R = np.empty((K, M))
-    T = np.empty((M, M))
-    gram_into(Wt, Wt, T)
+    Q, R, T, i_rec = start_records(Ws, v, Wt, vt, rec_steps, eps_out, Q_out, R_out, v_out)
     explicit = samples.shape[0] > 1 or samples.shape[1] > 1
-    i_rec = 0
     n_steps = rec_steps[rec_steps.shape[0] - 1]
     step = 0
     status = STATUS_DONE
-    if rec_steps[0] == 0:
-        eps = measure(Ws, v, Wt, vt, T, Q, R)
-        i_rec = record_due(0, 0, rec_steps, eps, Q, R, v, eps_out, Q_out, R_out, v_out)
     while step < n_steps:
         if explicit:
             buf[:] = samples[step]
@@ -404,15 +420,12 @@ def _batch_run(W, v, Wt, vt, lr, sigma, train_v, batch, rec_steps, check_every, 
         if not ok:
             status = STATUS_DIVERGED
             break
-        is_rec = step == rec_steps[i_rec]
-        if is_rec or step % check_every == 0:
-            eps = measure(Ws, v, Wt, vt, T, Q, R)
-            if bad(eps, max_error):
+        if measure_due(step, i_rec, rec_steps, check_every):
+            i_rec, diverged = checkpoint(step, i_rec, rec_steps, Ws, v, Wt, vt, T, Q, R,
+                                         max_error, eps_out, Q_out, R_out, v_out)
+            if diverged:
                 status = STATUS_DIVERGED
                 break
-            if is_rec:
-                i_rec = record_due(i_rec, step, rec_steps, eps, Q, R, v, eps_out, Q_out, R_out,
-                                   v_out)
     if status == STATUS_DIVERGED:
         stop_run(i_rec, eps_out, Q_out, R_out, v_out)
     W[:] = Ws
@@ -486,16 +499,10 @@ def _gd_run(W, v, Wt, vt, lr, sigma, train_v, n_samples, batch, rec_steps, check
     h = np.empty((batch, K))
     e = np.empty(batch)
     c = np.empty(K)
-    Q = np.empty((K, K))
-    R = np.empty((K, M))
-    T = np.empty((M, M))
-    gram_into(Wt, Wt, T)
-    i_rec = 0
-    n_steps = rec_steps[rec_steps.shape[0] - 1]
-    if rec_steps[0] == 0:
-        eps = measure(W, v, Wt, vt, T, Q, R)
-        i_rec = record_due(0, 0, rec_steps, eps, Q, R, v, eps_out, Q_out, R_out, v_out)
+    Q, R, T, i_rec = start_records(W, v, Wt, vt, rec_steps, eps_out, Q_out, R_out, v_out)
+    if i_rec > 0:
         tr_out[:i_rec] = train_loss(W, v, X, y)
+    n_steps = rec_steps[rec_steps.shape[0] - 1]
     step = 0
     status = STATUS_DONE
     while step < n_steps:
@@ -516,19 +523,17 @@ def _gd_run(W, v, Wt, vt, lr, sigma, train_v, n_samples, batch, rec_steps, check
             pos += batch
             ok = batch_step(W, K, v, no_teacher, Xb, yb, yb, lr, train_v, h, e, c)
         step += 1
-        is_rec = step == rec_steps[i_rec]
         if not ok:
             status = STATUS_DIVERGED
             break
-        if is_rec or step % check_every == 0:
-            eps = measure(W, v, Wt, vt, T, Q, R)
-            if bad(eps, max_error):
+        if measure_due(step, i_rec, rec_steps, check_every):
+            i0 = i_rec
+            i_rec, diverged = checkpoint(step, i_rec, rec_steps, W, v, Wt, vt, T, Q, R,
+                                         max_error, eps_out, Q_out, R_out, v_out)
+            if diverged:
                 status = STATUS_DIVERGED
                 break
-            if is_rec:
-                i0 = i_rec
-                i_rec = record_due(i_rec, step, rec_steps, eps, Q, R, v, eps_out, Q_out, R_out,
-                                   v_out)
+            if i_rec > i0:
                 tr_out[i0:i_rec] = train_loss(W, v, X, y)
     if status == STATUS_DIVERGED:
         stop_run(i_rec, eps_out, Q_out, R_out, v_out)

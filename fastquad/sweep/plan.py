@@ -30,6 +30,8 @@ def seconds_per_run(cfg):
     K, M, d = cfg.K, cfg.M, cfg.d
     if cfg.method == "sgd":
         steps = cfg.t_max * d
+        if cfg.batch_size == 1:  # fused single-sample steps, the teacher in its frame
+            return steps * ((d + 1) * _SEC_PER_NORMAL + (2 * K * d + M * M) * _SEC_PER_FMA)
         return steps * cfg.batch_size * ((d + 1) * _SEC_PER_NORMAL + d * (2 * K + M) * _SEC_PER_FMA)
     if cfg.method == "gd":
         steps = cfg.t_max * d
