@@ -162,10 +162,10 @@ def test_a_chunk_that_raises_is_recorded_and_the_others_complete(tmp_path, monke
     sweep = parse_sweep(SMALL)
     original = R._chunk_task
 
-    def flaky(values_list, replicas):
-        if values_list[0]["lr"] == 0.1 and values_list[0]["init_scale"] == 0.5:
+    def flaky(point_values, point_index, replicas):
+        if point_values[0]["lr"] == 0.1 and point_values[0]["init_scale"] == 0.5:
             raise RuntimeError("boom in the kernel")
-        return original(values_list, replicas)
+        return original(point_values, point_index, replicas)
 
     monkeypatch.setattr(R, "_chunk_task", flaky)
     from dask.distributed import Client, LocalCluster

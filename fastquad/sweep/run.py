@@ -9,6 +9,7 @@ import sys
 import time
 from dataclasses import dataclass
 
+import dask
 import numpy as np
 
 from ..result import STATUS_DIVERGED, STATUS_DONE, STATUS_FAILED
@@ -39,12 +40,18 @@ class SweepSummary:
         return "\n".join(lines)
 
 
-def _chunk_task(values_list, replicas):
-    """Worker side: one batched kernel call. Returns plain arrays (no Result objects)."""
+def _chunk_task(point_values, point_index, replicas):
+    """Worker side: one batched kernel call. Returns plain arrays (no Result objects).
+
+    ``point_values``: the parameter dicts of the chunk's distinct grid points; run i is
+    replica ``replicas[i]`` of point ``point_index[i]``. Each point is validated once, and the
+    task carries a few dicts rather than one per run.
+    """
     from ..config import make_config, run_many
     from ..store import result_arrays
 
-    cfgs = [make_config(v) for v in values_list]
+    point_cfgs = [make_config(v) for v in point_values]
+    cfgs = [point_cfgs[i] for i in point_index]
     res = run_many(cfgs, np.asarray(replicas))
     arrays = result_arrays(res)
     arrays["W_final"] = arrays["v_final"] = None  # sweeps keep curves, not weights
@@ -61,6 +68,14 @@ def warm_up(methods=("sgd", "gd", "flow", "ode")):
     return os.getpid()
 
 
+EMBEDDED_CLUSTER_CONFIG = {
+    "distributed.admin.tick.interval": "200ms",  # event-loop health check (default 20 ms)
+    "distributed.admin.system-monitor.interval": "2s",  # CPU/memory sampling (default 0.5 s)
+    "distributed.worker.memory.monitor-interval": "1s",  # nanny memory check (default 0.1 s)
+    "distributed.worker.profile.enabled": False,  # statistical profiler (a dashboard feature)
+}
+
+
 def _client(workers, scheduler, scheduler_file):
     from dask.distributed import Client, LocalCluster
 
@@ -70,11 +85,14 @@ def _client(workers, scheduler, scheduler_file):
         return Client(scheduler_file=scheduler_file), None
     n = workers or os.cpu_count() or 1
     # process workers with one thread each: Numba kernels run single-threaded inside them
-    # (its parallel layer inside multi-threaded workers can abort)
-    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                           dashboard_address=None, env={"NUMBA_NUM_THREADS": "1",
-                                                        "OMP_NUM_THREADS": "1"})
-    return Client(cluster), cluster
+    # (its parallel layer inside multi-threaded workers can abort). The embedded cluster shares
+    # the cores with its workers (scheduler and nannies live in this process), so its
+    # housekeeping timers tick less often: tasks last seconds, not milliseconds.
+    with dask.config.set(EMBEDDED_CLUSTER_CONFIG):
+        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                               dashboard_address=None, env={"NUMBA_NUM_THREADS": "1",
+                                                            "OMP_NUM_THREADS": "1"})
+        return Client(cluster), cluster
 
 
 def run_sweep(sweep, out, *, workers=None, scheduler=None, scheduler_file=None, client=None,
@@ -127,9 +145,14 @@ def run_sweep(sweep, out, *, workers=None, scheduler=None, scheduler_file=None, 
                              n_workers=n_workers)
         futures = {}
         for ch in chunks:
-            vals = [sweep.run_config(int(r))[0].values for r in ch.runs]
-            reps = [sweep.run_config(int(r))[1] for r in ch.runs]
-            fut = client.submit(_chunk_task, vals, reps, pure=False, retries=retries,
+            slots, point_index, reps = {}, [], []
+            for r in ch.runs:
+                point, rep = sweep.run_point(r)
+                point_index.append(slots.setdefault(point, len(slots)))
+                reps.append(rep)
+            vals = [sweep.points[p].values for p in slots]
+            fut = client.submit(_chunk_task, vals, np.array(point_index), np.array(reps),
+                                pure=False, retries=retries,
                                 key=f"fastquad-chunk-{int(ch.runs[0])}-{len(ch)}-{sweep.digest[:8]}")
             futures[fut] = ch
         bar = _progress(len(todo), progress)

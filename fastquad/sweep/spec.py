@@ -79,7 +79,12 @@ class Sweep:
 
     def run_config(self, run):
         """(RunConfig, replica) of run index ``run``."""
-        return self.points[run // self.n_runs], run % self.n_runs
+        point, replica = self.run_point(run)
+        return self.points[point], replica
+
+    def run_point(self, run):
+        """(grid point index, replica) of run index ``run`` (runs are point-major)."""
+        return divmod(int(run), self.n_runs)
 
     def axis_names(self):
         return list(self.axes) + list(self.zipped)

@@ -61,7 +61,9 @@ class SweepStore:
     overwrite : bool
         Replace an existing file made by a different sweep (otherwise that is an error).
     consolidate_every : float
-        Seconds between folding the journal into the HDF5 file.
+        Seconds between folding the journal into the HDF5 file. The journal is also folded
+        whenever it holds a quarter of the sweep's runs, so the fold left for the end of a
+        sweep (after the last task, when the workers are idle) stays small.
     """
 
     def __init__(self, path, sweep, *, overwrite=False, consolidate_every=30.0):
@@ -70,6 +72,8 @@ class SweepStore:
         self.journal = Path(str(self.path) + JOURNAL_SUFFIX)
         self.consolidate_every = consolidate_every
         self._last = time.monotonic()
+        self._journal_runs = 0  # runs journaled since the last fold
+        self._fold_runs = max(1, sweep.total_runs // 4)
         for stale in self.path.parent.glob(self.path.name + ".tmp-*"):
             stale.unlink()  # an interrupted consolidation; the file and journal are intact
         if self.path.exists():
@@ -146,7 +150,9 @@ class SweepStore:
             os.fsync(fh.fileno())
         os.replace(tmp, self.journal / (name + ".npz"))
         _fsync_dir(self.journal)
-        if time.monotonic() - self._last > self.consolidate_every:
+        self._journal_runs += len(index)
+        if (time.monotonic() - self._last > self.consolidate_every
+                or self._journal_runs >= self._fold_runs):
             self.consolidate()
 
     def add_failure(self, index, message):
@@ -157,6 +163,7 @@ class SweepStore:
     def consolidate(self):
         """Fold the journal into the HDF5 file by copy, write and atomic rename."""
         self._last = time.monotonic()
+        self._journal_runs = 0
         entries = sorted(self.journal.glob("*.npz"))
         if not entries:
             return 0
