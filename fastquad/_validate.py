@@ -115,7 +115,9 @@ def broadcast_runs(name, arr, n_runs):
     """Repeat a run-axis array of length 1 to n_runs (contiguous copy)."""
     if arr.shape[0] == n_runs:
         return np.ascontiguousarray(arr)
-    return np.ascontiguousarray(np.broadcast_to(arr, (n_runs,) + arr.shape[1:]))
+    # contiguous and writeable: a read-only broadcast view would give the kernels another
+    # Numba type, and so one more compilation
+    return np.require(np.broadcast_to(arr, (n_runs,) + arr.shape[1:]), requirements=["C", "W"])
 
 
 def per_run(name, value, n_runs, **range_kw):
@@ -130,7 +132,7 @@ def per_run(name, value, n_runs, **range_kw):
                          f"got shape {arr.shape}")
     out = np.array([real(f"{name}[{i}]", float(x) if np.isreal(x) else x, **range_kw)
                     for i, x in enumerate(arr)])
-    return np.ascontiguousarray(np.broadcast_to(out, (n_runs,)))
+    return np.require(np.broadcast_to(out, (n_runs,)), requirements=["C", "W"])
 
 
 def times_grid(name, times, t_max):

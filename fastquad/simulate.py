@@ -239,7 +239,8 @@ def simulate_sgd(W0, v0, W_teacher, v_teacher, lr, t_max, *, seeds=0, run_ids=No
         support = M
     else:
         W = W.copy()
-    W, v, Wt, vt = (np.ascontiguousarray(a, dtype=real) for a in (W, v, Wt, vt))
+    # contiguous, writeable arrays of one dtype: one Numba specialisation per dtype
+    W, v, Wt, vt = (np.require(a, real, ["C", "W"]) for a in (W, v, Wt, vt))
     seed_arr, id_arr = keys
     steps, t = steps_for_times(grid[1], d)
     if samples is None:

@@ -376,3 +376,45 @@ def test_jobqueue_launcher_writes_single_threaded_worker_jobs(kind, marker):
     assert "export NUMBA_NUM_THREADS=1" in script
     assert "--nthreads 1" in script and "--nworkers 6" in script
     assert "tcp://127.0.0.1:" in script
+
+
+_LATE_ENV = r"""
+import os
+os.environ.pop("NUMBA_NUM_THREADS", None)
+import numba
+from numba import njit, prange
+import numpy as np
+
+@njit(parallel=True)
+def first(x):
+    for i in prange(x.shape[0]):
+        x[i] += 1.0
+    return x
+
+first(np.zeros(8))  # the thread pool starts with the default size
+os.environ["NUMBA_NUM_THREADS"] = "1"  # what a Dask nanny does after the worker started
+if {use_fix}:
+    from fastquad.sweep.run import _worker_threads
+    print("threads", _worker_threads())
+
+@njit
+def later(x):  # any compilation re-reads NUMBA_NUM_THREADS
+    return x + 1.0
+
+print("compiled", later(1.0))
+"""
+
+
+@pytest.mark.parametrize("use_fix", [True, False])
+def test_a_worker_whose_thread_setting_arrives_late_can_still_compile(use_fix):
+    """A nanny sets NUMBA_NUM_THREADS after the worker imported Numba; without the worker-side
+    reconciliation the next compilation in that worker raises (as in a cold-cache sweep)."""
+    env = dict(os.environ)
+    env.pop("NUMBA_NUM_THREADS", None)
+    out = subprocess.run([sys.executable, "-c", _LATE_ENV.format(use_fix=use_fix)],
+                         capture_output=True, text=True, env=env, timeout=300)
+    if use_fix:
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert "threads 1" in out.stdout and "compiled 2.0" in out.stdout
+    elif (os.cpu_count() or 1) > 1:  # the failure needs a default pool of more than one thread
+        assert out.returncode != 0 and "Cannot set NUMBA_NUM_THREADS" in out.stderr

@@ -40,6 +40,35 @@ class SweepSummary:
         return "\n".join(lines)
 
 
+_REQUESTED_THREADS = []  # this worker's NUMBA_NUM_THREADS as first seen (recorded once)
+
+
+def _worker_threads():
+    """Make this worker's Numba agree with its environment; the thread count for kernels.
+
+    A Dask nanny sets its ``env`` (``NUMBA_NUM_THREADS=1``) after the worker process has
+    started, possibly after Numba was imported with the default (all cores). Numba re-reads
+    the variable at every compilation and raises if it disagrees with a thread pool already
+    running, so a worker that compiled anything after its first parallel call would fail.
+    Here the setting is applied if the pool has not started yet, the environment is then made
+    to agree with the pool, and kernels are limited to the requested count at run time.
+    """
+    import numba
+
+    if not _REQUESTED_THREADS:
+        raw = os.environ.get("NUMBA_NUM_THREADS", "").strip()
+        _REQUESTED_THREADS.append(int(raw) if raw.isdigit() and int(raw) > 0 else None)
+        if _REQUESTED_THREADS[0] not in (None, numba.config.NUMBA_NUM_THREADS):
+            try:
+                numba.config.reload_config()
+            except RuntimeError:  # the pool is running already: limit at run time instead
+                pass
+    pool = numba.config.NUMBA_NUM_THREADS
+    os.environ["NUMBA_NUM_THREADS"] = str(pool)
+    want = _REQUESTED_THREADS[0]
+    return pool if want is None else max(1, min(pool, want))
+
+
 def _chunk_task(point_values, point_index, replicas):
     """Worker side: one batched kernel call. Returns plain arrays (no Result objects).
 
@@ -50,9 +79,10 @@ def _chunk_task(point_values, point_index, replicas):
     from ..config import make_config, run_many
     from ..store import result_arrays
 
+    threads = _worker_threads()
     point_cfgs = [make_config(v) for v in point_values]
     cfgs = [point_cfgs[i] for i in point_index]
-    res = run_many(cfgs, np.asarray(replicas))
+    res = run_many(cfgs, np.asarray(replicas), num_threads=threads)
     arrays = result_arrays(res)
     arrays["W_final"] = arrays["v_final"] = None  # sweeps keep curves, not weights
     return {k: v for k, v in arrays.items() if v is not None}
@@ -62,9 +92,11 @@ def warm_up(methods=("sgd", "gd", "flow", "ode")):
     """Compile (or load from Numba's cache) every kernel a sweep can call, on a tiny problem."""
     from ..config import make_config, run
 
+    threads = _worker_threads()
     for m in methods:
         extra = {"n_samples": 4} if m == "gd" else {}
-        run(make_config(dict(method=m, d=4, K=1, M=1, t_max=0.5, n_times=3, n_runs=1, **extra)))
+        run(make_config(dict(method=m, d=4, K=1, M=1, t_max=0.5, n_times=3, n_runs=1, **extra)),
+            num_threads=threads)
     return os.getpid()
 
 
