@@ -278,6 +278,33 @@ def block_steps(B, r, d):
     return max(1, _BLOCK_NORMALS // per), per
 
 
+@njit(inline="always", **KERNEL)
+def _givens_into(A, row, c, csv, snv, G):
+    """Per lane, the rotation of columns (c, c + 1) that zeroes A[row, c + 1]: its cosine and
+    sine into csv, snv, and A[row, c] <- the norm (a zero pair gives the identity)."""
+    for g in range(G):
+        x = A[row, c, g]
+        y = A[row, c + 1, g]
+        rr = math.sqrt(x * x + y * y)
+        nz = rr > 0.0
+        inv = 1.0 / (rr if nz else 1.0)
+        csv[g] = x * inv if nz else 1.0
+        snv[g] = y * inv
+        A[row, c, g] = rr
+        A[row, c + 1, g] = 0.0
+
+
+@njit(inline="always", **KERNEL)
+def _rotate_rows(A, lo, hi, c, csv, snv, G):
+    """Apply the lanes' rotations (csv, snv) to columns (c, c + 1) of rows lo .. hi-1 of A."""
+    for i in range(lo, hi):
+        for g in range(G):
+            p = A[i, c, g]
+            q = A[i, c + 1, g]
+            A[i, c, g] = csv[g] * p + snv[g] * q
+            A[i, c + 1, g] = csv[g] * q - snv[g] * p
+
+
 @njit(**KERNEL)
 def _steps_soa(F, v, vt, K, scale, sigma, train_v, Z, XI, L, s0, s1, active, fail, u, e, amat,
                work, zeta, acc, csv, snv):
@@ -405,56 +432,18 @@ def _steps_soa(F, v, vt, K, scale, sigma, train_v, Z, XI, L, s0, s1, active, fai
         for b in range(B):
             # rotate zeta_b onto column 0, right to left; columns >= K of work are zero here
             for c in range(N - 2, -1, -1):
-                for g in range(G):
-                    x = zeta[b, c, g]
-                    y = zeta[b, c + 1, g]
-                    rr = math.sqrt(x * x + y * y)
-                    nz = rr > 0.0
-                    inv = 1.0 / (rr if nz else 1.0)
-                    csv[g] = x * inv if nz else 1.0
-                    snv[g] = y * inv
-                    zeta[b, c, g] = rr
-                    zeta[b, c + 1, g] = 0.0
-                for i in range(b + 1, B):
-                    for g in range(G):
-                        p = zeta[i, c, g]
-                        q = zeta[i, c + 1, g]
-                        zeta[i, c, g] = csv[g] * p + snv[g] * q
-                        zeta[i, c + 1, g] = csv[g] * q - snv[g] * p
+                _givens_into(zeta, b, c, csv, snv, G)
+                _rotate_rows(zeta, b + 1, B, c, csv, snv, G)
                 if c < K:
-                    for i in range(c, K):
-                        for g in range(G):
-                            p = work[i, c, g]
-                            q = work[i, c + 1, g]
-                            work[i, c, g] = csv[g] * p + snv[g] * q
-                            work[i, c + 1, g] = csv[g] * q - snv[g] * p
+                    _rotate_rows(work, c, K, c, csv, snv, G)
             for i in range(K):
                 for g in range(G):
                     work[i, 0, g] -= amat[b, i, g] * zeta[b, 0, g]
             # chase the superdiagonal out, top to bottom
             for j in range(min(K, N - 1)):
-                for g in range(G):
-                    x = work[j, j, g]
-                    y = work[j, j + 1, g]
-                    rr = math.sqrt(x * x + y * y)
-                    nz = rr > 0.0
-                    inv = 1.0 / (rr if nz else 1.0)
-                    csv[g] = x * inv if nz else 1.0
-                    snv[g] = y * inv
-                    work[j, j, g] = rr
-                    work[j, j + 1, g] = 0.0
-                for i in range(j + 1, K):
-                    for g in range(G):
-                        p = work[i, j, g]
-                        q = work[i, j + 1, g]
-                        work[i, j, g] = csv[g] * p + snv[g] * q
-                        work[i, j + 1, g] = csv[g] * q - snv[g] * p
-                for i in range(b + 1, B):
-                    for g in range(G):
-                        p = zeta[i, j, g]
-                        q = zeta[i, j + 1, g]
-                        zeta[i, j, g] = csv[g] * p + snv[g] * q
-                        zeta[i, j + 1, g] = csv[g] * q - snv[g] * p
+                _givens_into(work, j, j, csv, snv, G)
+                _rotate_rows(work, j + 1, K, j, csv, snv, G)
+                _rotate_rows(zeta, b + 1, B, j, csv, snv, G)
 
         for i in range(K):
             for k in range(i + 1):
