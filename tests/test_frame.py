@@ -8,6 +8,7 @@ import fastquad as fq
 import naive
 from conftest import random_networks
 from fastquad.frame import from_frame, teacher_frame, to_frame
+from fastquad.kernels.sgd import POOL_NUMBERS
 from fastquad.rng import normal_fill, run_states
 
 
@@ -46,8 +47,13 @@ def test_frame_of_a_rank_deficient_teacher(rng):
 @pytest.mark.parametrize("sigma,train_v", [(0.0, True), (0.4, False)])
 def test_direct_sgd_draws_in_the_teacher_frame(rng, sigma, train_v):
     """A run on its own random stream equals the same run fed, in the original frame, the
-    inputs its stream drew in the teacher's frame (x = O^T x'), step by step."""
-    K, M, d, steps, lr, seed = 3, 2, 24, 40, 0.05, 9
+    inputs its stream drew in the teacher's frame (x = O^T x'), step by step. The steps span
+    three draws of the kernel's sample pool (several steps' samples drawn at once), the last
+    one partial."""
+    K, M, d, lr, seed = 3, 2, 24, 0.05, 9
+    per_draw = POOL_NUMBERS // (d + 1)
+    assert per_draw >= 2
+    steps = 2 * per_draw + per_draw // 2
     W, v, Wt, vt = random_networks(rng, K, M, d)
     times = np.arange(steps + 1) / d
     drawn = fq.simulate_sgd(W, v, Wt, vt, lr, steps / d, seeds=seed, times=times,
