@@ -53,6 +53,7 @@ import numba
 import numpy as np
 
 import fastquad as fq
+from machine import capacity_line
 from fastquad.frame import teacher_frame, to_frame
 
 try:
@@ -504,6 +505,7 @@ def main():
     if jax is not None:
         vers.append(f"jax {jax.__version__} ({jax.default_backend()})")
     print(", ".join(vers) + f"; {os.cpu_count()} cores, {numba.get_num_threads()} numba threads")
+    print(capacity_line())
     if torch is None:
         print("skipped: torch not installed (pip install .[bench])")
     if jax is None:
@@ -558,6 +560,7 @@ def main():
         print("  " + "\n  ".join(notes))
     print("\nfastquad / faster of (JAX, PyTorch batched), equal work:")
     print("\n".join("  " + s for s in summary) if summary else "  no peer installed")
+    print("\n" + capacity_line())
     print(f"\ntotal {time.perf_counter() - t_start:.0f} s; the machine may be shared: compare "
           f"ratios of one run.")
 

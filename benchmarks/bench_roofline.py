@@ -45,6 +45,7 @@ import numpy as np
 from numba import njit, prange
 
 import fastquad as fq
+from machine import capacity_line
 # the one-thread fill probes are bench_rng's (this folder is on sys.path when run as a script)
 from bench_rng import _ours32 as _fill_loop32
 from bench_rng import _ours64 as _fill_loop
@@ -232,7 +233,8 @@ def main():
     dtypes = ["float64"] + (["float32"] if args.float32 else [])
     print(f"fastquad {fq.__version__}, numba {numba.__version__}, numpy {np.__version__}; "
           f"{os.cpu_count()} cores, {nth} numba threads; best of {repeats}; one-thread clock: "
-          f"{args.clock}\n")
+          f"{args.clock}")
+    print(capacity_line() + "\n")
 
     # ---- Gaussian generation ---------------------------------------------------------------
     rng_rate = {}  # (dtype, threads, L) -> normals/s
@@ -381,6 +383,7 @@ def main():
     print("\n".join(where))
     print(f"\nall cores, fraction of the RNG bound (target >= {TARGET_RNG:.0%}):")
     print("\n".join("  " + s for s in summary))
+    print("\n" + capacity_line())
     print(f"\ntotal {time.perf_counter() - t_start:.0f} s; the machine may be shared: compare "
           f"fractions of one run.")
 

@@ -20,6 +20,7 @@ import numba
 import numpy as np
 
 import fastquad as fq
+from machine import capacity_line
 
 CONFIGS = [(100, 4, 4), (500, 8, 8), (1000, 2, 2)]
 TARGETS = {(100, 4, 4): 3.5e6, (500, 8, 8): 6.0e5}
@@ -74,7 +75,8 @@ def main():
     threads = numba.config.NUMBA_NUM_THREADS
     print(f"fastquad {fq.__version__}, numba {numba.__version__}, numpy {np.__version__}, "
           f"{os.cpu_count()} cores, {threads} numba threads, float64\n")
-    hdr = (f"{'d':>5} {'K':>3} {'M':>3} | {'fastquad':>12} {'numpy loop':>12} "
+    print(capacity_line() + "\n")
+    hdr = (f"{'d':>5} {'K':>3} {'M':>3} | {'fastquad':>12} {'1 thread':>10} {'numpy loop':>12} "
            f"{'numpy batched':>14} | {'vs loop':>8} {'vs batched':>10} | target")
     print(hdr)
     print("-" * len(hdr))
@@ -89,6 +91,9 @@ def main():
         fq.simulate_sgd(W0[:2], v0[:2], Wt, vt, 1e-3, 2.0)  # compile outside the timing
         ours = best_rate(lambda: fq.simulate_sgd(W0, v0, Wt, vt, 1e-3, t_max,
                                                  times=[0.0, t_max]), n * steps, 5)
+        one = best_rate(lambda: fq.simulate_sgd(W0[:32], v0[:32], Wt, vt, 1e-3, t_max,
+                                                times=[0.0, t_max], num_threads=1),
+                        32 * steps, 3)
         loop_steps = max(200, int(2e5 / d))
         loop = best_rate(lambda: numpy_loop(W0[0], v0[0], Wt, vt, 1e-3, loop_steps, rng),
                          loop_steps, 2)
@@ -99,9 +104,12 @@ def main():
         tgt = TARGETS.get((d, K, M))
         tgt_txt = "" if tgt is None else (f">= {tgt / 1e6:.2f} M: "
                                           f"{'met' if ours >= tgt else 'NOT met'}")
-        print(f"{d:>5} {K:>3} {M:>3} | {ours / 1e6:>10.3f} M {loop / 1e6:>10.4f} M "
+        print(f"{d:>5} {K:>3} {M:>3} | {ours / 1e6:>10.3f} M {one / 1e6:>8.3f} M "
+              f"{loop / 1e6:>10.4f} M "
               f"{batched / 1e6:>12.4f} M | {ours / loop:>7.0f}x {ours / batched:>9.1f}x | {tgt_txt}")
-    print("\nsample-steps/s; best of repeats; the machine may be shared: compare ratios.")
+    print(f"\nsample-steps/s; best of repeats; fastquad on {threads} threads ({args.runs} runs) "
+          f"and on 1 thread (32 runs).\n" + capacity_line()
+          + "\nThe machine may be shared: compare ratios of one run.")
 
 
 if __name__ == "__main__":

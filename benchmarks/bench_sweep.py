@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from machine import capacity_line
 
 SWEEP = """
 [fixed]
@@ -122,6 +123,7 @@ def main():
     sweep = parse_sweep(sweep_text(n_total, 200, t_max))
     warm_up(("sgd",))
     cores = os.cpu_count()
+    print(capacity_line())
     print(f"sweep of {sweep.total_runs} online-SGD runs (d=200, K=M=2, t_max={t_max}), "
           f"{cores} cores\n")
     with tempfile.TemporaryDirectory() as tmp:
@@ -144,6 +146,7 @@ def main():
         print(f"(sweep times include scheduling and writing the HDF5 file; starting the cluster "
               f"and warming its workers took a further {s1:.1f} s (1 worker) / {s2:.1f} s "
               f"(2 workers), once per command)")
+        print(capacity_line())
         print("\nclient peak memory (tiny runs, 2 workers):")
         for n in (2000, 20000):
             m = child_peak_rss(n, tmp)
