@@ -547,7 +547,9 @@ def _wedge(idx, x, f0, f1, f2, f3):
     return y < math.exp(-0.5 * x * x), f0, f1, f2, f3
 
 
-@njit(**JIT)
+# The rare paths are inlined into the fills: as calls, they made the fills 12-15 % slower
+# (interleaved A/B, one thread), though they run for 1.5 % of the draws only.
+@njit(inline="always", **JIT)
 def _slow64(w, f0, f1, f2, f3):
     """Exact float64 draw whose first trial is the rejected word w; retries use the fixup
     generator: (x, f0..f3)."""
@@ -567,7 +569,7 @@ def _slow64(w, f0, f1, f2, f3):
         w, f0, f1, f2, f3 = _fix_next(f0, f1, f2, f3)
 
 
-@njit(**JIT)
+@njit(inline="always", **JIT)
 def _slow32(h, f0, f1, f2, f3):
     """Float32 counterpart of _slow64 for the 32-bit half h; wedge and tail in float64."""
     while True:
