@@ -362,6 +362,28 @@ def test_plan_groups_by_kernel_shape(tmp_path):
     assert np.isnan(ds.Q.values[k1][:, :, 1, :]).all() and np.isfinite(ds.Q.values[k1][:, :, 0, 0]).all()
 
 
+def test_automatic_chunks_shrink_towards_the_end_of_a_sweep():
+    """Guided sizes: every run once, long tasks first, none outside the bounds, and the last
+    tasks short, so workers finish close together."""
+    from fastquad.sweep.plan import _guided_sizes
+
+    for n, workers, largest, smallest in [(2000, 2, 357, 31), (2000, 1, 100, 10), (5, 2, 50, 3),
+                                          (10_000, 8, 10_000, 1), (1, 4, 1, 1)]:
+        sizes = _guided_sizes(n, workers, largest, smallest)
+        assert sum(sizes) == n and min(sizes) >= 1
+        assert all(a >= b for a, b in zip(sizes, sizes[1:-1]))  # the very last takes the rest
+        assert max(sizes) <= largest
+        assert all(s >= min(smallest, n) for s in sizes[:-1])
+    sizes = _guided_sizes(2000, 2, 357, 31)
+    assert sizes[0] == 250 and sizes[-2] == 31  # a quarter of a worker's share, then the floor
+    # the planner uses them: auto-sized chunks of one kernel shape shrink, largest first
+    sweep = parse_sweep(SMALL)
+    chunks = plan_chunks(sweep, np.arange(sweep.total_runs), n_workers=2)
+    lens = [len(c) for c in chunks]
+    assert sorted(np.concatenate([c.runs for c in chunks])) == list(range(sweep.total_runs))
+    assert lens == sorted(lens, reverse=True)
+
+
 @pytest.mark.parametrize("kind,marker", [("slurm", "#SBATCH"), ("pbs", "#PBS")])
 def test_jobqueue_launcher_writes_single_threaded_worker_jobs(kind, marker):
     """The SLURM/PBS launcher of runners/ (dry run: the job script, nothing submitted)."""
