@@ -74,16 +74,22 @@ def test_direct_sgd_draws_in_the_teacher_frame(rng, sigma, train_v):
     np.testing.assert_allclose(drawn.R[0], ref_R, rtol=1e-9, atol=1e-12)
 
 
-def test_pending_update_makes_results_independent_of_measurements(rng):
+@pytest.mark.parametrize("K", [1, 2, 3, 7])  # the fused pass's row blocks: 4, 2 and 1 rows
+def test_pending_update_makes_results_independent_of_measurements(rng, K):
     """The single-sample kernel applies each rank-1 update together with the next step's dot
-    products; measuring (records, divergence checks) in between must not change a bit."""
-    K, M, d = 2, 3, 30
+    products; measuring (records, divergence checks) in between must not change a bit. The
+    dense run applies every update on its own (a plain loop), so this also checks the fused
+    update against it."""
+    M, d = 3, 30
     W, v, Wt, vt = random_networks(rng, K, M, d, runs=2)
     W *= 0.4
     kw = dict(seeds=4, label_noise=0.2)
-    sparse = fq.simulate_sgd(W, v, Wt, vt, 0.05, 3.0, times=[0.0, 1.5, 3.0], **kw)
-    dense = fq.simulate_sgd(W, v, Wt, vt, 0.05, 3.0, times=np.arange(91) / d, check_every=1,
+    lr = 0.05 / K  # a rate every K learns at without diverging
+    sparse = fq.simulate_sgd(W, v, Wt, vt, lr, 3.0, times=[0.0, 1.5, 3.0], **kw)
+    dense = fq.simulate_sgd(W, v, Wt, vt, lr, 3.0, times=np.arange(91) / d, check_every=1,
                             **kw)
+    assert (sparse.status == fq.STATUS_DONE).all() and (dense.status == fq.STATUS_DONE).all()
+    assert not np.allclose(sparse.W, W)  # the weights moved
     np.testing.assert_array_equal(sparse.W, dense.W)
     np.testing.assert_array_equal(sparse.v_final, dense.v_final)
     np.testing.assert_array_equal(sparse.eps_g[:, -1], dense.eps_g[:, -1])

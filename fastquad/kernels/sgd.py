@@ -110,8 +110,8 @@ def update_then_dots(W, K, c, x_old, x_new, h, scale):
     """W[j] -= c[j] * x_old, then h[j] = scale * W[j] . x_new, for j < K, in one pass over W.
 
     Fusing one step's rank-1 update with the next step's dot products reads and writes each
-    weight once per step instead of three times; rows go four at a time so that they share
-    each load of x_old and x_new.
+    weight once per step instead of three times; rows go four (then two) at a time so that
+    they share each load of x_old and x_new.
     """
     d = W.shape[1]
     zero = x_new.dtype.type(0)
@@ -145,7 +145,24 @@ def update_then_dots(W, K, c, x_old, x_new, h, scale):
         h[j + 2] = s2 * scale
         h[j + 3] = s3 * scale
         j += 4
-    while j < K:
+    if j + 2 <= K:  # two rows left (K = 2, 3, 6, 7, ...): they too share the loads of x
+        c0 = c[j]
+        c1 = c[j + 1]
+        s0 = zero
+        s1 = zero
+        for k in range(d):
+            xo = x_old[k]
+            xn = x_new[k]
+            a0 = W[j, k] - c0 * xo
+            a1 = W[j + 1, k] - c1 * xo
+            W[j, k] = a0
+            W[j + 1, k] = a1
+            s0 += a0 * xn
+            s1 += a1 * xn
+        h[j] = s0 * scale
+        h[j + 1] = s1 * scale
+        j += 2
+    if j < K:
         cj = c[j]
         s = zero
         for k in range(d):
@@ -153,7 +170,6 @@ def update_then_dots(W, K, c, x_old, x_new, h, scale):
             W[j, k] = a
             s += a * x_new[k]
         h[j] = s * scale
-        j += 1
 
 
 @njit(**FAST)
