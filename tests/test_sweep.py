@@ -376,12 +376,14 @@ def test_automatic_chunks_shrink_towards_the_end_of_a_sweep():
         assert all(s >= min(smallest, n) for s in sizes[:-1])
     sizes = _guided_sizes(2000, 2, 357, 31)
     assert sizes[0] == 250 and sizes[-2] == 31  # a quarter of a worker's share, then the floor
-    # the planner uses them: auto-sized chunks of one kernel shape shrink, largest first
-    sweep = parse_sweep(SMALL)
+    # the planner uses them: 400 runs of a few tens of ms each (planned, not run) go in
+    # shrinking chunks, largest first
+    sweep = parse_sweep(SLOW.replace("n_runs = 4", "n_runs = 50").replace("chunk_runs = 2", ""))
     chunks = plan_chunks(sweep, np.arange(sweep.total_runs), n_workers=2)
     lens = [len(c) for c in chunks]
     assert sorted(np.concatenate([c.runs for c in chunks])) == list(range(sweep.total_runs))
     assert lens == sorted(lens, reverse=True)
+    assert len(lens) >= 10 and lens[0] >= 4 * lens[-1]
 
 
 @pytest.mark.parametrize("kind,marker", [("slurm", "#SBATCH"), ("pbs", "#PBS")])
