@@ -68,19 +68,13 @@ def direct(sweep, threads):
 
 def via_dask(sweep, workers, out):
     """(seconds of the sweep on a started, warmed cluster; seconds to start and warm it)."""
-    import dask
-    from dask.distributed import Client, LocalCluster
-
     from fastquad.sweep import run_sweep
-    from fastquad.sweep.run import EMBEDDED_CLUSTER_CONFIG, warm_up
+    from fastquad.sweep.run import _client, warm_up
 
     t0 = time.perf_counter()
-    # the cluster `fastquad sweep` embeds (fastquad.sweep.run._client), started here so that
-    # its start-up and warm-up are timed apart
-    with dask.config.set(EMBEDDED_CLUSTER_CONFIG):
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                               dashboard_address=None, env={"NUMBA_NUM_THREADS": "1"})
-    client = Client(cluster)
+    # the very cluster `fastquad sweep` embeds, started here so that its start-up and warm-up
+    # are timed apart
+    client, cluster = _client(workers, None, None)
     client.run(warm_up, ("sgd",))
     start = time.perf_counter() - t0
     try:

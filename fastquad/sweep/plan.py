@@ -85,8 +85,7 @@ def plan_chunks(sweep, runs, *, chunk_runs=None, n_workers=1):
         cfg, _ = sweep.run_config(int(r))
         groups.setdefault(batch_key(cfg), []).append(int(r))
     chunks = []
-    for key, members in groups.items():
-        cfg, _ = sweep.run_config(members[0])
+    for members in groups.values():
         if chunk_runs is None:
             per = max(max(seconds_per_run(sweep.run_config(m)[0]) for m in members[:64]), 1e-9)
             sizes = _guided_sizes(len(members), n_workers, max(1, int(TARGET_TASK_SECONDS / per)),
