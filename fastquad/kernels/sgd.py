@@ -172,7 +172,7 @@ def update_then_dots(W, K, c, x_old, x_new, h, scale):
         h[j] = s * scale
 
 
-@njit(**FAST)
+@njit(inline="always", **FAST)
 def online_step(W, v, Wt, support, vt, lr, sigma, train_v, c, h, x_old, x_new):
     """One single-sample SGD step with the rank-1 weight update left pending.
 
