@@ -69,7 +69,7 @@ def direct(sweep, threads):
 def via_dask(sweep, workers, out):
     """(seconds of the sweep on a started, warmed cluster; seconds to start and warm it)."""
     from fastquad.sweep import run_sweep
-    from fastquad.sweep.run import _client, warm_up
+    from fastquad.sweep.run import _client, _quiet_shutdown, warm_up
 
     t0 = time.perf_counter()
     # the very cluster `fastquad sweep` embeds, started here so that its start-up and warm-up
@@ -83,6 +83,7 @@ def via_dask(sweep, workers, out):
         assert summary.ok
         return time.perf_counter() - t0, start
     finally:
+        _quiet_shutdown(client)
         client.close()
         cluster.close()
 

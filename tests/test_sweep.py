@@ -331,6 +331,18 @@ def test_external_scheduler_and_workers_with_a_worker_killed_mid_sweep(tmp_path)
         res = fq.read(out)
         assert (res.status == fq.STATUS_DONE).all()
         np.testing.assert_array_equal(res.eps_g, _direct(sweep))
+        # a user's cluster keeps its workers' logging; only the embedded one is silenced at
+        # shutdown (a heartbeat racing it is not news)
+        from fastquad.sweep.run import _quiet_shutdown
+
+        def level():
+            import logging
+
+            return logging.getLogger("distributed").getEffectiveLevel()
+
+        assert all(v < 50 for v in client.run(level).values())
+        _quiet_shutdown(client)
+        assert set(client.run(level).values()) == {50}
         client.close()
     finally:
         for p in procs[::-1]:

@@ -127,6 +127,26 @@ def _client(workers, scheduler, scheduler_file):
         return Client(cluster), cluster
 
 
+def _silence_worker_logs():
+    import logging
+
+    logging.getLogger("distributed").setLevel(logging.CRITICAL)
+
+
+def _quiet_shutdown(client):
+    """Stop the embedded cluster's workers from logging errors before it shuts down.
+
+    Every result is stored by then; what a worker could still log is a heartbeat that races
+    the scheduler's shutdown on a busy machine, a traceback at ERROR level that means nothing
+    (dask/distributed#7105).
+    """
+    try:
+        client.run(_silence_worker_logs, on_error="ignore")
+        client.run(_silence_worker_logs, nanny=True, on_error="ignore")
+    except Exception:  # a cluster that is already going away needs no silencing
+        pass
+
+
 def run_sweep(sweep, out, *, workers=None, scheduler=None, scheduler_file=None, client=None,
               overwrite=False, chunk_runs=None, progress=True, consolidate_every=30.0,
               retries=2):
@@ -210,6 +230,8 @@ def run_sweep(sweep, out, *, workers=None, scheduler=None, scheduler_file=None, 
     finally:
         store.close()
         if own:
+            if cluster is not None:
+                _quiet_shutdown(client)
             client.close()
             if cluster is not None:
                 cluster.close()
