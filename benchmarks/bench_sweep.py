@@ -109,12 +109,15 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--repeats", type=int, default=2, help="interleaved repeats (best is kept)")
+    ap.add_argument("--t-max", type=float, default=None,
+                    help="length of each run in units of t (default 40; 8 with --quick): "
+                         "longer runs spread the sweep's fixed costs over more work")
     args = ap.parse_args()
     from fastquad.sweep import parse_sweep
     from fastquad.sweep.run import warm_up
 
     n_total = 2000
-    t_max = 8.0 if args.quick else 40.0
+    t_max = args.t_max or (8.0 if args.quick else 40.0)
     sweep = parse_sweep(sweep_text(n_total, 200, t_max))
     warm_up(("sgd",))
     cores = os.cpu_count()

@@ -141,8 +141,9 @@ def _quiet_shutdown(client):
     (dask/distributed#7105).
     """
     try:
+        # workers only: the nannies of a LocalCluster live in this process, whose logging
+        # belongs to the caller
         client.run(_silence_worker_logs, on_error="ignore")
-        client.run(_silence_worker_logs, nanny=True, on_error="ignore")
     except Exception:  # a cluster that is already going away needs no silencing
         pass
 
