@@ -291,8 +291,8 @@ def test_tables_are_the_ziggurat():
 
 
 def test_wedge_squeeze_decides_as_the_exact_test():
-    # the chord bounds must hold on a grid 7x finer than, and offset from, the one that built
-    # them; shrinking the bounds' safety factor below 1 makes this fail
+    # the chord bounds must hold on a grid 7x finer than the one that built them and at random
+    # abscissae; shrinking the bounds' safety factor below 1 makes this fail
     lo, slope, below, above = rng._LO, rng._SLOPE, rng._BELOW, rng._ABOVE
     x, f = rng._X, rng._F
     gen = np.random.default_rng(5)
