@@ -200,8 +200,9 @@ def _plot(args):
         raise ValueError(f"RESULTS.h5: cannot read {args.file} as a results file ({exc})") from None
     kinds = args.kind or ["curves"]
     if "all" in kinds:
-        kinds = list(plots.KINDS) if len(plots.sweep_axes(ds)) >= 2 else [
-            k for k in plots.KINDS if k != "phase"]
+        kinds = [k for k in plots.KINDS
+                 if not (k == "phase" and len(plots.sweep_axes(ds)) < 2)
+                 and not (k == "order" and "Q" not in ds)]  # kinds that apply to this file
     if not 0 <= args.run < ds.sizes["run"]:
         raise ValueError(f"--run must be in [0, {ds.sizes['run'] - 1}], got {args.run}")
     written = []

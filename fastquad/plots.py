@@ -82,7 +82,10 @@ def _kept(ds, idx):
 
 
 def theory_curves(ds, idx):
-    """The order-parameter ODE from the recorded t = 0 state of each run (same starts).
+    """The order-parameter ODE from the t = 0 state of each run (same starts).
+
+    The start is the recorded one, or, for a sweep that stored curves only, the one rebuilt
+    from the sweep file's seeds (:meth:`Sweep.initial_order_parameters`).
 
     Returns eps_g (len(idx), n_times) or None when the records do not start at t = 0 or the
     parameters needed are not in the dataset.
@@ -92,6 +95,13 @@ def theory_curves(ds, idx):
     t = ds.time.values
     if t[0] != 0 or "lr" not in ds.coords and "lr" not in ds.attrs:
         return None
+    sweep = None
+    if "Q" not in ds:
+        if "sweep_digest" not in ds.attrs:
+            return None
+        from .sweep import parse_sweep
+
+        sweep = parse_sweep(str(ds.attrs["config"]))
     K, M = ds.sizes["student"], ds.sizes["teacher"]
     out = []
     for r in idx:
@@ -102,9 +112,10 @@ def theory_curves(ds, idx):
             ds.attrs.get("label_noise", 0.0))
         batch = int(ds.attrs.get("batch_size", 1))
         train_v = bool(ds.attrs.get("train_second_layer", True))
-        Q0 = ds.Q.values[r, 0, :k, :k]
-        R0 = ds.R.values[r, 0, :k, :m]
-        v0 = ds.v.values[r, 0, :k]
+        if "Q" in ds:
+            Q0, R0, v0 = ds.Q.values[r, 0, :k, :k], ds.R.values[r, 0, :k, :m], ds.v.values[r, 0, :k]
+        else:  # a sweep that stored curves only: rebuild each run's start from its seeds
+            Q0, R0, v0 = sweep.initial_order_parameters(int(ds.run.values[r]))
         res = integrate_ode(Q0, R0, v0, ds.T.values[r, :m, :m], ds.v_teacher.values[r, :m], lr,
                             float(t[-1]), times=t, label_noise=sigma, batch_size=batch,
                             train_second_layer=train_v)
@@ -150,6 +161,9 @@ def plot_learning_curves(ds, *, theory=True, max_groups=8, title=None):
 
 def plot_order_parameters(ds, run=0):
     """Q_jj, R_jn and v_j of one run against time."""
+    if "Q" not in ds:
+        raise ValueError("kind order: this file has no order parameters over time (a sweep "
+                         "stores them with the setting order_parameters = true)")
     plt = _plt()
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.6), sharex=True)
     t = ds.time.values

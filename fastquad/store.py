@@ -64,7 +64,7 @@ def _attach(ds, dims, f):
 
 
 def create(path, *, n_runs, times, d, K, M, method, per_run=None, attrs=None,
-           train_error=False, weights=False, messages=False, mode="w-"):
+           train_error=False, weights=False, messages=False, order_parameters=True, mode="w-"):
     """Create a results file with every array preallocated (status pending).
 
     Parameters
@@ -78,8 +78,9 @@ def create(path, *, n_runs, times, d, K, M, method, per_run=None, attrs=None,
         Per-run parameters, stored as coordinates along ``run``.
     attrs : dict
         Scalar attributes (numbers and strings).
-    train_error, weights, messages : bool
-        Whether to store the training loss, the final weights and per-run failure messages.
+    train_error, weights, messages, order_parameters : bool
+        Whether to store the training loss, the final weights, per-run failure messages and
+        the order parameters ``Q``, ``R``, ``v`` at every recorded time.
     mode : str
         h5py mode: ``"w-"`` fails if the file exists, ``"w"`` overwrites.
 
@@ -111,10 +112,11 @@ def create(path, *, n_runs, times, d, K, M, method, per_run=None, attrs=None,
     f["eps_g"].attrs["long_name"] = "generalisation error (exact, label noise excluded)"
     if train_error:
         arr("train_error", ("run", "time"), (n_runs, n_t), (rc, n_t))
-    rcq = max(1, min(n_runs, 65536 // max(1, n_t * K * max(K, M))))
-    arr("Q", ("run", "time", "student", "student_b"), (n_runs, n_t, K, K), (rcq, n_t, K, K))
-    arr("R", ("run", "time", "student", "teacher"), (n_runs, n_t, K, M), (rcq, n_t, K, M))
-    arr("v", ("run", "time", "student"), (n_runs, n_t, K), (rcq, n_t, K))
+    if order_parameters:
+        rcq = max(1, min(n_runs, 65536 // max(1, n_t * K * max(K, M))))
+        arr("Q", ("run", "time", "student", "student_b"), (n_runs, n_t, K, K), (rcq, n_t, K, K))
+        arr("R", ("run", "time", "student", "teacher"), (n_runs, n_t, K, M), (rcq, n_t, K, M))
+        arr("v", ("run", "time", "student"), (n_runs, n_t, K), (rcq, n_t, K))
     arr("T", ("run", "teacher", "teacher_b"), (n_runs, M, M), None)
     arr("v_teacher", ("run", "teacher"), (n_runs, M), None)
     if weights:

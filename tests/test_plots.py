@@ -28,6 +28,9 @@ student_v = 0.5
 [axes]
 lr = [0.05, 0.1]
 init_scale = [0.01, 0.5]
+
+[sweep]
+order_parameters = true
 """
 
 
@@ -86,3 +89,19 @@ def test_plot_errors_name_the_flag(sweep_file, tmp_path, capsys):
                  "--out", str(tmp_path)]) == 2
     assert "--x must name a per-run coordinate" in capsys.readouterr().err
     assert main(["plot", str(sweep_file), "--kind", "order", "--run", "99"]) == 2
+
+
+def test_a_curves_only_sweep_plots_every_kind_that_applies(tmp_path, capsys):
+    out = tmp_path / "c.h5"
+    curves_only = SWEEP.replace("order_parameters = true", "")
+    from dask.distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        assert run_sweep(parse_sweep(curves_only), out, client=client, progress=False).ok
+    assert main(["plot", str(out), "--kind", "order", "--out", str(tmp_path)]) == 2
+    assert "order_parameters = true" in capsys.readouterr().err
+    assert main(["plot", str(out), "--kind", "all", "--out", str(tmp_path)]) == 0
+    wrote = capsys.readouterr().out
+    assert "c-curves.png" in wrote and "c-order" not in wrote
+    _looks_like_a_figure(tmp_path / "c-curves.png")

@@ -55,6 +55,7 @@ init_scale = [0.1, 0.3]
 
 [sweep]
 chunk_runs = 2
+order_parameters = true    # more arrays through every kill and resume
 """
 
 FASTQUAD = [sys.executable, "-m", "fastquad.cli"]
@@ -114,6 +115,62 @@ def test_chunking_does_not_change_results(tmp_path):
     np.testing.assert_array_equal(fq.read(tmp_path / "a.h5").eps_g, fq.read(tmp_path / "b.h5").eps_g)
 
 
+def test_final_weights_are_stored_when_asked_and_change_the_sweeps_identity(tmp_path):
+    text = SMALL + "\n[sweep]\nfinal_weights = true\n"
+    sweep = parse_sweep(text)
+    assert sweep.settings["final_weights"] is True
+    assert sweep.digest != parse_sweep(SMALL).digest  # the file's layout differs
+    # scheduling alone does not change what is stored: a resume may cut the work differently
+    assert parse_sweep(text + "chunk_runs = 3\n").digest == sweep.digest
+    out = tmp_path / "w.h5"
+    assert run_sweep(sweep, out, workers=1, progress=False, chunk_runs=5).ok
+    ds = xr.open_dataset(out, engine="h5netcdf")
+    assert ds.W_final.dims == ("run", "student", "input") and ds.W_final.shape == (24, 2, 60)
+    W, v = [], []
+    for cfg in sweep.points:
+        res = run_many([cfg] * cfg.n_runs, np.arange(cfg.n_runs))
+        W.append(res.W)
+        v.append(res.v_final)
+    np.testing.assert_array_equal(ds.W_final.values, np.concatenate(W))
+    np.testing.assert_array_equal(ds.v_final.values, np.concatenate(v))
+    # a file made without weights is a different sweep's file
+    with pytest.raises(ValueError, match="different sweep file"):
+        SweepStore(out, parse_sweep(SMALL))
+    plain = tmp_path / "p.h5"
+    assert run_sweep(parse_sweep(SMALL), plain, workers=1, progress=False).ok
+    assert "W_final" not in xr.open_dataset(plain, engine="h5netcdf")
+    assert "W_final, v_final" in fq.sweep.info(out) and "W_final" not in fq.sweep.info(plain)
+
+
+def test_order_parameters_are_stored_when_asked_and_the_theory_rebuilds_each_start(tmp_path):
+    from dask.distributed import Client, LocalCluster
+
+    from fastquad import plots
+
+    curves = parse_sweep(SMALL)
+    full = parse_sweep(SMALL + "\n[sweep]\norder_parameters = true\n")
+    assert curves.settings["order_parameters"] is False and full.digest != curves.digest
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        assert run_sweep(curves, tmp_path / "c.h5", client=client, progress=False).ok
+        assert run_sweep(full, tmp_path / "f.h5", client=client, progress=False).ok
+    a, b = fq.load(tmp_path / "c.h5"), fq.load(tmp_path / "f.h5")
+    assert not {"Q", "R", "v"} & set(a.data_vars) and {"Q", "R", "v"} <= set(b.data_vars)
+    np.testing.assert_array_equal(a.eps_g.values, b.eps_g.values)
+    Q = np.concatenate([run_many([c] * c.n_runs, np.arange(c.n_runs)).Q for c in full.points])
+    np.testing.assert_array_equal(b.Q.values, Q)
+    # the start rebuilt from the sweep file's seeds is the recorded one
+    for r in (0, 7, 23):
+        Q0, R0, v0 = curves.initial_order_parameters(r)
+        np.testing.assert_allclose(Q0, b.Q.values[r, 0], rtol=1e-12)
+        np.testing.assert_allclose(R0, b.R.values[r, 0], rtol=1e-12, atol=1e-15)
+        np.testing.assert_array_equal(v0, b.v.values[r, 0])
+    idx = np.array([0, 5, 23])
+    np.testing.assert_allclose(plots.theory_curves(a, idx), plots.theory_curves(b, idx), rtol=1e-9)
+    with pytest.raises(ValueError, match="order_parameters = true"):
+        plots.plot_order_parameters(a)
+
+
 def test_sweep_validation_reports_every_problem_at_once(tmp_path):
     bad = """
 [fixed]
@@ -130,13 +187,17 @@ K = [1, 2]
 M = [1]
 [weird]
 x = 1
+[sweep]
+final_weights = "yes"
+chunk_runs = 0
 """
     with pytest.raises(ValueError) as err:
         parse_sweep(bad)
     msg = str(err.value)
     for needle in ("fixed.d must be", "fixed.colour: unknown parameter", "axes.lr: also given as a fixed",
                    "axes.init_scale[1]", "axes.t_max: t_max cannot be swept",
-                   "zip: lists must have equal lengths", "[weird]: unknown section"):
+                   "zip: lists must have equal lengths", "[weird]: unknown section",
+                   "sweep.final_weights must be true or false", "sweep.chunk_runs must be"):
         assert needle in msg, needle
     proc = subprocess.run(FASTQUAD + ["sweep", str(_file(tmp_path, bad)), "--out",
                                       str(tmp_path / "x.h5")], capture_output=True, text=True)
@@ -162,10 +223,10 @@ def test_a_chunk_that_raises_is_recorded_and_the_others_complete(tmp_path, monke
     sweep = parse_sweep(SMALL)
     original = R._chunk_task
 
-    def flaky(point_values, point_index, replicas):
+    def flaky(point_values, point_index, replicas, keep=None):
         if point_values[0]["lr"] == 0.1 and point_values[0]["init_scale"] == 0.5:
             raise RuntimeError("boom in the kernel")
-        return original(point_values, point_index, replicas)
+        return original(point_values, point_index, replicas, keep)
 
     monkeypatch.setattr(R, "_chunk_task", flaky)
     from dask.distributed import Client, LocalCluster
@@ -361,7 +422,7 @@ def test_external_scheduler_and_workers_with_a_worker_killed_mid_sweep(tmp_path)
 def test_plan_groups_by_kernel_shape(tmp_path):
     text = SMALL.replace("[zip]\nseed = [0, 7]\nteacher_seed = [1, 2]", "[zip]\nK = [1, 2]\nM = [1, 2]")
     text = text.replace("teacher_v = [1.0, 0.5]\n", "").replace("K = 2\nM = 2\n", "")
-    sweep = parse_sweep(text)
+    sweep = parse_sweep(text + "\n[sweep]\norder_parameters = true\n")
     chunks = plan_chunks(sweep, np.arange(sweep.total_runs), chunk_runs=100)
     assert len(chunks) == 2  # one per K
     Ks = {tuple(sorted({sweep.run_config(int(r))[0].K for r in c.runs})) for c in chunks}

@@ -69,12 +69,13 @@ def _worker_threads():
     return pool if want is None else max(1, min(pool, want))
 
 
-def _chunk_task(point_values, point_index, replicas):
+def _chunk_task(point_values, point_index, replicas, keep=None):
     """Worker side: one batched kernel call. Returns plain arrays (no Result objects).
 
     ``point_values``: the parameter dicts of the chunk's distinct grid points; run i is
     replica ``replicas[i]`` of point ``point_index[i]``. Each point is validated once, and the
-    task carries a few dicts rather than one per run.
+    task carries a few dicts rather than one per run. ``keep``: the names of the arrays the
+    results file holds (None: all); only those travel back.
     """
     from ..config import make_config, run_many
     from ..store import result_arrays
@@ -84,8 +85,8 @@ def _chunk_task(point_values, point_index, replicas):
     cfgs = [point_cfgs[i] for i in point_index]
     res = run_many(cfgs, np.asarray(replicas), num_threads=threads)
     arrays = result_arrays(res)
-    arrays["W_final"] = arrays["v_final"] = None  # sweeps keep curves, not weights
-    return {k: v for k, v in arrays.items() if v is not None}
+    return {k: v for k, v in arrays.items()
+            if v is not None and (keep is None or k in keep or k == "status")}
 
 
 def warm_up(methods=("sgd", "gd", "flow", "ode")):
@@ -196,6 +197,7 @@ def run_sweep(sweep, out, *, workers=None, scheduler=None, scheduler_file=None, 
         n_workers = max(1, len(client.scheduler_info().get("workers", {})))
         chunks = plan_chunks(sweep, todo, chunk_runs=chunk_runs or sweep.settings.get("chunk_runs"),
                              n_workers=n_workers)
+        keep = sorted(store.stored())
         futures = {}
         for ch in chunks:
             slots, point_index, reps = {}, [], []
@@ -205,7 +207,7 @@ def run_sweep(sweep, out, *, workers=None, scheduler=None, scheduler_file=None, 
                 reps.append(rep)
             vals = [sweep.points[p].values for p in slots]
             fut = client.submit(_chunk_task, vals, np.array(point_index), np.array(reps),
-                                pure=False, retries=retries,
+                                keep, pure=False, retries=retries,
                                 key=f"fastquad-chunk-{int(ch.runs[0])}-{len(ch)}-{sweep.digest[:8]}")
             futures[fut] = ch
         bar = _progress(len(todo), progress)

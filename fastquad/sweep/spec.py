@@ -15,8 +15,10 @@ A sweep file is TOML::
     K = [1, 2, 4]
     M = [1, 2, 4]
 
-    [sweep]               # optional scheduling settings
+    [sweep]               # optional settings
     chunk_runs = 64       # runs per Dask task (default: sized to a few seconds of work)
+    final_weights = true  # also store each run's final weights (default false)
+    order_parameters = true  # also store Q, R, v at every recorded time (default false)
 
 Runs are numbered point-major: run ``i`` is replica ``i % n_runs`` of grid point
 ``i // n_runs``; points enumerate the product axes (last axis fastest), then the zip index.
@@ -38,7 +40,11 @@ from ..config import PARAMETERS, make_config
 
 #: All runs of a sweep share one time axis, so these cannot vary.
 NOT_AXES = ("t_max", "n_times", "n_runs")
-SWEEP_SETTINGS = {"chunk_runs": lambda n, x: V.integer(n, x, low=1)}
+SWEEP_SETTINGS = {"chunk_runs": lambda n, x: V.integer(n, x, low=1),
+                  "final_weights": V.boolean, "order_parameters": V.boolean}
+#: Settings that change what the results file holds: part of the sweep's identity on resume
+#: (``chunk_runs`` only changes how the work is cut, so a resume may use another value).
+STORED_SETTINGS = ("final_weights", "order_parameters")
 
 
 @dataclass(frozen=True)
@@ -55,13 +61,14 @@ class Sweep:
     zipped : dict of name -> list
         Zipped lists (one combined axis), possibly empty.
     settings : dict
-        ``chunk_runs`` (or None).
+        ``chunk_runs`` (or None), ``final_weights`` and ``order_parameters`` (bools).
     points : list of RunConfig
         One configuration per grid point.
     n_runs : int
         Replicas per point.
     digest : str
-        sha256 of the canonical content (fixed, axes, zip): identifies the sweep on resume.
+        sha256 of the canonical content (fixed, axes, zip, and the settings that change what
+        is stored): identifies the sweep on resume.
     """
 
     text: str
@@ -85,6 +92,21 @@ class Sweep:
     def run_point(self, run):
         """(grid point index, replica) of run index ``run`` (runs are point-major)."""
         return divmod(int(run), self.n_runs)
+
+    def initial_order_parameters(self, run):
+        """(Q0, R0, v0) of run index ``run``: its start, rebuilt from the sweep's seeds.
+
+        The very initial networks the run started from (``config.networks``), so a results
+        file that does not store the order parameters over time still gives the ODE theory
+        from each run's own start.
+        """
+        from ..closed_form import order_parameters
+        from ..config import networks
+
+        cfg, rep = self.run_config(run)
+        W0, v0, Wt, _ = networks([cfg], [rep])
+        Q0, R0, _ = order_parameters(W0[0], Wt[0])
+        return Q0, R0, v0[0]
 
     def axis_names(self):
         return list(self.axes) + list(self.zipped)
@@ -156,6 +178,8 @@ def parse_sweep(text, source="sweep"):
         else:
             settings[k] = p.check(SWEEP_SETTINGS[k], f"sweep.{k}", v)
     settings.setdefault("chunk_runs", None)
+    settings.setdefault("final_weights", False)
+    settings.setdefault("order_parameters", False)
 
     for k, val in fixed.items():
         if k not in PARAMETERS:
@@ -214,7 +238,11 @@ def parse_sweep(text, source="sweep"):
             points.append(cfg)
     p.raise_if_any()
     n_runs = points[0].n_runs
-    canon = json.dumps({"fixed": fixed, "axes": axes, "zip": zipped}, sort_keys=True)
+    content = {"fixed": fixed, "axes": axes, "zip": zipped}
+    stored = {k: settings[k] for k in STORED_SETTINGS if settings[k]}
+    if stored:  # only when set, so files made before these settings existed still resume
+        content["stored"] = stored
+    canon = json.dumps(content, sort_keys=True)
     digest = hashlib.sha256(canon.encode()).hexdigest()
     return Sweep(text=text, fixed=fixed, axes=axes, zipped=zipped, settings=settings,
                  points=points, n_runs=n_runs, digest=digest)

@@ -114,7 +114,9 @@ class SweepStore:
         f = S.create(tmp, n_runs=sw.total_runs, times=time_grid(cfgs[0]), d=d, K=K, M=M,
                      method=methods.pop() if len(methods) == 1 else "mixed",
                      per_run=sw.run_coordinates(), attrs=attrs,
-                     train_error="gd" in {c.method for c in cfgs}, messages=True, mode="w")
+                     train_error="gd" in {c.method for c in cfgs}, messages=True, mode="w",
+                     weights=bool(sw.settings.get("final_weights")),
+                     order_parameters=bool(sw.settings.get("order_parameters")))
         f.close()
         _atomic_replace(tmp, self.path)
 
@@ -122,6 +124,11 @@ class SweepStore:
         return str(self.path.parent / f"{self.path.name}.tmp-{uuid.uuid4().hex[:8]}")
 
     # ------------------------------------------------------------------ state
+    def stored(self):
+        """Names of the per-run arrays this file holds (what workers need to send back)."""
+        with h5py.File(self.path, "r") as f:
+            return {name for name in f}
+
     def status(self):
         """Per-run status (n_runs,), counting the journal's runs."""
         with h5py.File(self.path, "r") as f:
@@ -230,6 +237,9 @@ def info(path):
         lines.append(f"runs: {n}   times: {f['time'].shape[0]} "
                      f"(t = {f['time'][0]:g} .. {f['time'][-1]:g})   "
                      f"d={f.attrs.get('d')} K={f.attrs.get('K')} M={f.attrs.get('M')}")
+        stored = [name for name in ("eps_g", "train_error", "Q", "R", "v", "W_final", "v_final")
+                  if name in f]
+        lines.append("arrays: " + ", ".join(stored))
         axes = str(f.attrs.get("sweep_axes", "")).split()
         for name in axes:
             vals = f.attrs.get(f"axis_{name}")
