@@ -81,9 +81,12 @@ def plan_chunks(sweep, runs, *, chunk_runs=None, n_workers=1):
     """
     runs = np.asarray(runs, dtype=np.int64)
     groups = {}
-    for r in runs:
-        cfg, _ = sweep.run_config(int(r))
-        groups.setdefault(batch_key(cfg), []).append(int(r))
+    keys = {}  # a grid point's runs share its kernel shape: one key per point, not per run
+    for r in runs.tolist():
+        point, _ = sweep.run_point(r)
+        if point not in keys:
+            keys[point] = batch_key(sweep.points[point])
+        groups.setdefault(keys[point], []).append(r)
     chunks = []
     for members in groups.values():
         if chunk_runs is None:
