@@ -4,7 +4,8 @@ Measured in one run, on the same sweep (online SGD, 2000+ runs over a grid of le
 and initial scales), interleaved repeats:
   - the kernel called directly in this process with all cores (``config.run_many`` per kernel
     shape, Numba threads = cores): the upper bound; and with one thread, so the kernel's own
-    gain from the second core (the ceiling of the sweep's gain) is measured alongside;
+    gain from the second core (what the host gave, next to the sweep's gain) is measured
+    alongside;
   - ``fastquad sweep`` machinery (``run_sweep``) on an embedded LocalCluster with 1 worker and
     with 2 workers (one thread each), writing the HDF5 file as results arrive;
 and the client's peak memory for 2k and 20k runs (small runs: memory must not grow with the
@@ -131,8 +132,8 @@ def main():
     print(f"sweep of {sweep.total_runs} online-SGD runs (d=200, K=M=2, t_max={t_max}), "
           f"{cores} cores; the file stores the learning curves (the default)\n")
     # Each repeat times, back to back: the kernel alone with 1 and with all Numba threads, and
-    # the sweep with 1 and 2 workers. The kernel's own gain from the second core is the ceiling
-    # of the sweep's: on a shared host a core can run slower while the other one is busy.
+    # the sweep with 1 and 2 workers. The kernel's own gain from the second core tells what the
+    # host gave in that repeat: on a shared host a core can run slower while the other is busy.
     times = {k: [] for k in ("k1", "kn", "w1", "w2")}
     starts = {1: [], 2: []}
     print(f"{'repeat':<7} {'kernel 1 thr':>12} {'kernel ' + str(cores) + ' thr':>12} "
@@ -164,7 +165,7 @@ def main():
         print(f"\n2 workers / 1 worker:              {best['w1'] / best['w2']:.2f}x best times, "
               f"{_median(gain):.2f}x median of repeats   (target >= 1.85x)")
         print(f"  the kernel alone, {cores} threads / 1:   {best['k1'] / best['kn']:.2f}x best times, "
-              f"{_median(kgain):.2f}x median (the ceiling of the line above)")
+              f"{_median(kgain):.2f}x median (what the host gave the kernel alone)")
         print(f"2 workers / direct batched kernel: {100 * best['kn'] / best['w2']:.0f}% best times, "
               f"{100 * _median(frac):.0f}% median of repeats   (target >= 90%)")
         print(f"(sweep times include scheduling and writing the HDF5 file; starting the cluster "
