@@ -33,7 +33,8 @@ class Result:
     Q : ndarray, shape (n_runs, n_times, K, K)
     R : ndarray, shape (n_runs, n_times, K, M)
     v : ndarray, shape (n_runs, n_times, K)
-        Order parameters ``Q = W W^T / d``, ``R = W W*^T / d`` and the second layer.
+        Order parameters ``Q = W W^T / d``, ``R = W W*^T / d`` and the second layer. None when
+        read from a sweep's file that stored the learning curves only.
     T : ndarray, shape (n_runs, M, M)
         Teacher overlaps ``W* W*^T / d`` (constant in time).
     v_teacher : ndarray, shape (n_runs, M)
@@ -52,9 +53,9 @@ class Result:
     method: str
     t: np.ndarray
     eps_g: np.ndarray
-    Q: np.ndarray
-    R: np.ndarray
-    v: np.ndarray
+    Q: np.ndarray | None
+    R: np.ndarray | None
+    v: np.ndarray | None
     T: np.ndarray
     v_teacher: np.ndarray
     status: np.ndarray
@@ -77,7 +78,20 @@ class Result:
     def conserved(self):
         """``C_j = Q_jj - 2 v_j^2``, shape (n_runs, n_times, K): exactly conserved by the
         eta^1 flow when the second layer is trained; SGD noise only increases it."""
+        self._need_order_parameters("conserved")
         return np.einsum("rtjj->rtj", self.Q) - 2.0 * self.v**2
+
+    def _need_order_parameters(self, what):
+        if self.Q is None or self.v is None:
+            raise ValueError(f"{what}: these runs have no order parameters over time (a sweep "
+                             "stores them with the setting order_parameters = true)")
+
+    @property
+    def K(self):
+        """Student width (the widest, for a sweep over K)."""
+        if self.v is not None:
+            return self.v.shape[-1]
+        return int(np.max(self.params["K"])) if "K" in self.params else self.W.shape[1]
 
     def mean_eps_g(self):
         """Mean learning curve over the runs that did not diverge.
@@ -99,7 +113,7 @@ class Result:
         """A few lines that say what happened, for the CLI."""
         keep = ~self.diverged
         lines = [f"method={self.method}  runs={self.n_runs}  t_max={self.t[-1]:g}  "
-                 f"K={self.v.shape[-1]}  M={self.v_teacher.shape[-1]}"]
+                 f"K={self.K}  M={self.v_teacher.shape[-1]}"]
         n_div = int(np.count_nonzero(self.diverged))
         if n_div:
             lines.append(f"diverged: {n_div} run(s), first at t={np.nanmin(self.t_stop):.4g} "
@@ -115,7 +129,7 @@ class Result:
         """The result as a labelled :class:`xarray.Dataset` (dims run, time, student, teacher)."""
         import xarray as xr
 
-        K = self.v.shape[-1]
+        K = self.K
         M = self.v_teacher.shape[-1]
         data = {
             "eps_g": (("run", "time"), self.eps_g),
@@ -127,6 +141,7 @@ class Result:
             "status": (("run",), self.status),
             "t_stop": (("run",), self.t_stop),
         }
+        data = {k: val for k, val in data.items() if val[1] is not None}
         if self.train_error is not None:
             data["train_error"] = (("run", "time"), self.train_error)
         coords = {"run": np.arange(self.n_runs), "time": self.t,

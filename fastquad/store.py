@@ -201,7 +201,7 @@ def write_runs(f, index, res):
 
 def save(path, res, *, attrs=None, weights=False, overwrite=False):
     """Write a whole :class:`Result` to a new results file (the layout above)."""
-    K = res.v.shape[-1]
+    K = res.K
     M = res.v_teacher.shape[-1]
     d = int(res.params.get("d", res.W.shape[-1] if res.W is not None else 0))
     per_run = {k: np.asarray(v) for k, v in res.params.items()
@@ -212,7 +212,8 @@ def save(path, res, *, attrs=None, weights=False, overwrite=False):
     scal.update(attrs or {})
     with create(path, n_runs=res.n_runs, times=res.t, d=d, K=K, M=M, method=res.method,
                 per_run=per_run, attrs=scal, train_error=res.train_error is not None,
-                weights=weights and res.W is not None, mode="w" if overwrite else "w-") as f:
+                weights=weights and res.W is not None, order_parameters=res.Q is not None,
+                mode="w" if overwrite else "w-") as f:
         write_runs(f, np.arange(res.n_runs), res)
 
 

@@ -169,6 +169,17 @@ def test_order_parameters_are_stored_when_asked_and_the_theory_rebuilds_each_sta
     np.testing.assert_allclose(plots.theory_curves(a, idx), plots.theory_curves(b, idx), rtol=1e-9)
     with pytest.raises(ValueError, match="order_parameters = true"):
         plots.plot_order_parameters(a)
+    # as a Result: no order parameters, and whatever needs them says so
+    res = fq.read(tmp_path / "c.h5")
+    assert res.Q is None and res.K == 2 and "K=2" in res.summary()
+    assert not {"Q", "R", "v"} & set(res.to_xarray().data_vars)
+    from fastquad.analysis import conserved_drift
+
+    for need in (lambda: res.conserved, lambda: conserved_drift(res)):
+        with pytest.raises(ValueError, match="order_parameters = true"):
+            need()
+    fq.save(tmp_path / "copy.h5", res)
+    np.testing.assert_array_equal(fq.read(tmp_path / "copy.h5").eps_g, res.eps_g)
 
 
 def test_sweep_validation_reports_every_problem_at_once(tmp_path):

@@ -47,6 +47,8 @@ def conserved_drift(result):
     -------
     ConservedDrift
     """
+    if getattr(result, "Q", 0) is None or getattr(result, "v", 0) is None:
+        result._need_order_parameters("conserved_drift")
     try:
         Q = np.asarray(result.Q, dtype=float)
         v = np.asarray(result.v, dtype=float)
