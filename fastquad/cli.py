@@ -111,7 +111,10 @@ def _add_sweep(sub):
         description="Run every run of a sweep file (fixed parameters plus axes, see the README) "
                     "on an embedded Dask LocalCluster (default) or an existing cluster, storing "
                     "results in one HDF5 file as they complete. Running the same command again "
-                    "resumes: every run is computed and stored exactly once.")
+                    "resumes: every run is computed and stored exactly once. The file holds "
+                    "the learning curves; the sweep file's [sweep] order_parameters = true and "
+                    "final_weights = true store the order parameters over time and the final "
+                    "weights too.")
     p.add_argument("sweep_file", type=Path, metavar="SWEEP.toml", help="the sweep file")
     p.add_argument("--out", type=Path, required=True, help="results file (HDF5)")
     p.add_argument("--workers", type=int, default=None,
