@@ -130,9 +130,25 @@ def per_run(name, value, n_runs, **range_kw):
     if arr.ndim != 1 or arr.shape[0] not in (1, n_runs):
         raise ValueError(f"{name} must be a number or a 1-D array of length {n_runs} (one per run), "
                          f"got shape {arr.shape}")
-    out = np.array([real(f"{name}[{i}]", float(x) if np.isreal(x) else x, **range_kw)
-                    for i, x in enumerate(arr)])
+    if arr.dtype.kind in "iuf":  # the common case, checked at once; a failure is told per run
+        out = arr.astype(np.float64)
+        if not _in_range(out, **range_kw).all():
+            bad = int(np.flatnonzero(~_in_range(out, **range_kw))[0])
+            real(f"{name}[{bad}]", float(out[bad]), **range_kw)
+    else:
+        out = np.array([real(f"{name}[{i}]", float(x) if np.isreal(x) else x, **range_kw)
+                        for i, x in enumerate(arr)])
     return np.require(np.broadcast_to(out, (n_runs,)), requirements=["C", "W"])
+
+
+def _in_range(x, *, low=None, high=None, low_open=False, high_open=False):
+    """Elementwise: finite and within the range (the test of :func:`real`, on arrays)."""
+    ok = np.isfinite(x)
+    if low is not None:
+        ok &= (x > low) if low_open else (x >= low)
+    if high is not None:
+        ok &= (x < high) if high_open else (x <= high)
+    return ok
 
 
 def times_grid(name, times, t_max):

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import _validate as V
-from .model import TEACHER_KINDS, make_student, make_teacher
+from .model import TEACHER_KINDS, make_student, make_teacher, student_weights
 
 METHODS = ("sgd", "gd", "flow", "ode")
 INTEGRATORS = ("rk45", "rk4")
@@ -196,17 +196,25 @@ def networks(cfgs, replicas):
     """
     n = len(cfgs)
     c0 = cfgs[0]
+    ids = np.asarray(replicas, dtype=np.int64)
+    if ids.shape != (n,) or (n and ids.min() < 0):
+        raise ValueError(f"replicas must be {n} integers >= 0, got {replicas!r}")
     W0, v0 = np.empty((n, c0.K, c0.d)), np.empty((n, c0.K))
     Wt, vt = np.empty((n, c0.M, c0.d)), np.empty((n, c0.M))
     teachers = {}
-    for i, (c, r) in enumerate(zip(cfgs, replicas)):
+    students = {}  # per configuration: its checked scale, seed and v0 (checks once, not per run)
+    for i, (c, r) in enumerate(zip(cfgs, ids.tolist())):
         key = (c.teacher, c.teacher_v, c.teacher_seed)
         if key not in teachers:
             teachers[key] = make_teacher(c.d, c.M, kind=c.teacher, v=_arr(c.teacher_v),
                                          seed=c.teacher_seed)
         Wt[i], vt[i] = teachers[key]
-        W0[i], v0[i] = make_student(c.d, c.K, scale=c.init_scale, v=_arr(c.student_v),
-                                    seed=c.seed, run_id=int(r))
+        if id(c) not in students:
+            _, first_v0 = make_student(c.d, c.K, scale=c.init_scale, v=_arr(c.student_v),
+                                       seed=c.seed, run_id=r)
+            students[id(c)] = (c, float(c.init_scale), int(c.seed), first_v0)
+        _, scale, seed, v0[i] = students[id(c)]
+        W0[i] = student_weights(c.d, c.K, scale, seed, r)
         if c.init_overlap:
             k = min(c.K, c.M)
             W0[i, :k] += c.init_overlap * Wt[i, :k]
@@ -243,7 +251,7 @@ def run_many(cfgs, replicas, *, num_threads=None):
 
     c = cfgs[0]
     key = batch_key(c)
-    if any(batch_key(o) != key for o in cfgs[1:]):
+    if any(batch_key(o) != key for o in {id(o): o for o in cfgs[1:]}.values()):
         raise ValueError("run_many: the configurations differ in more than the per-run "
                          f"parameters {PER_RUN}")
     ids = np.asarray(replicas, dtype=np.int64)

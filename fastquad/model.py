@@ -15,7 +15,20 @@ _ROLE_TEACHER, _ROLE_STUDENT = 1, 2
 def _generator(seed, role, run_id):
     seed = V.integer("seed", seed, low=0, high=2**63 - 1)
     run_id = V.integer("run_id", run_id, low=0, high=2**63 - 1)
+    return _stream(seed, role, run_id)
+
+
+def _stream(seed, role, run_id):
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, role, run_id])))
+
+
+def student_weights(d, K, scale, seed, run_id):
+    """The first layer of :func:`make_student`, from arguments already validated.
+
+    For batches of many runs (``config.networks``): the checks are made once per configuration,
+    not once per run. Same numbers as ``make_student(...)[0]``.
+    """
+    return scale * _stream(seed, _ROLE_STUDENT, run_id).standard_normal((K, d))
 
 
 def _second_layer(name, v, n):
@@ -84,8 +97,9 @@ def make_student(d, K, *, scale=1.0, v=1.0, seed=0, run_id=0):
     K = V.integer("K", K, low=1)
     scale = V.real("init_scale", scale, low=0.0)
     v0 = _second_layer("v0", v, K)
-    rng = _generator(seed, _ROLE_STUDENT, run_id)
-    return scale * rng.standard_normal((K, d)), v0
+    seed = V.integer("seed", seed, low=0, high=2**63 - 1)
+    run_id = V.integer("run_id", run_id, low=0, high=2**63 - 1)
+    return student_weights(d, K, scale, seed, run_id), v0
 
 
 def check_networks(W0, v0, W_teacher, v_teacher, *, allow_runs=True):

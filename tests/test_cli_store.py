@@ -1,5 +1,6 @@
 """`fastquad simulate`, the TOML config and the HDF5 layout (h5py and xarray)."""
 
+import re
 import subprocess
 import sys
 
@@ -64,6 +65,36 @@ def test_ode_from_the_same_start_as_sgd():
     ode = C.run(C.make_config({**base, "method": "ode"}))
     np.testing.assert_allclose(ode.Q[:, 0], sgd.Q[:, 0], rtol=1e-12)
     np.testing.assert_allclose(ode.eps_g[:, 0], sgd.eps_g[:, 0], rtol=1e-12)
+
+
+def test_networks_of_a_batch_are_each_runs_own_make_student_and_teacher():
+    a = C.make_config(dict(d=30, K=3, M=2, init_scale=0.2, student_v=[0.5, -1.0, 2.0], seed=4,
+                           teacher_seed=9, init_overlap=0.1))
+    b = C.make_config(dict(d=30, K=3, M=2, init_scale=1.5, seed=11, teacher_seed=9))
+    cfgs, reps = [a, b, a, b, a], [0, 0, 7, 3, 2**40]
+    W0, v0, Wt, vt = C.networks(cfgs, reps)
+    for i, (c, r) in enumerate(zip(cfgs, reps)):
+        Wt_i, vt_i = fq.make_teacher(30, 2, v=C._arr(c.teacher_v), seed=9)
+        W_i, v_i = fq.make_student(30, 3, scale=c.init_scale, v=C._arr(c.student_v),
+                                   seed=c.seed, run_id=r)
+        np.testing.assert_array_equal(Wt[i], Wt_i)
+        np.testing.assert_array_equal(vt[i], vt_i)
+        np.testing.assert_array_equal(W0[i], W_i + c.init_overlap * np.vstack([Wt_i, 0 * W_i[:1]]))
+        np.testing.assert_array_equal(v0[i], v_i)
+    with pytest.raises(ValueError, match="replicas must be"):
+        C.networks([a], [-1])
+
+
+def test_per_run_values_are_checked_at_once_and_a_bad_one_is_named():
+    from fastquad import _validate as V
+
+    np.testing.assert_array_equal(V.per_run("lr", [0.1, 2, np.float32(0.5)], 3, low=0.0),
+                                  [0.1, 2.0, np.float32(0.5)])
+    for bad, where in (([0.1, np.nan, 0.2], "lr[1]"), ([0.1, 0.2, -3], "lr[2]")):
+        with pytest.raises(ValueError, match=re.escape(where) + " must be a finite number >= 0"):
+            V.per_run("lr", bad, 3, low=0.0)
+    with pytest.raises(ValueError, match=r"lr\[0\] must be a finite number > 0"):
+        V.per_run("lr", np.array([0, 1]), 2, low=0.0, low_open=True)
 
 
 @pytest.mark.parametrize("args,match", [
