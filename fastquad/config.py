@@ -209,12 +209,13 @@ def networks(cfgs, replicas):
             teachers[key] = make_teacher(c.d, c.M, kind=c.teacher, v=_arr(c.teacher_v),
                                          seed=c.teacher_seed)
         Wt[i], vt[i] = teachers[key]
-        if id(c) not in students:
-            _, first_v0 = make_student(c.d, c.K, scale=c.init_scale, v=_arr(c.student_v),
-                                       seed=c.seed, run_id=r)
-            students[id(c)] = (c, float(c.init_scale), int(c.seed), first_v0)
-        _, scale, seed, v0[i] = students[id(c)]
-        W0[i] = student_weights(c.d, c.K, scale, seed, r)
+        if id(c) in students:
+            scale, seed, v0[i] = students[id(c)]
+            W0[i] = student_weights(c.d, c.K, scale, seed, r)
+        else:  # the configuration's first run: make_student checks its arguments
+            W0[i], v0[i] = make_student(c.d, c.K, scale=c.init_scale, v=_arr(c.student_v),
+                                        seed=c.seed, run_id=r)
+            students[id(c)] = (float(c.init_scale), int(c.seed), v0[i].copy())
         if c.init_overlap:
             k = min(c.K, c.M)
             W0[i, :k] += c.init_overlap * Wt[i, :k]
