@@ -12,9 +12,13 @@ TEACHER_KINDS = ("gaussian", "orthonormal")
 _ROLE_TEACHER, _ROLE_STUDENT = 1, 2
 
 
+def _stream_ids(seed, run_id):
+    return (V.integer("seed", seed, low=0, high=2**63 - 1),
+            V.integer("run_id", run_id, low=0, high=2**63 - 1))
+
+
 def _generator(seed, role, run_id):
-    seed = V.integer("seed", seed, low=0, high=2**63 - 1)
-    run_id = V.integer("run_id", run_id, low=0, high=2**63 - 1)
+    seed, run_id = _stream_ids(seed, run_id)
     return _stream(seed, role, run_id)
 
 
@@ -97,8 +101,7 @@ def make_student(d, K, *, scale=1.0, v=1.0, seed=0, run_id=0):
     K = V.integer("K", K, low=1)
     scale = V.real("init_scale", scale, low=0.0)
     v0 = _second_layer("v0", v, K)
-    seed = V.integer("seed", seed, low=0, high=2**63 - 1)
-    run_id = V.integer("run_id", run_id, low=0, high=2**63 - 1)
+    seed, run_id = _stream_ids(seed, run_id)
     return student_weights(d, K, scale, seed, run_id), v0
 
 
