@@ -135,6 +135,7 @@ def main():
     # the sweep with 1 and 2 workers. The kernel's own gain from the second core tells what the
     # host gave in that repeat: on a shared host a core can run slower while the other is busy.
     times = {k: [] for k in ("k1", "kn", "w1", "w2")}
+    kgain, gain, frac = [], [], []  # per repeat: kernel 2/1 threads, sweep 2/1 workers, w2/direct
     starts = {1: [], 2: []}
     print(f"{'repeat':<7} {'kernel 1 thr':>12} {'kernel ' + str(cores) + ' thr':>12} "
           f"{'1 worker':>9} {'2 workers':>9}   {'kernel gain':>11} {'sweep gain':>10} "
@@ -148,9 +149,12 @@ def main():
                 times[f"w{w}"].append(t)
                 starts[w].append(s)
             k1, kn, w1, w2 = (times[k][-1] for k in ("k1", "kn", "w1", "w2"))
-            print(f"{i + 1:<7} {k1:>12.2f} {kn:>12.2f} {w1:>9.2f} {w2:>9.2f}   {k1 / kn:>10.2f}x "
-                  f"{w1 / w2:>9.2f}x {100 * (w1 / w2) / (k1 / kn):>13.0f}% {100 * kn / w2:>15.0f}%",
-                  flush=True)
+            kgain.append(k1 / kn)
+            gain.append(w1 / w2)
+            frac.append(kn / w2)
+            print(f"{i + 1:<7} {k1:>12.2f} {kn:>12.2f} {w1:>9.2f} {w2:>9.2f}   {kgain[-1]:>10.2f}x "
+                  f"{gain[-1]:>9.2f}x {100 * gain[-1] / kgain[-1]:>13.0f}% "
+                  f"{100 * frac[-1]:>15.0f}%", flush=True)
         best = {k: min(v) for k, v in times.items()}
         rate = lambda t: sweep.total_runs / t  # noqa: E731
         print(f"\nbest of {args.repeats} repeats:")
@@ -159,9 +163,6 @@ def main():
                            ("kn", f"kernel called directly, {cores} Numba threads"),
                            ("w1", "fastquad sweep, 1 worker"), ("w2", "fastquad sweep, 2 workers")):
             print(f"{label:<44} {best[key]:>8.2f} {rate(best[key]):>8.1f}")
-        gain = [a / b for a, b in zip(times["w1"], times["w2"])]
-        kgain = [a / b for a, b in zip(times["k1"], times["kn"])]
-        frac = [a / b for a, b in zip(times["kn"], times["w2"])]
         print(f"\n2 workers / 1 worker:              {best['w1'] / best['w2']:.2f}x best times, "
               f"{_median(gain):.2f}x median of repeats   (target >= 1.85x)")
         print(f"  the kernel alone, {cores} threads / 1:   {best['k1'] / best['kn']:.2f}x best times, "

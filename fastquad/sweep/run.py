@@ -86,7 +86,7 @@ def _chunk_task(point_values, point_index, replicas, keep=None):
     res = run_many(cfgs, np.asarray(replicas), num_threads=threads)
     arrays = result_arrays(res)
     return {k: v for k, v in arrays.items()
-            if v is not None and (keep is None or k in keep or k == "status")}
+            if v is not None and (keep is None or k in keep)}
 
 
 def warm_up(methods=("sgd", "gd", "flow", "ode")):
