@@ -10,7 +10,7 @@ Public API (re-exported here; each lives in a small module of its own):
 - files: :func:`save`, :func:`read`, :func:`load` (xarray)
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from .closed_form import generalization_error, order_parameters, population_gradients
 from .model import make_student, make_teacher

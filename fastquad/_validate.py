@@ -9,6 +9,8 @@ import numbers
 
 import numpy as np
 
+from .errors import InputError
+
 
 class Problems:
     """Collects validation messages; ``raise_if_any`` raises one ValueError listing them all."""
@@ -29,9 +31,9 @@ class Problems:
 
     def raise_if_any(self):
         if len(self.messages) == 1:
-            raise ValueError(self.messages[0])
+            raise InputError(self.messages[0])
         if self.messages:
-            raise ValueError(f"{len(self.messages)} problems:\n  - " + "\n  - ".join(self.messages))
+            raise InputError(f"{len(self.messages)} problems:\n  - " + "\n  - ".join(self.messages))
 
 
 def _fmt(x):
@@ -41,16 +43,17 @@ def _fmt(x):
 def real(name, value, *, low=None, high=None, low_open=False, high_open=False):
     """A finite real number in the given range; returns it as float."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{name} must be a real number, got {_fmt(value)}")
+        raise InputError(f"{name} must be a real number, got {_fmt(value)}")
     x = float(value)
     lo_txt = "" if low is None else (f"> {low:g}" if low_open else f">= {low:g}")
     hi_txt = "" if high is None else (f"< {high:g}" if high_open else f"<= {high:g}")
-    rng = " and ".join(s for s in (lo_txt, hi_txt) if s) or "finite"
+    rng = " and ".join(s for s in (lo_txt, hi_txt) if s)
     bad = (not np.isfinite(x)
            or (low is not None and (x <= low if low_open else x < low))
            or (high is not None and (x >= high if high_open else x > high)))
     if bad:
-        raise ValueError(f"{name} must be a finite number {rng}, got {value!r}")
+        raise InputError(f"{name} must be a finite number{' ' + rng if rng else ''}, "
+                         f"got {value!r}")
     return x
 
 
@@ -60,18 +63,26 @@ def integer(name, value, *, low=None, high=None):
         if isinstance(value, (float, np.floating)) and float(value).is_integer():
             value = int(value)
         else:
-            raise ValueError(f"{name} must be an integer, got {_fmt(value)}")
+            raise InputError(f"{name} must be an integer, got {_fmt(value)}")
     v = int(value)
     if (low is not None and v < low) or (high is not None and v > high):
-        lo = "-inf" if low is None else str(low)
-        hi = "inf" if high is None else str(high)
-        raise ValueError(f"{name} must be an integer in [{lo}, {hi}], got {v}")
+        lo = "-inf" if low is None else _count(low)
+        hi = "inf" if high is None else _count(high)
+        raise InputError(f"{name} must be an integer in [{lo}, {hi}], got {_count(v)}")
     return v
+
+
+def _count(v):
+    """An integer for a message: powers of two by their exponent, huge ones in short."""
+    for base in (63, 53):
+        if v in (2**base, 2**base - 1):
+            return f"2^{base}" + ("-1" if v % 2 else "")
+    return str(v) if abs(v) < 10**15 else f"{float(v):.4g}"
 
 
 def boolean(name, value):
     if not isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"{name} must be true or false, got {_fmt(value)}")
+        raise InputError(f"{name} must be true or false, got {_fmt(value)}")
     return bool(value)
 
 
@@ -80,21 +91,23 @@ def finite_array(name, value, *, ndim=None, shape=None):
 
     ``ndim`` may be a tuple of allowed values; ``shape`` entries of None match anything.
     """
+    if np.iscomplexobj(value):  # a cast would drop the imaginary parts without a word
+        raise InputError(f"{name} must be an array of real numbers, got complex numbers")
     try:
         arr = np.ascontiguousarray(value, dtype=np.float64)
     except (TypeError, ValueError):
-        raise ValueError(f"{name} must be an array of real numbers, got {_fmt(value)}") from None
+        raise InputError(f"{name} must be an array of real numbers, got {_fmt(value)}") from None
     if ndim is not None:
         allowed = ndim if isinstance(ndim, tuple) else (ndim,)
         if arr.ndim not in allowed:
             txt = " or ".join(str(a) for a in allowed)
-            raise ValueError(f"{name} must have {txt} dimensions, got shape {arr.shape}")
+            raise InputError(f"{name} must have {txt} dimensions, got shape {arr.shape}")
     if shape is not None:
         if len(shape) != arr.ndim or any(s is not None and s != a for s, a in zip(shape, arr.shape)):
             want = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
-            raise ValueError(f"{name} must have shape {want}, got {arr.shape}")
+            raise InputError(f"{name} must have shape {want}, got {arr.shape}")
     if arr.size and not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} must contain only finite numbers (found NaN or inf)")
+        raise InputError(f"{name} must contain only finite numbers (found NaN or inf)")
     return arr
 
 
@@ -103,10 +116,10 @@ def with_run_axis(name, arr, base_ndim, n_runs=None):
     if arr.ndim == base_ndim:
         arr = arr[None]
     elif arr.ndim != base_ndim + 1:
-        raise ValueError(f"{name} must have {base_ndim} dimensions, or {base_ndim + 1} with a "
+        raise InputError(f"{name} must have {base_ndim} dimensions, or {base_ndim + 1} with a "
                          f"leading run axis; got shape {arr.shape}")
     if n_runs is not None and arr.shape[0] not in (1, n_runs):
-        raise ValueError(f"{name} has {arr.shape[0]} runs on its leading axis but the batch has "
+        raise InputError(f"{name} has {arr.shape[0]} runs on its leading axis but the batch has "
                          f"{n_runs}")
     return arr
 
@@ -128,7 +141,7 @@ def per_run(name, value, n_runs, **range_kw):
         return np.full(n_runs, x)
     arr = np.asarray(value)
     if arr.ndim != 1 or arr.shape[0] not in (1, n_runs):
-        raise ValueError(f"{name} must be a number or a 1-D array of length {n_runs} (one per run), "
+        raise InputError(f"{name} must be a number or a 1-D array of length {n_runs} (one per run), "
                          f"got shape {arr.shape}")
     if arr.dtype.kind in "iuf":  # the common case, checked at once; a failure is told per run
         out = arr.astype(np.float64)
@@ -155,9 +168,9 @@ def times_grid(name, times, t_max):
     """Recording times: increasing, finite, within [0, t_max]; returns float64 (n,)."""
     arr = finite_array(name, times, ndim=1)
     if arr.size == 0:
-        raise ValueError(f"{name} must contain at least one time")
+        raise InputError(f"{name} must contain at least one time")
     if np.any(np.diff(arr) <= 0):
-        raise ValueError(f"{name} must be strictly increasing")
+        raise InputError(f"{name} must be strictly increasing")
     if arr[0] < 0 or arr[-1] > t_max * (1 + 1e-12):
-        raise ValueError(f"{name} must lie in [0, t_max={t_max:g}], got [{arr[0]:g}, {arr[-1]:g}]")
+        raise InputError(f"{name} must lie in [0, t_max={t_max:g}], got [{arr[0]:g}, {arr[-1]:g}]")
     return arr

@@ -4,13 +4,18 @@ Bad input gets one line naming the parameter (exit code 2), never a traceback.
 """
 
 import argparse
+import math
+import os
 import sys
 import time
 from pathlib import Path
 
 from . import config as C
+from .errors import StorageError
 
 EXIT_BAD_INPUT = 2
+EXIT_STORAGE = 1
+EXIT_INTERRUPTED = 130
 
 
 class _Parser(argparse.ArgumentParser):
@@ -71,6 +76,8 @@ def _add_simulate(sub):
     p.add_argument("--threads", type=int, default=None,
                    help="Numba threads (default: all cores); results do not depend on it")
     p.add_argument("--save-weights", action="store_true", help="store the final weights")
+    p.add_argument("--force", action="store_true",
+                   help="run even when the runs are estimated to take more than a day")
     for name, (default, _, help_) in C.PARAMETERS.items():
         flag = "--" + name.replace("_", "-")
         p.add_argument(flag, dest=name, type=_flag_type(default), default=None,
@@ -91,18 +98,36 @@ def _simulate(args):
         if val is not None:
             values[name] = val
     cfg = C.make_config(values)
-    if args.out.exists() and not args.overwrite:
-        raise ValueError(f"--out: {args.out} exists (use --overwrite to replace it)")
-    if args.threads is not None and args.threads < 1:
-        raise ValueError(f"--threads must be an integer >= 1, got {args.threads}")
+    from .files import check_output
+
+    # every check that can fail comes before the computation, not after it
+    check_output(args.out, overwrite=args.overwrite)
+    _check_threads(args.threads)
     t0 = time.perf_counter()
-    res = C.run(cfg, num_threads=args.threads)
+    try:
+        res = C.run(cfg, num_threads=args.threads, force=args.force)
+    except KeyboardInterrupt:
+        raise Interrupted(f"interrupted; nothing was written"
+                          f"{' (' + str(args.out) + ' is unchanged)' if args.out.exists() else ''}"
+                          ) from None
     elapsed = time.perf_counter() - t0
     store.save(args.out, res, attrs={"config": cfg.to_toml()}, weights=args.save_weights,
                overwrite=args.overwrite)
     print(res.summary())
     print(f"wrote {args.out} in {elapsed:.2f} s")
     return 0
+
+
+class Interrupted(Exception):
+    """Ctrl-C: the one line to print (exit code 130)."""
+
+
+def _check_threads(threads):
+    import numba
+
+    if threads is not None and not 1 <= threads <= numba.config.NUMBA_NUM_THREADS:
+        raise ValueError(f"--threads must be an integer in [1, {numba.config.NUMBA_NUM_THREADS}]"
+                         f" (the cores Numba may use), got {threads}")
 
 
 def _add_sweep(sub):
@@ -128,10 +153,14 @@ def _add_sweep(sub):
     p.add_argument("--overwrite", action="store_true",
                    help="replace an --out file made by a different sweep")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--force", action="store_true",
+                   help="run even when the sweep is estimated to take more than a day")
     p.set_defaults(func=_sweep)
 
 
 def _sweep(args):
+    from .budget import check_sweep
+    from .files import check_output
     from .sweep import load_sweep, run_sweep
 
     sweep = load_sweep(args.sweep_file)
@@ -143,12 +172,20 @@ def _sweep(args):
         raise ValueError("--scheduler and --scheduler-file: give one, not both")
     if args.scheduler_file is not None and not args.scheduler_file.is_file():
         raise ValueError(f"--scheduler-file: no such file {args.scheduler_file}")
+    check_output(args.out, overwrite=True)  # an existing file is resumed, or refused later
+    external = args.scheduler or args.scheduler_file
+    check_sweep(sweep.points, sweep.n_runs, len(sweep.times),
+                None if external else (args.workers or os.cpu_count() or 1), force=args.force)
     print(f"sweep {args.sweep_file}: {sweep.total_runs} runs "
           f"({len(sweep.points)} points x {sweep.n_runs} replicas) -> {args.out}")
-    summary = run_sweep(sweep, args.out, workers=args.workers, scheduler=args.scheduler,
-                        scheduler_file=args.scheduler_file and str(args.scheduler_file),
-                        overwrite=args.overwrite, chunk_runs=args.chunk_runs,
-                        progress=not args.no_progress)
+    try:
+        summary = run_sweep(sweep, args.out, workers=args.workers, scheduler=args.scheduler,
+                            scheduler_file=args.scheduler_file and str(args.scheduler_file),
+                            overwrite=args.overwrite, chunk_runs=args.chunk_runs,
+                            progress=not args.no_progress)
+    except KeyboardInterrupt as exc:
+        raise Interrupted(str(exc) or f"interrupted; the runs finished so far are stored in "
+                          f"{args.out}, and the same command resumes the sweep") from None
     print(summary.text())
     return 0 if summary.ok else 1
 
@@ -193,15 +230,16 @@ def _add_plot(sub):
 
 def _plot(args):
     from . import plots
+    from .result import STATUS_DONE, STATUS_NAMES
     from .store import load
 
     if not args.file.is_file():
         raise ValueError(f"RESULTS.h5: no such file {args.file}")
-    try:
-        ds = load(args.file)
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"RESULTS.h5: cannot read {args.file} as a results file ({exc})") from None
+    if not (math.isfinite(args.threshold) and args.threshold > 0):
+        raise ValueError(f"--threshold must be a finite number > 0, got {args.threshold}")
+    ds = load(args.file)  # a file that is not a complete fastquad file: InputError, one line
     kinds = args.kind or ["curves"]
+    status = int(ds.status.values[args.run]) if 0 <= args.run < ds.sizes["run"] else 0
     if "all" in kinds:
         kinds = [k for k in plots.KINDS
                  if not (k == "phase" and len(plots.sweep_axes(ds)) < 2)
@@ -216,6 +254,13 @@ def _plot(args):
         elif kind == "order":
             fig = plots.plot_order_parameters(ds, run=args.run)
         elif kind == "stages":
+            if status != STATUS_DONE:
+                why = (f"--run {args.run}: run {args.run} is {STATUS_NAMES.get(status, status)}, "
+                       "and stages are found on a finished learning curve")
+                if "all" in (args.kind or []):
+                    print(f"skipped stages: {why}", file=sys.stderr)
+                    continue
+                raise ValueError(why)
             fig = plots.plot_stages(ds, run=args.run)
         elif kind == "phase":
             axes = plots.sweep_axes(ds)
@@ -279,6 +324,12 @@ def main(argv=None):
     except FileExistsError as exc:
         print(f"fastquad: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except StorageError as exc:
+        print(f"fastquad: error: {exc}".replace("\n", " "), file=sys.stderr)
+        return EXIT_STORAGE
+    except (Interrupted, KeyboardInterrupt) as exc:
+        print(f"fastquad: {exc or 'interrupted'}".replace("\n", " "), file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

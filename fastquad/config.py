@@ -5,15 +5,21 @@ and turns into arrays (teacher, student initialisations) and one call of a metho
 table generates the ``fastquad simulate`` flags, so the CLI, TOML files and sweeps never drift.
 """
 
+import os
 import tomllib
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from . import _validate as V
+from .times import check_steps
 from .model import TEACHER_KINDS, make_student, make_teacher, student_weights
 
 METHODS = ("sgd", "gd", "flow", "ode")
+#: Largest count any size parameter may take (exact in float64); memory limits come first.
+MAX_COUNT = 2**53
+#: Most recording times of one run (the grid itself is built before the memory check).
+MAX_TIMES = 10**7
 INTEGRATORS = ("rk45", "rk4")
 
 
@@ -31,19 +37,19 @@ PARAMETERS = {
     "method": ("sgd", lambda n, x: _choice(n, x, METHODS),
                "sgd (online SGD), gd (fixed dataset), flow (population gradient flow, RK4), "
                "ode (order-parameter ODE)"),
-    "d": (100, lambda n, x: V.integer(n, x, low=1), "input dimension"),
-    "K": (2, lambda n, x: V.integer(n, x, low=1), "student hidden units"),
-    "M": (2, lambda n, x: V.integer(n, x, low=1), "teacher hidden units"),
+    "d": (100, lambda n, x: V.integer(n, x, low=1, high=MAX_COUNT), "input dimension"),
+    "K": (2, lambda n, x: V.integer(n, x, low=1, high=MAX_COUNT), "student hidden units"),
+    "M": (2, lambda n, x: V.integer(n, x, low=1, high=MAX_COUNT), "teacher hidden units"),
     "lr": (0.1, lambda n, x: V.real(n, x, low=0.0, low_open=True), "learning rate eta (> 0)"),
     "t_max": (50.0, lambda n, x: V.real(n, x, low=0.0, low_open=True),
               "last time, t = step / d (> 0)"),
-    "n_times": (121, lambda n, x: V.integer(n, x, low=2),
+    "n_times": (121, lambda n, x: V.integer(n, x, low=2, high=MAX_TIMES),
                 "recording times, log-spaced from t_max/1000 (plus t = 0)"),
-    "n_runs": (4, lambda n, x: V.integer(n, x, low=1),
+    "n_runs": (4, lambda n, x: V.integer(n, x, low=1, high=MAX_COUNT),
                "runs (seeds): run r uses the stream (seed, r) and its own initialisation"),
     "seed": (0, lambda n, x: V.integer(n, x, low=0, high=2**63 - 1),
              "base seed of the runs' streams and initialisations"),
-    "batch_size": (1, lambda n, x: V.integer(n, x, low=1),
+    "batch_size": (1, lambda n, x: V.integer(n, x, low=1, high=MAX_COUNT),
                    "samples per SGD step (sgd, gd; gd default: full batch)"),
     "label_noise": (0.0, lambda n, x: V.real(n, x, low=0.0), "label noise sigma (>= 0)"),
     "train_second_layer": (True, V.boolean, "train v (false: frozen second layer)"),
@@ -63,7 +69,7 @@ PARAMETERS = {
                 "sampler, same law, cost independent of d) or auto"),
     "dtype": ("float64", lambda n, x: _choice(n, x, ("float64", "float32")),
               "online SGD (direct): precision of weights, samples and arithmetic"),
-    "n_samples": (0, lambda n, x: V.integer(n, x, low=0),
+    "n_samples": (0, lambda n, x: V.integer(n, x, low=0, high=MAX_COUNT),
                   "dataset size for method gd (required there, >= 1)"),
     "integrator": ("rk45", lambda n, x: _choice(n, x, INTEGRATORS),
                    "ode integrator: rk45 (adaptive, default) or rk4 (fixed step)"),
@@ -150,8 +156,12 @@ def _cross_check(c, p, prefix):
         elif c["batch_size"] > c["n_samples"]:
             p.add(f"{prefix}batch_size must be <= n_samples={c['n_samples']}, "
                   f"got {c['batch_size']}")
-    if c["method"] in ("sgd", "gd") and c["t_max"] * c["d"] < 1:
-        p.add(f"{prefix}t_max must be >= 1/d = {1 / c['d']:g} (at least one step), got {c['t_max']:g}")
+    if c["method"] in ("sgd", "gd"):
+        if c["t_max"] * c["d"] < 1:
+            p.add(f"{prefix}t_max must be >= 1/d = {1 / c['d']:g} (at least one step), "
+                  f"got {c['t_max']:g}")
+        else:
+            p.check(check_steps, c["t_max"], c["d"], f"{prefix}t_max")
 
 
 def load_toml(path):
@@ -174,14 +184,21 @@ def batch_key(cfg):
     return tuple((k, cfg.values[k]) for k in PARAMETERS if k not in PER_RUN)
 
 
-def time_grid(cfg):
-    """The recording grid of a config: ``n_times`` log-spaced times up to ``t_max``."""
-    from .times import log_times
+def time_grid(cfgs):
+    """The recording grid of a configuration, or the one grid shared by several (a sweep).
 
-    t_first = cfg.t_max * 1e-3
-    if cfg.method in ("sgd", "gd"):
-        t_first = max(t_first, 1.0 / cfg.d)
-    return log_times(cfg.t_max, cfg.n_times, min(t_first, cfg.t_max))
+    ``n_times`` log-spaced times up to ``t_max``. When online SGD or GD is among the
+    configurations, every time is a whole number of steps for each of their ``d`` (a multiple
+    of ``1 / gcd(d)``), so every run records its state at exactly the times the grid says, and
+    times closer than that step are kept once. Flow and ODE runs record at any time.
+    """
+    from .times import common_steps_per_unit, recording_times
+
+    cfgs = [cfgs] if isinstance(cfgs, RunConfig) else list(cfgs)
+    c = cfgs[0]
+    discrete = [o.d for o in cfgs if o.method in ("sgd", "gd")]
+    return recording_times(c.t_max, c.n_times,
+                           common_steps_per_unit(discrete) if discrete else None)
 
 
 def networks(cfgs, replicas):
@@ -226,13 +243,23 @@ def _arr(v):
     return np.array(v) if isinstance(v, tuple) else v
 
 
-def run(cfg, *, run_ids=None, num_threads=None):
-    """Run the ``n_runs`` runs of a configuration (or the replicas ``run_ids``) -> Result."""
+def run(cfg, *, run_ids=None, num_threads=None, force=False):
+    """Run the ``n_runs`` runs of a configuration (or the replicas ``run_ids``) -> Result.
+
+    Refused before anything runs (:mod:`fastquad.budget`) when the runs cannot fit in this
+    machine's memory, or would take longer than ``budget.MAX_SECONDS`` unless ``force``.
+    """
+    from .budget import check_memory, check_time
+
+    n = cfg.n_runs if run_ids is None else len(run_ids)
+    threads = num_threads or os.cpu_count() or 1
+    check_memory(cfg, n, len(time_grid(cfg)), threads)
+    check_time(cfg, n, threads, force=force)
     ids = np.arange(cfg.n_runs) if run_ids is None else np.asarray(run_ids, dtype=np.int64)
     return run_many([cfg] * len(ids), ids, num_threads=num_threads)
 
 
-def run_many(cfgs, replicas, *, num_threads=None):
+def run_many(cfgs, replicas, *, times=None, num_threads=None):
     """One kernel call for runs that share a kernel shape (``batch_key``).
 
     Parameters
@@ -241,6 +268,9 @@ def run_many(cfgs, replicas, *, num_threads=None):
         The configuration of each run; they may differ only in ``PER_RUN`` parameters.
     replicas : array of int, shape (n,)
         Replica index of each run within its configuration (its stream is ``(seed, replica)``).
+    times : array, optional
+        Recording times (default: :func:`time_grid` of the configuration). A sweep passes its
+        one shared grid, on which every run records exactly.
 
     Returns
     -------
@@ -260,7 +290,7 @@ def run_many(cfgs, replicas, *, num_threads=None):
     lr = np.array([o.lr for o in cfgs])
     sigma = np.array([o.label_noise for o in cfgs])
     seeds = np.array([o.seed for o in cfgs], dtype=np.int64)
-    common = dict(times=time_grid(c), train_second_layer=c.train_second_layer,
+    common = dict(times=time_grid(c) if times is None else times, train_second_layer=c.train_second_layer,
                   max_error=c.max_error, num_threads=num_threads)
     if c.method == "sgd":
         return simulate_sgd(W0, v0, Wt, vt, lr, c.t_max, seeds=seeds, run_ids=ids,

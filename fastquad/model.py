@@ -7,6 +7,7 @@ Weights are drawn here, in the Python layer, with NumPy's PCG64 seeded from
 import numpy as np
 
 from . import _validate as V
+from .errors import InputError
 
 TEACHER_KINDS = ("gaussian", "orthonormal")
 _ROLE_TEACHER, _ROLE_STUDENT = 1, 2
@@ -126,6 +127,11 @@ def check_networks(W0, v0, W_teacher, v_teacher, *, allow_runs=True):
     vt = V.with_run_axis("v_teacher", vt, 1)
     K, d = W0.shape[1:]
     M = Wt.shape[1]
+    for name, arr, size, what in ((("W0", W0, K, "student unit (row)"),
+                                   ("W0", W0, d, "input (column)"),
+                                   ("W_teacher", Wt, M, "teacher unit (row)"))):
+        if size < 1:
+            raise InputError(f"{name} must have at least one {what}, got shape {arr.shape}")
     if Wt.shape[2] != d:
         raise ValueError(f"W_teacher must have d={d} columns like W0, got shape {Wt.shape[1:]}")
     if v0.shape[1] != K:

@@ -9,9 +9,10 @@ All checks run here, before any kernel does; the kernels live in :mod:`fastquad.
 import numpy as np
 
 from . import _validate as V
+from .errors import InputError
 from .kernels import ode as _k
 from .result import Result
-from .threads import numba_threads
+from .threads import call_kernel
 from .times import log_times
 
 #: Integrators of :func:`integrate_ode` -> adaptive?
@@ -71,6 +72,22 @@ def _order_parameters(names, arrays, allow_runs):
     T = p.check(_symmetric, nT, T)
     p.raise_if_any()
     return (Q, R, v, T, vt), K, M
+
+
+def _check_overlaps(Q, R, T):
+    """Q, R, T (n, ., .) must be the overlaps of real vectors: [[Q, R], [R^T, T]] is a Gram
+    matrix, so positive semi-definite (up to rounding)."""
+    G = np.concatenate([np.concatenate([Q, R], axis=2),
+                        np.concatenate([R.transpose(0, 2, 1), T], axis=2)], axis=1)
+    low = np.linalg.eigvalsh(G)[:, 0]
+    scale = np.maximum(1.0, np.abs(G).max(axis=(1, 2)))
+    # a state rebuilt from rounded numbers (a fixed point, a file) may dip below 0 by rounding
+    bad = np.flatnonzero(low < -1e-6 * scale)
+    if bad.size:
+        r = int(bad[0])
+        raise InputError(f"Q0, R0, T must be overlaps of real weight vectors ([[Q0, R0], "
+                         f"[R0^T, T]] positive semi-definite); run {r} has an eigenvalue "
+                         f"{low[r]:.3g}")
 
 
 def _rate_scale(Q, v, T, vt, lr, noise_weight):
@@ -233,6 +250,7 @@ def integrate_ode(Q0, R0, v0, T, v_teacher, lr, t_max, *, dt=None, times=None, l
     times = np.minimum(times, t_max)
     Q0, R0, v0, T, vt = (V.broadcast_runs(nm, a, n) for nm, a in
                          zip(names, (Q0, R0, v0, T, vt)))
+    _check_overlaps(Q0, R0, T)
     if dt is None:
         dt = _DT_FRACTION / (lr * _rate_scale(Q0, v0, T, vt, lr, noise / batch))
     else:
@@ -246,10 +264,9 @@ def integrate_ode(Q0, R0, v0, T, v_teacher, lr, t_max, *, dt=None, times=None, l
     status = np.empty(n, dtype=np.int8)
     t_stop = np.empty(n)
     n_evals = np.empty(n, dtype=np.int64)
-    with numba_threads(num_threads):
-        _k.integrate_batch(Q0, R0, v0, T, vt, lr, sigma2, 1.0 / batch, train_v, noise,
-                           times, dt, METHODS[method], rtol, atol, max_error, Q, R, v, eps,
-                           status, t_stop, n_evals)
+    call_kernel(_k.integrate_batch, Q0, R0, v0, T, vt, lr, sigma2, 1.0 / batch, train_v, noise,
+                times, dt, METHODS[method], rtol, atol, max_error, Q, R, v, eps, status, t_stop,
+                n_evals, num_threads=num_threads)
     params = dict(lr=lr, label_noise=sigma, dt=dt, n_evals=n_evals, batch_size=batch,
                   train_second_layer=train_v, sgd_noise=noise, integrator=method, rtol=rtol,
                   atol=atol, max_error=max_error)

@@ -10,13 +10,15 @@ import numbers
 import numpy as np
 
 from . import _validate as V
+from .budget import MEMORY_SHARE, machine_memory
+from .errors import InputError
 from .frame import from_frame, teacher_frame, to_frame
 from .kernels import sgd as _k
 from .model import check_networks
 from .result import Result
 from .rng import run_states
-from .threads import numba_threads
-from .times import log_times, steps_for_times
+from .threads import call_kernel
+from .times import check_steps, recording_times, steps_for_times
 
 
 def _seed_keys(seeds, run_ids, n_other):
@@ -91,12 +93,19 @@ def _time_grid(t_max, times, d):
     t_max = V.real("t_max", t_max, low=0.0, low_open=True)
     if d is not None and t_max * d < 1:
         raise ValueError(f"t_max must be >= 1/d = {1 / d:g} (at least one step), got {t_max:g}")
-    times = log_times(t_max, t_first=None if d is None else max(1.0 / d, t_max * 1e-3)) \
-        if times is None else V.times_grid("times", times, t_max)
+    if d is not None:
+        check_steps(t_max, d)
+    times = recording_times(t_max, steps_per_unit=d) if times is None else V.times_grid(
+        "times", times, t_max)
     return t_max, times
 
 
 def _outputs(n, n_rec, K, M):
+    need = 8 * n * n_rec * (1 + K * K + K * M + K)
+    if need > MEMORY_SHARE * machine_memory():
+        raise InputError(f"times: recording {n} runs at {n_rec} times needs about "
+                         f"{need / 2**30:.3g} GiB (runs x times x (1 + K^2 + K M + K) numbers), "
+                         f"more than this machine's memory can hold; record fewer times or runs")
     return (np.empty((n, n_rec)), np.empty((n, n_rec, K, K)), np.empty((n, n_rec, K, M)),
             np.empty((n, n_rec, K)), np.empty(n, dtype=np.int8), np.empty(n, dtype=np.int64))
 
@@ -212,6 +221,9 @@ def simulate_sgd(W0, v0, W_teacher, v_teacher, lr, t_max, *, seeds=0, run_ids=No
     if sampler not in ("direct", "exact", "auto"):
         p.add(f"sampler must be 'direct', 'exact' or 'auto', got {sampler!r}")
     p.raise_if_any()
+    if batch > 1 and 16 * batch * (d + 1) * (num_threads or 1) > MEMORY_SHARE * machine_memory():
+        raise InputError(f"batch_size must fit in memory: {batch} samples of d = {d} inputs need "
+                         f"about {16 * batch * (d + 1) / 2**30:.3g} GiB per thread")
     r = K + M
     if sampler == "auto":
         sampler = "exact" if (d >= r and d > 4 * r * r and samples is None
@@ -252,9 +264,8 @@ def simulate_sgd(W0, v0, W_teacher, v_teacher, lr, t_max, *, seeds=0, run_ids=No
         smp = np.ascontiguousarray(smp, dtype=real)
     states = _streams(seed_arr, id_arr)
     outs = _outputs(n, len(steps), K, M)
-    with numba_threads(num_threads):
-        _k.sgd_batch(W, v, Wt, support, vt, lr_arr, sigma, train_v, batch, steps, check_every,
-                     max_error, states, smp, *outs)
+    call_kernel(_k.sgd_batch, W, v, Wt, support, vt, lr_arr, sigma, train_v, batch, steps,
+                check_every, max_error, states, smp, *outs, num_threads=num_threads)
     if frame is not None:
         W = from_frame(W, frame).astype(real, copy=False)
     params = dict(d=d, K=K, M=M, lr=lr_arr, label_noise=sigma, seed=seed_arr, run_id=id_arr,
@@ -278,9 +289,9 @@ def _sgd_exact(W, v, Wt, vt, lr_arr, sigma, n, K, M, d, batch, train_v, max_erro
     vt = np.ascontiguousarray(vt, dtype=np.float64)
     states = _streams(seed_arr, id_arr)
     eps, Q, R, vo, status, stop = _outputs(n, len(uniq), K, M)
-    with numba_threads(num_threads):
-        _g.gram_sgd_batch(F, vv, vt, K, d, lr_arr, sigma, train_v, batch, uniq, check_every,
-                          max_error, states, eps, Q, R, vo, status, stop)
+    call_kernel(_g.gram_sgd_batch, F, vv, vt, K, d, lr_arr, sigma, train_v, batch, uniq,
+                check_every, max_error, states, eps, Q, R, vo, status, stop,
+                num_threads=num_threads)
     params = dict(d=d, K=K, M=M, lr=lr_arr, label_noise=sigma, seed=seed_arr, run_id=id_arr,
                   batch_size=batch, train_second_layer=train_v, max_error=max_error,
                   dtype="float64", sampler="exact")
@@ -338,9 +349,9 @@ def simulate_gd(W0, v0, W_teacher, v_teacher, lr, t_max, *, n_samples, batch_siz
     states = _streams(seed_arr, id_arr)
     eps, Q, R, vo, status, stop = _outputs(n, len(steps), K, M)
     tr = np.empty_like(eps)
-    with numba_threads(num_threads):
-        _k.gd_batch(W, v, Wt, vt, lr_arr, sigma, train_v, n_samples, batch, steps, check_every,
-                    max_error, states, np.ascontiguousarray(dat), eps, tr, Q, R, vo, status, stop)
+    call_kernel(_k.gd_batch, W, v, Wt, vt, lr_arr, sigma, train_v, n_samples, batch, steps,
+                check_every, max_error, states, np.ascontiguousarray(dat), eps, tr, Q, R, vo,
+                status, stop, num_threads=num_threads)
     params = dict(d=d, K=K, M=M, lr=lr_arr, label_noise=sigma, seed=seed_arr, run_id=id_arr,
                   n_samples=n_samples, batch_size=batch, train_second_layer=train_v,
                   max_error=max_error)
@@ -386,9 +397,8 @@ def integrate_flow(W0, v0, W_teacher, v_teacher, lr, t_max, *, dt=None, times=No
     dt = np.minimum(0.05, 0.01 / lr_arr) if dt is None else np.full(n, dt)
     eps, Q, R, vo, status, _ = _outputs(n, len(t), K, M)
     t_stop = np.empty(n)
-    with numba_threads(num_threads):
-        _k.flow_batch(W, v, Wt, vt, lr_arr, train_v, t, dt, max_error, eps, Q, R, vo, status,
-                      t_stop)
+    call_kernel(_k.flow_batch, W, v, Wt, vt, lr_arr, train_v, t, dt, max_error, eps, Q, R, vo,
+                status, t_stop, num_threads=num_threads)
     params = dict(d=d, K=K, M=M, lr=lr_arr, dt=dt, train_second_layer=train_v,
                   max_error=max_error)
     return _finish("flow", t, (eps, Q, R, vo, status, None), (W, v, Wt, vt), d, params, t_stop)

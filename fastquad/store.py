@@ -24,14 +24,22 @@ File attributes: ``layout_version``, ``fastquad_version``, ``method``, ``d``, ``
 parameters, ``config`` (the TOML text that made the file, when there was one) and ``versions``
 (numpy, numba, h5py, dask). Only numbers and strings are stored: nothing is ever unpickled or
 evaluated from a file. Curves are chunked ``(runs, time)`` and gzip-compressed.
+
+A file is written to a temporary file beside it and renamed into place when complete, so a
+failed write (a full disk) leaves the previous file as it was and no partial file. Reading
+checks the layout first: a file that is not a fastquad results file, an incomplete one or a
+damaged one is an :class:`~fastquad.errors.InputError` naming the file.
 """
 
 import json
 import platform
+from pathlib import Path
 
 import h5py
 import numpy as np
 
+from . import files
+from .errors import InputError
 from .result import STATUS_NAMES, STATUS_PENDING, Result
 
 LAYOUT_VERSION = 1
@@ -69,7 +77,9 @@ def create(path, *, n_runs, times, d, K, M, method, per_run=None, attrs=None,
 
     Parameters
     ----------
-    path : str or Path
+    path : str, Path or file object
+        Where to write; a :class:`fastquad.files.GuardedFile` keeps a full disk from
+        reaching HDF5.
     n_runs : int
     times : array, shape (n_times,)
     d, K, M : int
@@ -89,6 +99,18 @@ def create(path, *, n_runs, times, d, K, M, method, per_run=None, attrs=None,
     h5py.File, open for writing.
     """
     f = h5py.File(path, mode)
+    try:
+        _fill(f, n_runs=n_runs, times=times, d=d, K=K, M=M, method=method, per_run=per_run,
+              attrs=attrs, train_error=train_error, weights=weights, messages=messages,
+              order_parameters=order_parameters)
+    except BaseException:
+        f.close()  # an open file would be closed (and written) again at interpreter exit
+        raise
+    return f
+
+
+def _fill(f, *, n_runs, times, d, K, M, method, per_run, attrs, train_error, weights,
+          messages, order_parameters):
     n_t = len(times)
     _scale(f, "time", np.asarray(times, dtype=np.float64))
     f["time"].attrs["long_name"] = "time t = step / d"
@@ -152,7 +174,6 @@ def create(path, *, n_runs, times, d, K, M, method, per_run=None, attrs=None,
     f.attrs["versions"] = json.dumps(versions())
     for k, val in (attrs or {}).items():
         f.attrs[k] = val
-    return f
 
 
 def result_arrays(res):
@@ -170,8 +191,11 @@ def write_arrays(f, index, arrays):
     stored only once its data are.
     """
     index = np.asarray(index, dtype=np.int64)
-    order = np.argsort(index)
+    order = np.argsort(index, kind="stable")
     idx = index[order]
+    # a run given twice is stored once, as given last (HDF5 needs increasing indices)
+    last = np.r_[idx[1:] != idx[:-1], True]
+    order, idx = order[last], idx[last]
     # h5py fancy indexing needs increasing indices; contiguous blocks are written as slices
     sel = slice(int(idx[0]), int(idx[-1]) + 1) if np.all(np.diff(idx) == 1) else idx
 
@@ -200,7 +224,21 @@ def write_runs(f, index, res):
 
 
 def save(path, res, *, attrs=None, weights=False, overwrite=False):
-    """Write a whole :class:`Result` to a new results file (the layout above)."""
+    """Write a whole :class:`Result` to a results file (the layout above).
+
+    The file is written to a temporary file in the same folder, fsynced and renamed into
+    place: an existing file is replaced only by a complete new one, never truncated.
+
+    Raises
+    ------
+    InputError
+        ``path`` exists and ``overwrite`` is false, is a folder, or its folder is missing or
+        cannot be written.
+    StorageError
+        The file could not be written (e.g. no space left); the message says that the previous
+        file is intact, or that nothing was written. No temporary file is left behind.
+    """
+    path = files.check_output(path, overwrite=overwrite, name="path")
     K = res.K
     M = res.v_teacher.shape[-1]
     d = int(res.params.get("d", res.W.shape[-1] if res.W is not None else 0))
@@ -210,38 +248,155 @@ def save(path, res, *, attrs=None, weights=False, overwrite=False):
             if np.ndim(v) == 0 and isinstance(v, (bool, int, float, str, np.number, np.bool_))}
     scal = {k: (int(v) if isinstance(v, (bool, np.bool_)) else v) for k, v in scal.items()}
     scal.update(attrs or {})
-    with create(path, n_runs=res.n_runs, times=res.t, d=d, K=K, M=M, method=res.method,
-                per_run=per_run, attrs=scal, train_error=res.train_error is not None,
-                weights=weights and res.W is not None, order_parameters=res.Q is not None,
-                mode="w" if overwrite else "w-") as f:
-        write_runs(f, np.arange(res.n_runs), res)
+    with files.atomic_output(path, overwrite=overwrite, name="path") as tmp, \
+            files.guarded(tmp, create=True) as g:
+        with create(g, n_runs=res.n_runs, times=res.t, d=d, K=K, M=M, method=res.method,
+                    per_run=per_run, attrs=scal, train_error=res.train_error is not None,
+                    weights=weights and res.W is not None, order_parameters=res.Q is not None,
+                    mode="w") as f:
+            write_runs(f, np.arange(res.n_runs), res)
+
+
+# ------------------------------------------------------------------ reading
+
+#: Datasets every results file has, and the per-run ones among them (leading ``run`` axis).
+REQUIRED = ("time", "run", "eps_g", "T", "v_teacher", "status", "t_stop")
+_PER_RUN = ("eps_g", "train_error", "Q", "R", "v", "T", "v_teacher", "W_final", "v_final",
+            "status", "t_stop", "message")
+# what h5py, numpy and xarray raise on a damaged file
+_READ_ERRORS = (OSError, KeyError, ValueError, TypeError, RuntimeError, IndexError)
+
+
+def _first_line(exc):
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:200]
+
+
+def damaged(path, exc):
+    """The :class:`InputError` for a file that failed to read with ``exc``."""
+    return InputError(f"{path} is damaged and cannot be read ({_first_line(exc)})")
+
+
+def check_layout(f, path):
+    """Raise :class:`InputError` unless the open h5py file ``f`` is a complete results file."""
+    if "layout_version" not in f.attrs:
+        raise InputError(f"{path} is not a fastquad results file (it has no layout_version "
+                         "attribute)")
+    version = f.attrs["layout_version"]
+    if np.ndim(version) != 0 or not np.issubdtype(np.asarray(version).dtype, np.integer):
+        raise InputError(f"{path} is damaged: its layout_version is {version!r}, not a number")
+    if int(version) > LAYOUT_VERSION:
+        raise InputError(f"{path} has results layout {version}, newer than the layouts this "
+                         f"fastquad reads (up to {LAYOUT_VERSION}); update fastquad")
+    missing = [name for name in REQUIRED if not isinstance(f.get(name), h5py.Dataset)]
+    missing += [f"attribute {name}" for name in ("method",) if name not in f.attrs]
+    if missing:
+        raise InputError(f"{path} is an incomplete fastquad results file (missing "
+                         f"{', '.join(missing)})")
+    n = f["run"].shape[0] if f["run"].ndim == 1 else -1
+    for name in _PER_RUN:
+        if name in f and (not f[name].shape or f[name].shape[0] != n):
+            raise InputError(f"{path} is damaged: {name} has shape {f[name].shape}, but the "
+                             f"file has {n} runs")
+    if f["eps_g"].shape[1:] != f["time"].shape:
+        raise InputError(f"{path} is damaged: eps_g has shape {f['eps_g'].shape} for "
+                         f"{f['time'].shape[0]} times")
+
+
+def open_results(path):
+    """Open a results file for reading (h5py), checked by :func:`check_layout`.
+
+    Raises
+    ------
+    InputError
+        No such file, not an HDF5 file, damaged, not a fastquad results file or incomplete;
+        one line naming the file.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"no such file {path}")
+    if path.is_dir():
+        raise InputError(f"{path} is a folder, not a results file")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise InputError(f"{path} is damaged or not an HDF5 file ({_first_line(exc)})") from None
+    try:
+        check_layout(f, path)
+    except InputError:
+        f.close()
+        raise
+    except _READ_ERRORS as exc:
+        f.close()
+        raise damaged(path, exc) from None
+    return f
 
 
 def read(path):
-    """Read a results file back into a :class:`Result` (with h5py only)."""
-    with h5py.File(path, "r") as f:
-        g = lambda name: f[name][()] if name in f else None  # noqa: E731
-        params = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()
-                  if k not in ("versions", "config")}
-        n = f["run"].shape[0]
-        for name in f:
-            ds = f[name]
-            if (ds.ndim == 1 and ds.shape[0] == n and name not in
-                    ("run", "status", "t_stop", "time", "student", "student_b", "teacher",
-                     "teacher_b", "input")):
-                params[name] = ds[()]
-        return Result(method=str(params.pop("method")), t=g("time"), eps_g=g("eps_g"),
-                      Q=g("Q"), R=g("R"), v=g("v"), T=g("T"), v_teacher=g("v_teacher"),
-                      status=g("status"), t_stop=g("t_stop"), train_error=g("train_error"),
-                      W=g("W_final"), v_final=g("v_final"), params=params)
+    """Read a results file back into a :class:`Result` (with h5py only).
+
+    Raises
+    ------
+    InputError
+        The file is missing, not a fastquad results file, incomplete or damaged.
+    """
+    path = Path(path)
+    f = open_results(path)
+    try:
+        with f:
+            return _read(f)
+    except InputError:
+        raise
+    except _READ_ERRORS as exc:
+        raise damaged(path, exc) from None
 
 
-def load(path):
+def _read(f):
+    g = lambda name: f[name][()] if name in f else None  # noqa: E731
+    params = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()
+              if k not in ("versions", "config")}
+    n = f["run"].shape[0]
+    for name in f:
+        ds = f[name]
+        if (isinstance(ds, h5py.Dataset) and ds.ndim == 1 and ds.shape[0] == n and name not in
+                ("run", "status", "t_stop", "time", "student", "student_b", "teacher",
+                 "teacher_b", "input")):
+            params[name] = ds[()]
+    return Result(method=str(params.pop("method")), t=g("time"), eps_g=g("eps_g"),
+                  Q=g("Q"), R=g("R"), v=g("v"), T=g("T"), v_teacher=g("v_teacher"),
+                  status=g("status"), t_stop=g("t_stop"), train_error=g("train_error"),
+                  W=g("W_final"), v_final=g("v_final"), params=params)
+
+
+def load(path, *, lazy=False):
     """Open a results file as a labelled :class:`xarray.Dataset` (engine h5netcdf).
 
     Dimensions ``run``, ``time``, ``student``, ``teacher``; per-run parameters are coordinates
     along ``run``; the file's attributes are the dataset's attributes.
+
+    Parameters
+    ----------
+    lazy : bool
+        False (default): every array is read now and the file is closed, so damage anywhere
+        in it is found here. True: arrays are read when used (large files); only the layout is
+        checked now, and a damaged array raises when it is read.
+
+    Raises
+    ------
+    InputError
+        The file is missing, not a fastquad results file, incomplete or damaged.
     """
     import xarray as xr
 
-    return xr.open_dataset(path, engine="h5netcdf")
+    path = Path(path)
+    open_results(path).close()
+    try:
+        ds = xr.open_dataset(path, engine="h5netcdf")
+        if not lazy:
+            try:
+                ds.load()
+            finally:
+                ds.close()
+        return ds
+    except _READ_ERRORS as exc:
+        raise damaged(path, exc) from None

@@ -1,5 +1,6 @@
 """Numba thread count, set and restored around a kernel call."""
 
+import threading
 from contextlib import contextmanager
 
 import numba
@@ -24,3 +25,34 @@ def numba_threads(num_threads=None):
         yield
     finally:
         numba.set_num_threads(old)
+
+
+def call_kernel(kernel, *args, num_threads=None):
+    """Call a compiled kernel with ``num_threads`` Numba threads, interruptible by Ctrl-C.
+
+    A Numba kernel holds the interpreter until it returns, so a Ctrl-C in the thread that runs
+    it would wait for the whole run. Called from the main thread, the kernel (compiled with
+    ``nogil=True``) runs in a helper thread while the main thread waits and stays free to take
+    Ctrl-C: ``KeyboardInterrupt`` is raised at once, and the abandoned call's outputs are never
+    returned (in an interactive session the kernel finishes in the background; a command-line
+    run exits). From any other thread (a Dask worker's task) the kernel is called directly.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        with numba_threads(num_threads):
+            return kernel(*args)
+    outcome = {}
+
+    def target():
+        try:
+            with numba_threads(num_threads):
+                outcome["value"] = kernel(*args)
+        except BaseException as exc:  # handed to the caller's thread below
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=target, name="fastquad-kernel", daemon=True)
+    worker.start()
+    while worker.is_alive():
+        worker.join(0.05)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("value")

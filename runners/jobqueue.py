@@ -20,15 +20,27 @@ one). ``--dry-run`` prints the job script and submits nothing. ``--scheduler-fil
 the cluster and only writes the scheduler file, for ``fastquad sweep --scheduler-file FILE``
 from another shell (stop it with Ctrl-C). Running the same command again after an interruption
 (walltime, a lost login session) resumes the sweep: every run is stored exactly once.
+
+The cluster admits only its own processes: every connection uses TLS with a temporary
+certificate made for this cluster, which the jobs read from ``--shared-temp-directory`` (a
+folder the compute nodes see, default the current one; the files are readable by the user
+only and removed when this script ends). No process serves HTTP. With ``--scheduler-file``,
+the client's certificate is written beside the scheduler file, and the variables that point
+Dask at it are printed, for the shell that runs the sweep.
 """
 
 import argparse
+import os
+import shlex
 import sys
 import time
 
 
 def make_cluster(kind, args):
     import dask_jobqueue
+    from distributed.security import Security
+
+    from fastquad.sweep.run import NoHttpScheduler
 
     cls = {"slurm": dask_jobqueue.SLURMCluster, "pbs": dask_jobqueue.PBSCluster}[kind]
     kw = dict(cores=args.cores, processes=args.cores, memory=args.memory,
@@ -36,6 +48,13 @@ def make_cluster(kind, args):
               job_script_prologue=["export NUMBA_NUM_THREADS=1", "export OMP_NUM_THREADS=1"]
               + ([f"source {args.activate}"] if args.activate else []),
               log_directory=args.log_directory,
+              # TLS (tls:// addresses) with a certificate made now; the jobs' workers get it
+              # through files in the shared folder, named in their command line
+              security=Security.temporary(),
+              shared_temp_directory=os.path.abspath(args.shared_temp_directory or os.getcwd()),
+              scheduler_cls=NoHttpScheduler,
+              worker_extra_args=["--no-dashboard",
+                                 "--worker-class", "fastquad.sweep.run.NoHttpWorker"],
               scheduler_options={"dashboard_address": None,
                                  **({"host": args.scheduler_host} if args.scheduler_host else {})})
     if args.account:
@@ -43,6 +62,40 @@ def make_cluster(kind, args):
     if kind == "pbs" and args.resource_spec:
         kw["resource_spec"] = args.resource_spec
     return cls(**kw)
+
+
+_CREDENTIAL_FILES = (("ca_file", ".ca.pem"), ("cert", ".client-cert.pem"),
+                     ("key", ".client-key.pem"))
+
+
+def _write_private(path, text):
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        os.fchmod(fd, 0o600)  # a file that existed keeps its mode otherwise
+        fh.write(text)
+
+
+def write_client_credentials(security, scheduler_file):
+    """Write the client's CA, certificate and key beside the scheduler file (readable by the
+    user only); returns the environment variables that point Dask's configuration at them."""
+    tls = security.get_tls_config_for_role("client")
+    paths = {}
+    for field, suffix in _CREDENTIAL_FILES:
+        paths[field] = os.path.abspath(str(scheduler_file) + suffix)
+        _write_private(paths[field], tls[field])
+    return {"DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION": "True",
+            "DASK_DISTRIBUTED__COMM__TLS__CA_FILE": paths["ca_file"],
+            "DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT": paths["cert"],
+            "DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY": paths["key"]}
+
+
+def remove_client_credentials(scheduler_file):
+    """Remove the files :func:`write_client_credentials` wrote."""
+    for _, suffix in _CREDENTIAL_FILES:
+        try:
+            os.unlink(str(scheduler_file) + suffix)
+        except FileNotFoundError:
+            pass
 
 
 def parser():
@@ -62,6 +115,9 @@ def parser():
     p.add_argument("--log-directory", default=None)
     p.add_argument("--scheduler-host", default=None,
                    help="address the scheduler listens on (default: the login node's)")
+    p.add_argument("--shared-temp-directory", default=None,
+                   help="folder the compute nodes also see, for the cluster's temporary TLS "
+                        "certificate (default: the current folder)")
     p.add_argument("--sweep", help="sweep file to run")
     p.add_argument("--out", help="results file")
     p.add_argument("--scheduler-file", help="only start the cluster and write this file")
@@ -86,9 +142,18 @@ def main(argv=None):
         client = Client(cluster)
         if args.scheduler_file:
             client.write_scheduler_file(args.scheduler_file)
-            print(f"scheduler file written to {args.scheduler_file}; Ctrl-C to stop the cluster")
-            while True:
-                time.sleep(60)
+            creds = write_client_credentials(cluster.security, args.scheduler_file)
+            try:
+                print(f"scheduler file written to {args.scheduler_file}; the cluster admits "
+                      "only clients with its certificate: in the shell that runs the sweep, "
+                      "first")
+                for name, value in creds.items():
+                    print(f"  export {name}={shlex.quote(value)}")
+                print("Ctrl-C to stop the cluster")
+                while True:
+                    time.sleep(60)
+            finally:
+                remove_client_credentials(args.scheduler_file)
         from fastquad.sweep import load_sweep, run_sweep
 
         summary = run_sweep(load_sweep(args.sweep), args.out, client=client)

@@ -93,7 +93,7 @@ def test_embedded_cluster_sweep_matches_direct_runs_and_opens_in_xarray(tmp_path
     assert not Path(str(out) + ".journal").exists()
     # the labelled grid: unstack the run axis into the sweep axes
     grid = ds.set_index(run=["lr", "init_scale", "seed", "replica"]).unstack("run")
-    assert grid.eps_g.sizes == {"time": 21, "lr": 2, "init_scale": 2, "seed": 2, "replica": 3}
+    assert grid.eps_g.sizes == {"time": len(sweep.times), "lr": 2, "init_scale": 2, "seed": 2, "replica": 3}
     assert fq.load(out).sizes == ds.sizes
     # running again finds nothing to do
     again = run_sweep(sweep, out, workers=1, progress=False)
@@ -234,10 +234,10 @@ def test_a_chunk_that_raises_is_recorded_and_the_others_complete(tmp_path, monke
     sweep = parse_sweep(SMALL)
     original = R._chunk_task
 
-    def flaky(point_values, point_index, replicas, keep=None):
+    def flaky(point_values, point_index, replicas, keep=None, times=None):
         if point_values[0]["lr"] == 0.1 and point_values[0]["init_scale"] == 0.5:
             raise RuntimeError("boom in the kernel")
-        return original(point_values, point_index, replicas, keep)
+        return original(point_values, point_index, replicas, keep, times)
 
     monkeypatch.setattr(R, "_chunk_task", flaky)
     from dask.distributed import Client, LocalCluster
@@ -386,13 +386,19 @@ def test_external_scheduler_and_workers_with_a_worker_killed_mid_sweep(tmp_path)
         killed = {}
 
         def kill_a_busy_worker():
-            _wait_for(lambda: bool(client.processing() and any(client.processing().values())),
-                      120, "a busy worker")
-            time.sleep(0.5)
-            busy = [w for w, tasks in client.processing().items() if tasks]
-            pid = client.run(os.getpid, workers=[busy[0]])[busy[0]]
-            os.kill(pid, signal.SIGKILL)  # the worker process, not its nanny
-            killed["pid"] = pid
+            deadline = time.time() + 120
+            while time.time() < deadline:  # a task may end between a look and the kill
+                busy = [w for w, tasks in client.processing().items() if tasks]
+                if busy:
+                    time.sleep(0.3)
+                    try:
+                        pid = client.run(os.getpid, workers=[busy[0]])[busy[0]]
+                    except Exception:
+                        continue
+                    os.kill(pid, signal.SIGKILL)  # the worker process, not its nanny
+                    killed["pid"] = pid
+                    return
+                time.sleep(0.02)
 
         t = threading.Thread(target=kill_a_busy_worker)
         t.start()
@@ -483,7 +489,7 @@ def test_jobqueue_launcher_writes_single_threaded_worker_jobs(kind, marker):
     assert marker in script and "00:30:00" in script
     assert "export NUMBA_NUM_THREADS=1" in script
     assert "--nthreads 1" in script and "--nworkers 6" in script
-    assert "tcp://127.0.0.1:" in script
+    assert "tls://127.0.0.1:" in script
 
 
 _LATE_ENV = r"""

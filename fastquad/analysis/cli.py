@@ -48,13 +48,18 @@ def add_fixed_points_parser(subparsers):
     return p
 
 
-def _int(flag, text, low):
+#: Largest K and M the finder takes: its cost grows like (K (K + M))^3 per start.
+MAX_UNITS = 12
+MAX_STARTS = 100_000
+
+
+def _int(flag, text, low, high):
     try:
         val = int(text)
     except (TypeError, ValueError):
-        raise ValueError(f"{flag} must be an integer >= {low}, got {text!r}") from None
-    if val < low:
-        raise ValueError(f"{flag} must be an integer >= {low}, got {val}")
+        raise ValueError(f"{flag} must be an integer in [{low}, {high}], got {text!r}") from None
+    if not low <= val <= high:
+        raise ValueError(f"{flag} must be an integer in [{low}, {high}], got {val}")
     return val
 
 
@@ -86,15 +91,17 @@ def fixed_points_from_args(args):
     """
     from .fixed_points import find_fixed_points
 
-    K = _int("--K", args.K, 1)
+    K = _int("--K", args.K, 1, MAX_UNITS)
     tv = _floats("--teacher-v", args.teacher_v)
-    M = tv.size if args.M is None else _int("--M", args.M, 1)
+    M = tv.size if args.M is None else _int("--M", args.M, 1, MAX_UNITS)
+    if M > MAX_UNITS:
+        raise ValueError(f"--teacher-v must have at most {MAX_UNITS} values, got {M}")
     tv = _per_unit("--teacher-v", tv, M, f"M={M} teacher units")
     lr_vals = _floats("--lr", args.lr)
     if lr_vals.size != 1 or lr_vals[0] <= 0:
         raise ValueError(f"--lr must be one number > 0, got {args.lr!r}")
-    n_starts = _int("--n-starts", args.n_starts, 1)
-    seed = _int("--seed", args.seed, 0)
+    n_starts = _int("--n-starts", args.n_starts, 1, MAX_STARTS)
+    seed = _int("--seed", args.seed, 0, 2**63 - 1)
     v_student = None
     if args.freeze_second_layer:
         v_student = _per_unit("--student-v", _floats("--student-v", args.student_v), K,

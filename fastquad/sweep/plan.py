@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..budget import seconds_per_run
 from ..config import batch_key
 
 #: Work per task the automatic sizing aims at: long enough that Dask's few ms per task and the
@@ -12,9 +13,6 @@ from ..config import batch_key
 TARGET_TASK_SECONDS = 3.0
 #: The smallest task the automatic sizing makes (per-task costs, a few ms, stay under 2 %).
 MIN_TASK_SECONDS = 0.25
-# rough single-core costs measured on the reference machine (PERFORMANCE-NOTES.md)
-_SEC_PER_NORMAL = 4e-9
-_SEC_PER_FMA = 1.5e-10
 
 
 @dataclass(frozen=True)
@@ -25,24 +23,6 @@ class Chunk:
 
     def __len__(self):
         return len(self.runs)
-
-
-def seconds_per_run(cfg):
-    """A rough estimate of one run's cost on one core (for sizing chunks only)."""
-    K, M, d = cfg.K, cfg.M, cfg.d
-    if cfg.method == "sgd":
-        steps = cfg.t_max * d
-        if cfg.batch_size == 1:  # fused single-sample steps, the teacher in its frame
-            return steps * ((d + 1) * _SEC_PER_NORMAL + (2 * K * d + M * M) * _SEC_PER_FMA)
-        return steps * cfg.batch_size * ((d + 1) * _SEC_PER_NORMAL + d * (2 * K + M) * _SEC_PER_FMA)
-    if cfg.method == "gd":
-        steps = cfg.t_max * d
-        return steps * cfg.batch_size * d * (2 * K + M) * _SEC_PER_FMA + cfg.n_samples * d * 5e-9
-    if cfg.method == "flow":
-        steps = cfg.t_max / min(0.05, 0.01 / cfg.lr) if not cfg.dt else cfg.t_max / cfg.dt
-        return steps * 4 * 3 * K * (K + M) * d * _SEC_PER_FMA
-    # ode: a few thousand right-hand sides of O((K + M)^3) work
-    return 3000 * 10 * (K + M) ** 3 * _SEC_PER_FMA + 1e-4
 
 
 def _guided_sizes(n, n_workers, largest, smallest):

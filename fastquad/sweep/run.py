@@ -1,20 +1,42 @@
-"""Running a sweep on Dask: an embedded LocalCluster by default, or any existing cluster.
+"""Running a sweep on Dask: an embedded cluster by default, or any existing cluster.
 
 Workers run chunks (one batched kernel call each, one Numba thread per worker process) and
 return plain arrays; the client alone writes the results file, as chunks complete.
+
+Every cluster fastquad starts admits only its own processes: all its connections use TLS with
+a certificate made for that cluster and held only by its processes and its client (batch jobs
+read it from files only the user can read), and each end must present it, so a process
+without it can neither connect nor run code. None of its processes serves HTTP (no dashboard, ``/metrics`` or ``/health``) unless a
+dashboard is asked for. A cluster of the user's own is used as the user set it up.
 """
 
+import contextlib
+import json
+import logging
+import numbers
 import os
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import dask
 import numpy as np
+from distributed import Nanny, Scheduler, Worker
 
+from ..errors import InputError
 from ..result import STATUS_DIVERGED, STATUS_DONE, STATUS_FAILED
 from .plan import plan_chunks
 from .store import SweepStore
+
+# seconds to reach a user's scheduler (--scheduler, --scheduler-file) before giving up
+CONNECT_TIMEOUT = 10
+
+
+class SweepInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a sweep: every finished run is stored; the message says how many."""
 
 
 @dataclass
@@ -69,13 +91,14 @@ def _worker_threads():
     return pool if want is None else max(1, min(pool, want))
 
 
-def _chunk_task(point_values, point_index, replicas, keep=None):
+def _chunk_task(point_values, point_index, replicas, keep=None, times=None):
     """Worker side: one batched kernel call. Returns plain arrays (no Result objects).
 
     ``point_values``: the parameter dicts of the chunk's distinct grid points; run i is
     replica ``replicas[i]`` of point ``point_index[i]``. Each point is validated once, and the
     task carries a few dicts rather than one per run. ``keep``: the names of the arrays the
-    results file holds (None: all); only those travel back.
+    results file holds (None: all); only those travel back. ``times``: the sweep's one
+    recording grid (every run records exactly at the times the file says).
     """
     from ..config import make_config, run_many
     from ..store import result_arrays
@@ -83,7 +106,7 @@ def _chunk_task(point_values, point_index, replicas, keep=None):
     threads = _worker_threads()
     point_cfgs = [make_config(v) for v in point_values]
     cfgs = [point_cfgs[i] for i in point_index]
-    res = run_many(cfgs, np.asarray(replicas), num_threads=threads)
+    res = run_many(cfgs, np.asarray(replicas), times=times, num_threads=threads)
     arrays = result_arrays(res)
     return {k: v for k, v in arrays.items()
             if v is not None and (keep is None or k in keep)}
@@ -109,28 +132,173 @@ EMBEDDED_CLUSTER_CONFIG = {
 }
 
 
-def _client(workers, scheduler, scheduler_file):
-    from dask.distributed import Client, LocalCluster
+def _no_http_server(node):
+    """Give a Dask server the HTTP objects it expects, without listening anywhere."""
+    from distributed.http.routing import RoutingApplication
+    from tornado.httpserver import HTTPServer
 
-    if scheduler:
-        return Client(scheduler), None
-    if scheduler_file:
-        return Client(scheduler_file=scheduler_file), None
+    node.http_application = RoutingApplication([])
+    node.http_server = HTTPServer(node.http_application)  # never bound to a port
+
+
+class NoHttpScheduler(Scheduler):
+    """A Dask scheduler that serves no HTTP: no dashboard, ``/metrics``, ``/health``, ``/json``.
+
+    A Dask scheduler or worker starts its HTTP server whatever ``dashboard=False`` says (on
+    the dashboard port, or a free one), and no setting turns it off; its pages need no
+    certificate, whatever the security of the cluster.
+    """
+
+    def start_http_server(self, *args, **kwargs):
+        _no_http_server(self)
+
+
+class NoHttpWorker(Worker):
+    """A Dask worker that serves no HTTP (see :class:`NoHttpScheduler`).
+
+    For ``dask worker --worker-class fastquad.sweep.run.NoHttpWorker``.
+    """
+
+    def start_http_server(self, *args, **kwargs):
+        _no_http_server(self)
+
+
+class _EmbeddedWorker(NoHttpWorker):
+    """A worker process of the embedded cluster: Ctrl-C is not for it.
+
+    A terminal sends SIGINT to the whole process group; the worker processes would die with
+    tracebacks while the client still stores what finished. The client stops them instead.
+    """
+
+    def __init__(self, *args, **kwargs):
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        super().__init__(*args, **kwargs)
+
+
+class _EmbeddedNanny(Nanny):
+    def __init__(self, *args, worker_class=None, **kwargs):
+        super().__init__(*args, worker_class=worker_class or _EmbeddedWorker, **kwargs)
+
+
+def max_workers():
+    """Most worker processes of an embedded cluster: beyond this they only share the cores."""
+    return 4 * (os.cpu_count() or 1)
+
+
+def _check_workers(workers):
+    if workers is None:
+        return
+    hi = max_workers()
+    if (isinstance(workers, bool) or not isinstance(workers, numbers.Integral)
+            or not 1 <= workers <= hi):
+        raise InputError(f"--workers must be an integer in [1, {hi}] (at most 4 per core of "
+                         f"this machine), got {workers!r}")
+
+
+def _embedded_cluster(workers, dashboard=False):
+    """Start the embedded cluster; returns ``(client, cluster)``.
+
+    Process workers with one thread each: Numba kernels run single-threaded inside them (its
+    parallel layer inside multi-threaded workers can abort). The scheduler and the nannies
+    live in this process and share the cores with the workers, so their housekeeping timers
+    tick less often: tasks last seconds, not milliseconds. Everything listens on loopback,
+    with TLS and a temporary certificate that only this client and the cluster hold.
+    """
+    from distributed import Client, SpecCluster
+    from distributed.security import Security
+
     n = workers or os.cpu_count() or 1
-    # process workers with one thread each: Numba kernels run single-threaded inside them
-    # (its parallel layer inside multi-threaded workers can abort). The embedded cluster shares
-    # the cores with its workers (scheduler and nannies live in this process), so its
-    # housekeeping timers tick less often: tasks last seconds, not milliseconds.
+    security = Security.temporary()
+    common = {"host": "127.0.0.1", "protocol": "tls://", "security": security}
+    if dashboard:
+        scheduler = {"cls": Scheduler, "options": dict(common, port=0, dashboard=True,
+                                                       dashboard_address="127.0.0.1:8787")}
+    else:
+        scheduler = {"cls": NoHttpScheduler, "options": dict(common, port=0, dashboard=False,
+                                                             dashboard_address=None)}
+    worker = {"cls": _EmbeddedNanny,
+              "options": dict(common, nthreads=1, dashboard=False, dashboard_address=None,
+                              memory_limit=1.0 / n,  # a share of this machine's memory each
+                              silence_logs=logging.WARN,
+                              env={"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"})}
     with dask.config.set(EMBEDDED_CLUSTER_CONFIG):
-        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                               dashboard_address=None, env={"NUMBA_NUM_THREADS": "1",
-                                                            "OMP_NUM_THREADS": "1"})
-        return Client(cluster), cluster
+        cluster = SpecCluster(scheduler=scheduler, workers={i: worker for i in range(n)},
+                              worker=worker, security=security, silence_logs=logging.WARN,
+                              name="fastquad")
+        try:
+            client = Client(cluster, security=security)
+        except BaseException:
+            cluster.close()
+            raise
+    if dashboard:
+        print(f"dashboard: {cluster.dashboard_link}", flush=True)
+    return client, cluster
+
+
+def _scheduler_file_address(path):
+    """The scheduler address a Dask scheduler file holds; InputError if it is not one."""
+    def not_one(why):
+        return InputError(f"--scheduler-file: {path} is not a Dask scheduler file ({why})")
+
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"--scheduler-file: no such file {path}") from None
+    except UnicodeDecodeError:
+        raise not_one("not text") from None
+    except OSError as exc:
+        raise InputError(f"--scheduler-file: cannot read {path} ({exc.strerror})") from None
+    if not text.strip():
+        raise not_one("the file is empty")
+    try:
+        info = json.loads(text)
+    except ValueError as exc:
+        raise not_one(f"not JSON: {exc}") from None
+    address = info.get("address") if isinstance(info, dict) else None
+    if not isinstance(address, str) or "://" not in address:
+        raise not_one('no "address" of the form protocol://host:port')
+    return address
+
+
+def _reason(exc, address):
+    """Why a connection failed, in a few words: the innermost cause that says something."""
+    chain = []
+    while exc is not None and len(chain) < 20:
+        chain.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    if address.startswith("tls://") and any(isinstance(e, TypeError) for e in chain):
+        return ("no TLS certificate is set up for the client: set distributed.comm.tls.ca-file, "
+                ".client.cert and .client.key in the Dask configuration")
+    for e in reversed(chain):
+        if isinstance(e, OSError) and e.strerror:
+            return e.strerror
+        text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        if text and not text.startswith(("Timed out trying to connect", "in <")):
+            return text
+    return "no answer"
+
+
+def _connect(scheduler, scheduler_file):
+    """A client of the user's cluster, with the Dask configuration's security; InputError
+    (one line) if the scheduler cannot be reached within CONNECT_TIMEOUT seconds."""
+    from distributed import Client
+
+    if scheduler_file:
+        address = _scheduler_file_address(scheduler_file)
+        what = (f"--scheduler-file: cannot reach the Dask scheduler {address} named in "
+                f"{scheduler_file}")
+    else:
+        address = str(scheduler)
+        what = f"--scheduler: cannot reach a Dask scheduler at {address}"
+    try:
+        return Client(address, timeout=CONNECT_TIMEOUT)
+    except Exception as exc:
+        raise InputError(f"{what} within {CONNECT_TIMEOUT:g} s "
+                         f"({_reason(exc, address)})") from None
 
 
 def _silence_worker_logs():
-    import logging
-
     logging.getLogger("distributed").setLevel(logging.CRITICAL)
 
 
@@ -139,19 +307,33 @@ def _quiet_shutdown(client):
 
     Every result is stored by then; what a worker could still log is a heartbeat that races
     the scheduler's shutdown on a busy machine, a traceback at ERROR level that means nothing
-    (dask/distributed#7105).
+    (dask/distributed#7105), or the cancellation of the tasks left after a Ctrl-C.
     """
     try:
-        # workers only: the nannies of a LocalCluster live in this process, whose logging
-        # belongs to the caller
+        # workers only: the nannies of the embedded cluster live in this process, whose
+        # logging belongs to the caller
         client.run(_silence_worker_logs, on_error="ignore")
     except Exception:  # a cluster that is already going away needs no silencing
         pass
 
 
+@contextlib.contextmanager
+def _no_interrupts():
+    """Ctrl-C waits while the results file is closed and the cluster stopped (a second
+    Ctrl-C would only leave a traceback: the file is safe either way)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def run_sweep(sweep, out, *, workers=None, scheduler=None, scheduler_file=None, client=None,
               overwrite=False, chunk_runs=None, progress=True, consolidate_every=30.0,
-              retries=2):
+              retries=2, dashboard=False):
     """Run every pending run of a sweep and store it in ``out``.
 
     Parameters
@@ -159,58 +341,112 @@ def run_sweep(sweep, out, *, workers=None, scheduler=None, scheduler_file=None, 
     sweep : Sweep
     out : path of the results file (created, or resumed if it holds this sweep)
     workers : int, optional
-        Worker processes of the embedded LocalCluster (default: one per core).
+        Worker processes of the embedded cluster (default: one per core; at most
+        :func:`max_workers`).
     scheduler, scheduler_file : str, optional
-        Use an existing Dask cluster instead.
+        Use an existing Dask cluster instead, with the security of the Dask configuration.
+        It is reached before anything is written, within ``CONNECT_TIMEOUT`` seconds.
     client : dask.distributed.Client, optional
-        Use this client (the caller owns it).
+        Use this client (the caller owns it, and the cluster's security).
     chunk_runs : int, optional
         Runs per task (default: the sweep file's ``chunk_runs``, else sized automatically).
     retries : int
         Times Dask retries a task whose worker died or that raised, before it counts as failed.
+    dashboard : bool
+        Serve the embedded cluster's dashboard on loopback (127.0.0.1:8787, or a free port)
+        and print its address. Off by default: nothing then serves HTTP.
 
     Returns
     -------
     SweepSummary
-    """
-    from dask.distributed import as_completed
 
+    Raises
+    ------
+    InputError
+        Bad ``workers``; a scheduler that cannot be reached or a file that is not a
+        scheduler file (nothing is written then); an ``out`` file of another sweep.
+    SweepInterrupted
+        Ctrl-C (KeyboardInterrupt): every finished run is stored first, the embedded cluster
+        is stopped; the message says how many runs the file holds. Running again resumes.
+    """
     t0 = time.perf_counter()
-    store = SweepStore(out, sweep, overwrite=overwrite, consolidate_every=consolidate_every)
-    todo = store.pending()
-    skipped = sweep.total_runs - len(todo)
-    counts = {"done": 0, "diverged": 0, "failed": 0}
-    messages = []
-    if len(todo) == 0:
-        store.close()
-        return SweepSummary(sweep.total_runs, skipped, 0, 0, 0, time.perf_counter() - t0, [])
-    # compile once in the client: workers then load the kernels from Numba's disk cache
-    # instead of compiling at the same time (concurrent cache writes can race)
-    methods = sorted({sweep.run_config(int(r))[0].method for r in todo})
-    warm_up(methods)
+    user_cluster = client is None and bool(scheduler or scheduler_file)
+    if scheduler and scheduler_file and client is None:
+        raise InputError("--scheduler and --scheduler-file: give one, not both")
+    if client is None and not user_cluster:
+        _check_workers(workers)
     own = client is None
     cluster = None
-    if own:
-        client, cluster = _client(workers, scheduler, scheduler_file)
+    store = None
+    state = {"skipped": None, "done": 0, "diverged": 0, "failed": 0, "messages": []}
+    interrupted = False
     try:
-        client.run(warm_up, methods)
-        n_workers = max(1, len(client.scheduler_info().get("workers", {})))
-        chunks = plan_chunks(sweep, todo, chunk_runs=chunk_runs or sweep.settings.get("chunk_runs"),
-                             n_workers=n_workers)
-        keep = sorted(store.stored())
-        futures = {}
-        for ch in chunks:
-            slots, point_index, reps = {}, [], []
-            for r in ch.runs:
-                point, rep = sweep.run_point(r)
-                point_index.append(slots.setdefault(point, len(slots)))
-                reps.append(rep)
-            vals = [sweep.points[p].values for p in slots]
-            fut = client.submit(_chunk_task, vals, np.array(point_index), np.array(reps),
-                                keep, pure=False, retries=retries,
-                                key=f"fastquad-chunk-{int(ch.runs[0])}-{len(ch)}-{sweep.digest[:8]}")
-            futures[fut] = ch
-        bar = _progress(len(todo), progress)
+        if user_cluster:
+            client = _connect(scheduler, scheduler_file)  # before anything is written
+        store = SweepStore(out, sweep, overwrite=overwrite, consolidate_every=consolidate_every)
+        todo = store.pending()
+        state["skipped"] = sweep.total_runs - len(todo)
+        if len(todo):
+            # compile once in the client: workers then load the kernels from Numba's disk
+            # cache instead of compiling at the same time (concurrent cache writes can race)
+            methods = sorted({sweep.run_config(int(r))[0].method for r in todo})
+            warm_up(methods)
+            if client is None:
+                client, cluster = _embedded_cluster(workers, dashboard)
+            _compute(client, sweep, store, todo, methods, state, chunk_runs=chunk_runs,
+                     retries=retries, progress=progress)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        with _no_interrupts():
+            try:
+                if store is not None:
+                    if interrupted:  # what is on disk, journal included, is what is stored
+                        st = store.status()
+                        state["stored"] = int(np.count_nonzero((st == STATUS_DONE)
+                                                               | (st == STATUS_DIVERGED)))
+                    store.close()
+            finally:
+                if own and client is not None:
+                    if cluster is not None:
+                        _quiet_shutdown(client)
+                    client.close()
+                    if cluster is not None:
+                        cluster.close()
+    if interrupted:
+        if "stored" not in state:
+            raise SweepInterrupted(f"interrupted before {out} was opened; run the same command "
+                                   "again to run the sweep")
+        raise SweepInterrupted(f"interrupted: {state['stored']} of {sweep.total_runs} runs are "
+                               f"stored in {out}; run the same command again to resume")
+    return SweepSummary(sweep.total_runs, state["skipped"], state["done"], state["diverged"],
+                        state["failed"], time.perf_counter() - t0, state["messages"])
+
+
+def _compute(client, sweep, store, todo, methods, state, *, chunk_runs, retries, progress):
+    """Submit the pending runs in chunks and store each chunk as it completes; ``state``
+    counts what is stored (up to date when a Ctrl-C stops the loop)."""
+    from dask.distributed import as_completed
+
+    client.run(warm_up, methods)
+    n_workers = max(1, len(client.scheduler_info().get("workers", {})))
+    chunks = plan_chunks(sweep, todo, chunk_runs=chunk_runs or sweep.settings.get("chunk_runs"),
+                         n_workers=n_workers)
+    keep = sorted(store.stored())
+    futures = {}
+    for ch in chunks:
+        slots, point_index, reps = {}, [], []
+        for r in ch.runs:
+            point, rep = sweep.run_point(r)
+            point_index.append(slots.setdefault(point, len(slots)))
+            reps.append(rep)
+        vals = [sweep.points[p].values for p in slots]
+        fut = client.submit(_chunk_task, vals, np.array(point_index), np.array(reps),
+                            keep, sweep.times, pure=False, retries=retries,
+                            key=f"fastquad-chunk-{int(ch.runs[0])}-{len(ch)}-{sweep.digest[:8]}")
+        futures[fut] = ch
+    bar = _progress(len(todo), progress)
+    try:
         for fut in as_completed(futures):
             ch = futures.pop(fut)
             try:
@@ -218,28 +454,19 @@ def run_sweep(sweep, out, *, workers=None, scheduler=None, scheduler_file=None, 
             except Exception as exc:  # a chunk that raised: record it, go on with the others
                 msg = f"{type(exc).__name__}: {exc}".replace("\n", " ")[:500]
                 store.add_failure(ch.runs, msg)
-                counts["failed"] += len(ch)
-                messages.append(f"runs {int(ch.runs[0])}..{int(ch.runs[-1])}: {msg}")
+                state["failed"] += len(ch)
+                state["messages"].append(f"runs {int(ch.runs[0])}..{int(ch.runs[-1])}: {msg}")
             else:
                 store.add(ch.runs, arrays)
                 st = arrays["status"]
-                counts["done"] += int(np.count_nonzero(st == STATUS_DONE))
-                counts["diverged"] += int(np.count_nonzero(st == STATUS_DIVERGED))
+                state["done"] += int(np.count_nonzero(st == STATUS_DONE))
+                state["diverged"] += int(np.count_nonzero(st == STATUS_DIVERGED))
             if bar is not None:
                 bar.update(len(ch))
             fut.release()
+    finally:
         if bar is not None:
             bar.close()
-    finally:
-        store.close()
-        if own:
-            if cluster is not None:
-                _quiet_shutdown(client)
-            client.close()
-            if cluster is not None:
-                cluster.close()
-    return SweepSummary(sweep.total_runs, skipped, counts["done"], counts["diverged"],
-                        counts["failed"], time.perf_counter() - t0, messages)
 
 
 def _progress(total, enabled):
@@ -251,4 +478,5 @@ def _progress(total, enabled):
                 dynamic_ncols=True)
 
 
-__all__ = ["run_sweep", "SweepSummary", "warm_up", "STATUS_FAILED"]
+__all__ = ["run_sweep", "SweepSummary", "SweepInterrupted", "warm_up", "max_workers",
+           "NoHttpScheduler", "NoHttpWorker", "CONNECT_TIMEOUT", "STATUS_FAILED"]

@@ -30,13 +30,16 @@ make ``seed`` an axis for independent draws.
 import hashlib
 import itertools
 import json
+import math
 import tomllib
 from dataclasses import dataclass
 
 import numpy as np
 
 from .. import _validate as V
-from ..config import PARAMETERS, make_config
+from ..budget import check_grid, grid_size
+from ..config import PARAMETERS, make_config, time_grid
+from ..errors import InputError
 
 #: All runs of a sweep share one time axis, so these cannot vary.
 NOT_AXES = ("t_max", "n_times", "n_runs")
@@ -69,6 +72,9 @@ class Sweep:
     digest : str
         sha256 of the canonical content (fixed, axes, zip, and the settings that change what
         is stored): identifies the sweep on resume.
+    times : ndarray
+        The recording times every run of the sweep records at, exactly
+        (:func:`fastquad.config.time_grid` of all the points).
     """
 
     text: str
@@ -79,6 +85,7 @@ class Sweep:
     points: list
     n_runs: int
     digest: str
+    times: np.ndarray
 
     @property
     def total_runs(self):
@@ -160,6 +167,10 @@ def parse_sweep(text, source="sweep"):
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ValueError(f"{source}: not valid TOML: {exc}") from None
+    if not any(not isinstance(v, dict) for v in doc.values()) and not any(
+            doc.get(section) for section in ("fixed", "axes", "zip")):
+        raise InputError(f"{source}: the sweep file sets no parameter and no axis (it is "
+                         "empty); give at least [fixed] or [axes]")
     p = V.Problems()
     fixed = {k: v for k, v in doc.items() if not isinstance(v, dict)}
     for section in doc:
@@ -217,6 +228,10 @@ def parse_sweep(text, source="sweep"):
             p.add("zip: repeated combinations of values")
     if p.messages:
         p.raise_if_any()
+    # the size of the grid is known before it is built: a file (or a results file's stored
+    # config) describing billions of points is refused at once, not enumerated
+    n_replicas = fixed.get("n_runs", PARAMETERS["n_runs"][0])
+    check_grid(grid_size(axes, zipped), n_replicas if isinstance(n_replicas, int) else 1)
 
     base = {k: v for k, v in fixed.items()}
     axis_items = list(axes.items())
@@ -237,6 +252,7 @@ def parse_sweep(text, source="sweep"):
                     p.add(full)
             points.append(cfg)
     p.raise_if_any()
+    times = _shared_times(points)
     n_runs = points[0].n_runs
     content = {"fixed": fixed, "axes": axes, "zip": zipped}
     stored = {k: settings[k] for k in STORED_SETTINGS if settings[k]}
@@ -245,4 +261,16 @@ def parse_sweep(text, source="sweep"):
     canon = json.dumps(content, sort_keys=True)
     digest = hashlib.sha256(canon.encode()).hexdigest()
     return Sweep(text=text, fixed=fixed, axes=axes, zipped=zipped, settings=settings,
-                 points=points, n_runs=n_runs, digest=digest)
+                 points=points, n_runs=n_runs, digest=digest, times=times)
+
+
+def _shared_times(points):
+    """The one recording grid of every run (``config.time_grid`` of all the points)."""
+    discrete = sorted({c.d for c in points if c.method in ("sgd", "gd")})
+    g = math.gcd(*discrete) if discrete else None
+    t_max = points[0].t_max
+    if len(discrete) > 1 and t_max * g < 1:
+        raise InputError(f"t_max must be >= {1 / g:g} in this sweep, got {t_max:g}: every run "
+                         f"records at the same times, and d = {', '.join(map(str, discrete))} "
+                         f"take whole steps together only every 1/gcd(d) = {1 / g:g}")
+    return time_grid(points)
