@@ -20,33 +20,13 @@ import psutil
 import pytest
 
 import fastquad as fq
+import sweep_files
 from fastquad.errors import InputError
 from fastquad.sweep import load_sweep, parse_sweep, run_sweep
 from fastquad.sweep import run as sweep_run
 
 ROOT = Path(__file__).resolve().parent.parent
 FASTQUAD = [sys.executable, "-m", "fastquad.cli"]
-
-# chunks of two runs, each chunk a few tenths of a second: a sweep of several seconds on two
-# workers, long enough to probe its cluster or interrupt it half-way
-LONG = """
-[fixed]
-method = "sgd"
-d = 400
-K = 2
-M = 2
-t_max = {t_max}
-n_times = 31
-n_runs = 4
-
-[axes]
-lr = [0.02, 0.04, 0.06, 0.08]
-init_scale = [0.1, 0.3]
-
-[sweep]
-chunk_runs = 2
-order_parameters = true
-"""
 
 TINY = """
 [fixed]
@@ -61,21 +41,6 @@ n_runs = 2
 [axes]
 lr = [0.05, 0.1]
 """
-
-
-def _file(tmp_path, text, name="s.toml"):
-    path = tmp_path / name
-    path.write_text(text)
-    return path
-
-
-def _wait_for(predicate, timeout, what):
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _stored(out):
@@ -214,7 +179,7 @@ def _assert_closed_to_outsiders(found):
 
 def test_embedded_cluster_serves_no_http_and_lets_no_uncertified_process_in(tmp_path):
     """While a sweep runs, every port of its process tree is probed from outside."""
-    sweep_file = _file(tmp_path, LONG.format(t_max=3000.0))  # killed once probed
+    sweep_file = sweep_files.write(tmp_path, sweep_files.slow(t_max=3000.0))  # killed once probed
     out = tmp_path / "r.h5"
     code = ("import sys; from fastquad.sweep import load_sweep, run_sweep; "
             "run_sweep(load_sweep(sys.argv[1]), sys.argv[2], workers=2, progress=False)")
@@ -223,7 +188,8 @@ def test_embedded_cluster_serves_no_http_and_lets_no_uncertified_process_in(tmp_
         proc = subprocess.Popen([sys.executable, "-c", code, str(sweep_file), str(out)],
                                 stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
     try:
-        _wait_for(lambda: proc.poll() is not None or _stored(out) > 0, 180, "first results")
+        sweep_files.wait_for(lambda: proc.poll() is not None or _stored(out) > 0, 180,
+                             "first results")
         assert proc.poll() is None, err_path.read_text()
         ports = _listening_ports(_tree(proc.pid))
         # the scheduler, and a nanny and a worker per worker process at least
@@ -268,7 +234,7 @@ def test_ctrl_c_stores_every_finished_run_and_the_same_command_resumes(tmp_path)
     finished runs are in the file, the cluster's processes are gone without noise, the message
     says how many runs are stored; the same command completes the file, every run once, equal
     to an uninterrupted sweep bit for bit."""
-    sweep_file = _file(tmp_path, LONG.format(t_max=400.0))
+    sweep_file = sweep_files.write(tmp_path, sweep_files.slow(t_max=400.0))
     sweep = load_sweep(sweep_file)
     total = sweep.total_runs
     out = tmp_path / "r.h5"
@@ -279,7 +245,8 @@ def test_ctrl_c_stores_every_finished_run_and_the_same_command_resumes(tmp_path)
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err,
                                 start_new_session=True)
         try:
-            _wait_for(lambda: proc.poll() is not None or _stored(out) > 0, 180, "first results")
+            sweep_files.wait_for(lambda: proc.poll() is not None or _stored(out) > 0, 180,
+                             "first results")
             time.sleep(0.5)
             assert proc.poll() is None, "the sweep ended before it could be interrupted"
             children = _tree(proc.pid)[1:]
@@ -291,7 +258,7 @@ def test_ctrl_c_stores_every_finished_run_and_the_same_command_resumes(tmp_path)
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
     stderr = err_path.read_text()
-    _wait_for(lambda: not any(psutil.pid_exists(p) and psutil.Process(p).status()
+    sweep_files.wait_for(lambda: not any(psutil.pid_exists(p) and psutil.Process(p).status()
                               != psutil.STATUS_ZOMBIE for p in children), 30,
               "the worker processes to end")
     assert not Path(str(out) + ".journal").exists(), "the journal was not folded into the file"
@@ -322,7 +289,7 @@ def test_ctrl_c_stores_every_finished_run_and_the_same_command_resumes(tmp_path)
 
 
 def test_an_unreachable_scheduler_is_one_line_within_the_timeout_and_leaves_nothing(tmp_path):
-    sweep_file = _file(tmp_path, TINY)
+    sweep_file = sweep_files.write(tmp_path, TINY)
     out = tmp_path / "r.h5"
     t0 = time.time()
     proc = subprocess.run(FASTQUAD + ["sweep", str(sweep_file), "--out", str(out),
@@ -457,7 +424,7 @@ def test_jobqueue_cluster_is_tls_only_and_its_scheduler_file_works_with_the_cred
         creds = runner.write_client_credentials(cluster.security, str(sched))
         for path in {v for k, v in creds.items() if k.endswith(("FILE", "CERT", "KEY"))}:
             assert os.stat(path).st_mode & 0o077 == 0, path
-        sweep_file = _file(tmp_path, TINY)
+        sweep_file = sweep_files.write(tmp_path, TINY)
         out = tmp_path / "r.h5"
         def cmd(out):
             return FASTQUAD + ["sweep", str(sweep_file), "--out", str(out), "--scheduler-file",

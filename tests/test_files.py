@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 import fastquad as fq
+import sweep_files
 from fastquad.cli import main
 from fastquad.config import run_many
 from fastquad.errors import InputError, StorageError
@@ -30,46 +31,10 @@ from fastquad.sweep.store import SweepStore
 FASTQUAD = [sys.executable, "-m", "fastquad.cli"]
 CRASHES = (-signal.SIGSEGV, -signal.SIGABRT, 128 + signal.SIGSEGV, 128 + signal.SIGABRT)
 
-SMALL = """
-[fixed]
-method = "sgd"
-d = 60
-K = 2
-M = 2
-teacher_v = [1.0, 0.5]
-t_max = 4.0
-n_times = 21
-n_runs = 3
-label_noise = 0.2
-
-[axes]
-lr = [0.05, 0.1]
-init_scale = [0.05, 0.5]
-
-[zip]
-seed = [0, 7]
-teacher_seed = [1, 2]
-"""
-
+SMALL = sweep_files.SMALL
 # several seconds of work on one worker, in many chunks: a second process started while the
 # first one runs finds it still running
-LONG = """
-[fixed]
-method = "sgd"
-d = 400
-K = 2
-M = 2
-t_max = 300.0
-n_times = 31
-n_runs = 10
-
-[axes]
-lr = [0.02, 0.04, 0.06, 0.08]
-init_scale = [0.1, 0.3]
-
-[sweep]
-chunk_runs = 2
-"""
+LONG = sweep_files.slow(t_max=300.0, n_runs=10, order_parameters=False)
 
 # a file of about 0.9 MiB (order parameters): on a 2 MiB disk the second copy of a fold
 # does not fit

@@ -13,50 +13,13 @@ import pytest
 import xarray as xr
 
 import fastquad as fq
+import sweep_files
 from fastquad.config import run_many
 from fastquad.sweep import load_sweep, parse_sweep, plan_chunks, run_sweep
 from fastquad.sweep.store import SweepStore
 
-SMALL = """
-[fixed]
-method = "sgd"
-d = 60
-K = 2
-M = 2
-teacher_v = [1.0, 0.5]
-t_max = 4.0
-n_times = 21
-n_runs = 3
-label_noise = 0.2
-
-[axes]
-lr = [0.05, 0.1]
-init_scale = [0.05, 0.5]
-
-[zip]
-seed = [0, 7]
-teacher_seed = [1, 2]
-"""
-
-# enough work that a sweep takes a few seconds, in many small chunks, for the kill tests
-SLOW = """
-[fixed]
-method = "sgd"
-d = 400
-K = 2
-M = 2
-t_max = 60.0
-n_times = 31
-n_runs = 4
-
-[axes]
-lr = [0.02, 0.04, 0.06, 0.08]
-init_scale = [0.1, 0.3]
-
-[sweep]
-chunk_runs = 2
-order_parameters = true    # more arrays through every kill and resume
-"""
+SMALL = sweep_files.SMALL
+SLOW = sweep_files.slow()
 
 FASTQUAD = [sys.executable, "-m", "fastquad.cli"]
 
@@ -67,12 +30,6 @@ def _direct(sweep):
         res = run_many([cfg] * cfg.n_runs, np.arange(cfg.n_runs))
         eps.append(res.eps_g)
     return np.concatenate(eps)
-
-
-def _file(tmp_path, text, name="s.toml"):
-    path = tmp_path / name
-    path.write_text(text)
-    return path
 
 
 def test_embedded_cluster_sweep_matches_direct_runs_and_opens_in_xarray(tmp_path):
@@ -210,7 +167,7 @@ chunk_runs = 0
                    "zip: lists must have equal lengths", "[weird]: unknown section",
                    "sweep.final_weights must be true or false", "sweep.chunk_runs must be"):
         assert needle in msg, needle
-    proc = subprocess.run(FASTQUAD + ["sweep", str(_file(tmp_path, bad)), "--out",
+    proc = subprocess.run(FASTQUAD + ["sweep", str(sweep_files.write(tmp_path, bad)), "--out",
                                       str(tmp_path / "x.h5")], capture_output=True, text=True)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "axes.init_scale[1]" in proc.stderr
@@ -273,15 +230,6 @@ def test_diverged_runs_are_recorded_and_the_sweep_goes_on(tmp_path):
     assert "diverged 12" in fq.sweep.info(out)
 
 
-def _wait_for(predicate, timeout, what):
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def _journal_entries(out):
     j = Path(str(out) + ".journal")
     return len(list(j.glob("*.npz"))) if j.exists() else 0
@@ -298,7 +246,7 @@ def _stored_done(out):
 def test_client_killed_mid_sweep_resumes_exactly_once_bit_for_bit(tmp_path):
     """SIGKILL the `fastquad sweep` process at several moments, rerun until done; the file is
     readable after every kill and ends equal to an uninterrupted sweep."""
-    sweep_file = _file(tmp_path, SLOW)
+    sweep_file = sweep_files.write(tmp_path, SLOW)
     sweep = load_sweep(sweep_file)
     out = tmp_path / "r.h5"
     env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -308,7 +256,7 @@ def test_client_killed_mid_sweep_resumes_exactly_once_bit_for_bit(tmp_path):
                                             "--workers", "2", "--no-progress"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
         # kill once some results exist (in the journal or the file), plus a delay
-        _wait_for(lambda: proc.poll() is not None or _journal_entries(out) + _stored_done(out) > 0,
+        sweep_files.wait_for(lambda: proc.poll() is not None or _journal_entries(out) + _stored_done(out) > 0,
                   180, "first results")
         time.sleep(delay)
         if proc.poll() is None:
@@ -366,7 +314,7 @@ def test_external_scheduler_and_workers_with_a_worker_killed_mid_sweep(tmp_path)
     procs = [_start(dask + ["--host", "127.0.0.1", "--port", "0", "--scheduler-file",
                             str(sched_file), "--dashboard-address", ":0"], log)]
     try:
-        _wait_for(sched_file.exists, 60, "the scheduler file")
+        sweep_files.wait_for(sched_file.exists, 60, "the scheduler file")
         env = dict(os.environ, NUMBA_NUM_THREADS="1")
         worker = [sys.executable, "-m", "distributed.cli.dask_worker", "--scheduler-file",
                   str(sched_file), "--nthreads", "1", "--nworkers", "1", "--host", "127.0.0.1",
@@ -378,7 +326,7 @@ def test_external_scheduler_and_workers_with_a_worker_killed_mid_sweep(tmp_path)
 
         client = Client(scheduler_file=str(sched_file))
         client.wait_for_workers(2, timeout=120)
-        sweep_file = _file(tmp_path, SLOW)
+        sweep_file = sweep_files.write(tmp_path, SLOW)
         sweep = load_sweep(sweep_file)
         out = tmp_path / "r.h5"
         import threading

@@ -1,0 +1,69 @@
+"""Ctrl-C stops a long kernel at once: one line, exit code 130, no output file touched."""
+
+import signal
+import subprocess
+import sys
+import time
+
+import h5py
+import numba
+import numpy as np
+
+import fastquad as fq
+
+
+def _wait_for_kernel(proc, seconds):
+    """Wait until the process has been busy for a while (its kernel is running)."""
+    import psutil
+
+    ps = psutil.Process(proc.pid)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if sum(ps.cpu_times()[:2]) > seconds:
+            return
+        time.sleep(0.1)
+
+
+def test_ctrl_c_during_simulate_stops_in_a_second_and_leaves_the_old_file(tmp_path):
+    out = tmp_path / "r.h5"
+    W_t, v_t = fq.make_teacher(20, 2, seed=1)
+    W0, v0 = fq.make_student(20, 2, seed=2)
+    fq.save(out, fq.simulate_sgd(W0, v0, W_t, v_t, 0.1, 1.0))
+    before = out.read_bytes()
+    # about a minute of online SGD on one thread: far longer than the test waits
+    proc = subprocess.Popen([sys.executable, "-m", "fastquad.cli", "simulate", "--d", "500",
+                             "--t-max", "20000", "--n-runs", "1", "--threads", "1", "--out",
+                             str(out), "--overwrite"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    _wait_for_kernel(proc, 4.0)
+    assert proc.poll() is None, proc.communicate()
+    t0 = time.perf_counter()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert time.perf_counter() - t0 < 5
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines() == [f"fastquad: interrupted; nothing was written ({out} is "
+                                        "unchanged)"]
+    assert out.read_bytes() == before
+    with h5py.File(out, "r") as f:
+        assert np.isfinite(f["eps_g"][()]).all()
+
+
+def test_a_kernel_called_from_the_main_thread_gives_the_same_numbers_and_its_errors():
+    from fastquad.threads import call_kernel
+
+    W_t, v_t = fq.make_teacher(30, 2, seed=1)
+    W0, v0 = fq.make_student(30, 2, scale=0.3, seed=2)
+    a = fq.simulate_sgd(W0, v0, W_t, v_t, 0.1, 3.0, seeds=[1, 2], num_threads=1)
+    b = fq.simulate_sgd(W0, v0, W_t, v_t, 0.1, 3.0, seeds=[1, 2], num_threads=numba.config.NUMBA_NUM_THREADS)
+    np.testing.assert_array_equal(a.eps_g, b.eps_g)
+
+    def boom(x):
+        raise ZeroDivisionError(x)
+
+    try:
+        call_kernel(boom, "raised in the kernel's thread")
+    except ZeroDivisionError as exc:
+        assert "kernel's thread" in str(exc)
+    else:
+        raise AssertionError("the kernel's exception was lost")
