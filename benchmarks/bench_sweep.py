@@ -71,12 +71,12 @@ def direct(sweep, threads):
 def via_dask(sweep, workers, out):
     """(seconds of the sweep on a started, warmed cluster; seconds to start and warm it)."""
     from fastquad.sweep import run_sweep
-    from fastquad.sweep.run import _client, _quiet_shutdown, warm_up
+    from fastquad.sweep.run import _embedded_cluster, _quiet_shutdown, warm_up
 
     t0 = time.perf_counter()
     # the very cluster `fastquad sweep` embeds, started here so that its start-up and warm-up
     # are timed apart
-    client, cluster = _client(workers, None, None)
+    client, cluster = _embedded_cluster(workers)
     client.run(warm_up, ("sgd",))
     start = time.perf_counter() - t0
     try:
