@@ -6,6 +6,7 @@ or ``Result.to_xarray()``), draws on a new figure and returns it; :func:`save` w
 PDF. Averages over replicas leave diverged runs out and say how many in the legend.
 """
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,8 @@ from .result import STATUS_DIVERGED, STATUS_DONE
 KINDS = ("curves", "order", "stages", "phase", "fixed-points")
 QUANTITIES = ("final_eps", "time_to_learn", "success_rate", "n_plateaus")
 _NOT_GROUPING = {"replica", "seed", "run_id", "K", "M", "teacher_seed"}
+# Files written by save() in this process (resolved paths).
+_WRITTEN = set()
 
 
 def _plt():
@@ -33,13 +36,24 @@ def _interactive():
     return bool(os.environ.get("DISPLAY"))
 
 
-def save(fig, out_dir, name):
-    """Write ``name.png`` and ``name.pdf`` into out_dir; returns the two paths."""
+def save(fig, out_dir, name, *, overwrite=False):
+    """Write ``name.png`` and ``name.pdf`` into out_dir; returns the two paths.
+
+    A file this process has already written with an earlier figure is overwritten with a
+    warning (two plots given one name lose the first without a trace otherwise), unless
+    ``overwrite`` says it is meant. Files from earlier processes (a rerun) are replaced
+    silently.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / f"{name}.png", out / f"{name}.pdf"]
+    again = [p for p in paths if p.resolve() in _WRITTEN]
+    if again and not overwrite:
+        warnings.warn(f"{', '.join(map(str, again))}: already written by an earlier plot in this "
+                      "run; overwritten by this one", RuntimeWarning, stacklevel=2)
     fig.savefig(paths[0], dpi=130, bbox_inches="tight")
     fig.savefig(paths[1], bbox_inches="tight")
+    _WRITTEN.update(p.resolve() for p in paths)
     _plt().close(fig)
     return paths
 
@@ -187,41 +201,86 @@ def plot_order_parameters(ds, run=0):
 
 
 def plot_stages(ds, run=0, stages=None):
-    """One learning curve with its detected plateaus shaded and drops marked, and the plateau
-    levels predicted for an orthonormal teacher (dotted)."""
+    """One learning curve with its detected plateaus shaded and labelled, and the plateau
+    levels predicted for an orthonormal teacher (dashed).
+
+    The main axis has linear time, where the drops (fast on the curve's own time scale, short
+    on a log axis at late times) and the tilt of a plateau show as a person judges them; an
+    inset repeats the curve on log time for stages at early times. Every band has its own
+    legend entry (its level and time span), below the axes, so that no legend hides the curve.
+    """
     from .analysis.stages import detect_stages, plateau_levels
 
     plt = _plt()
+    from matplotlib.ticker import LogLocator, NullFormatter
+
     t = ds.time.values
     eps = ds.eps_g.values[run]
     st = detect_stages(t, eps) if stages is None else stages
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    ok = t > 0
-    ax.plot(t[ok], eps[ok], color="k", lw=1.4, label=r"$\epsilon_g$")
-    t_pos = t[t > 0]
-    for i, (on, esc) in enumerate(zip(st.onsets, st.escapes)):
-        lo = on if on > 0 else t_pos[0]
-        hi = esc if np.isfinite(esc) else t[-1]
-        ax.axvspan(lo, hi, color="tab:orange", alpha=0.2, label="plateau" if i == 0 else None)
-    for i, start in enumerate(st.drop_starts):
-        if start > 0:
-            ax.axvline(start, color="tab:blue", lw=0.8, ls=":",
-                       label="drop starts" if i == 0 else None)
-    vt = ds.v_teacher.values[run]
+    fig, ax = plt.subplots(figsize=(7.0, 5.2))
+    ok = (t > 0) & np.isfinite(eps) & (eps > 0)
+    colors = plt.get_cmap("tab10")(np.arange(10) % 10)
+    t_last = t[np.isfinite(eps)][-1] if np.isfinite(eps).any() else t[-1]
+    bands = []
+    for k, (lev, on, esc) in enumerate(zip(st.levels, st.onsets, st.escapes)):
+        hi = esc if np.isfinite(esc) else t_last
+        till = f"{esc:.4g}" if np.isfinite(esc) else f"{t_last:.4g} (not left)"
+        bands.append((on, hi, colors[(k + 1) % 10],
+                      f"plateau {k + 1}: $\\epsilon_g$ = {lev:.4g}, t = {on:.4g} to {till}"))
+    predicted = None
     T = ds.T.values[run]
     if np.allclose(T, np.eye(len(T)), atol=1e-8):
-        for i, lev in enumerate(plateau_levels(vt)):
-            if lev > 0:
-                ax.axhline(lev, color="tab:red", lw=0.8, ls="--",
-                           label="predicted plateau levels" if i == 0 else None)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
+        predicted = plateau_levels(ds.v_teacher.values[run])
+        predicted = predicted[predicted > 0]
+
+    def draw(a, log_time):
+        a.plot(t[ok], eps[ok], color="k", lw=1.3, label=None if log_time else r"$\epsilon_g$",
+               zorder=3)
+        for lo, hi, c, label in bands:
+            a.axvspan(max(lo, t[ok][0]) if log_time else lo, hi, color=c, alpha=0.22, lw=0,
+                      label=None if log_time else label)
+        for i, lev in enumerate(predicted if predicted is not None else []):
+            a.axhline(lev, color="tab:red", lw=0.7, ls="--",
+                      label="plateau levels of the lr^1 theory (T = I)"
+                      if i == 0 and not log_time else None)
+        a.set_yscale("log")
+        if log_time:
+            a.set_xscale("log")
+
+    draw(ax, False)
+    ax.set_xlim(0, t_last)
     ax.set_xlabel("time t = step / d")
     ax.set_ylabel(r"generalisation error $\epsilon_g$")
-    ax.set_title(f"learning stages, run {run}: {st.n_plateaus} plateau(s), {st.n_drops} drop(s)")
-    ax.legend(fontsize=7)
+    ax.set_title(f"learning stages, run {run}: {st.n_plateaus} plateau(s), "
+                 f"{st.n_drops} drop(s)")
     ax.grid(True, which="both", alpha=0.25)
+    if np.count_nonzero(ok) >= 2:
+        inset = ax.inset_axes(_empty_corner(ax, t[ok], eps[ok]))
+        draw(inset, True)
+        inset.set_title("log time", fontsize=7, pad=2)
+        inset.tick_params(labelsize=6)
+        for axis in (inset.xaxis, inset.yaxis):
+            axis.set_major_locator(LogLocator(numticks=4))
+            axis.set_minor_formatter(NullFormatter())
+        inset.grid(True, which="major", alpha=0.2)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=1,
+              frameon=False)
     return fig
+
+
+def _empty_corner(ax, x, y, size=(0.4, 0.36)):
+    """Bounds (axes fraction) of the corner of ax the curve (x, y) least passes through,
+    with room on the left and below for the inset's own tick labels."""
+    fig = ax.figure
+    fig.canvas.draw()   # the limits and scales as they will be drawn
+    fx, fy = ax.transAxes.inverted().transform(ax.transData.transform(np.c_[x, y])).T
+    w, h = size
+    left, right, low, high = 0.1, 1 - 0.03 - w, 0.1, 1 - 0.07 - h
+    corners = [(right, high), (left, high), (right, low), (left, low)]
+    inside = [np.count_nonzero((fx >= x0) & (fx <= x0 + w) & (fy >= y0) & (fy <= y0 + h))
+              for x0, y0 in corners]
+    x0, y0 = corners[int(np.argmin(inside))]
+    return [x0, y0, w, h]
 
 
 def phase_quantity(ds, quantity, threshold=1e-3):

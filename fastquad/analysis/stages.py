@@ -2,19 +2,33 @@
 
 Curves of quadratic networks learnt from a small initialisation alternate between plateaus
 (near saddles of the order-parameter flow) and fast drops, on every time scale; recordings are
-log-spaced and, for SGD, noisy. Everything here works in ``y = ln eps_g`` against ``ln t``:
+log-spaced or linear and, for SGD, noisy. Everything here works in ``y = ln eps_g`` against
+``ln t``:
 
-- a plateau is a maximal stretch whose (median-filtered) ``y`` stays within a band of
-  half-width ``b`` (``band``, widened to three standard errors of the filtered noise), whose
-  fitted slope ``d ln eps / d ln t`` is below ``flat`` (plus three standard errors), and which
-  lasts at least ``min_duration`` times its onset time: a stretch of fixed length in t counts
-  less the later it comes, like everything on a log axis. Maximal under all three tests:
-  from each start, the longest stretch that passes them all (the longest one inside the band
-  may end on the tail of the next drop, whose steep records alone tilt the fitted line);
+- a flat plateau is a maximal stretch whose (median-filtered) ``y`` stays within a band of
+  half-width ``b`` (``band``, widened to three standard errors of the filtered noise there),
+  whose fitted slope ``d ln eps / d ln t`` is below ``flat`` (plus three standard errors),
+  and which lasts at least ``min_duration`` times its onset time. Maximal under all three
+  tests: from each start, the longest stretch that passes them all (the longest one inside
+  the band may end on the tail of the next drop, whose steep records alone tilt the fitted
+  line);
+- a tilted plateau (a ledge) is a stretch between two drops that falls along it, by at most
+  a drop, but ``contrast`` times less steeply than the curve falls into it and out of it,
+  and whose records stay within ``b`` of its fitted line. This is the plateau a person sees
+  on a linear time axis. The flat test alone misses it late in a record: a plateau at
+  t = 450 that lasts 100 spans only 0.2 in ln t, so a tilt of 7% over it (online SGD's noise
+  term sags the plateaus of a small start) is a slope of 0.35 in ln t, past any fixed
+  ``flat``, however level it looks next to drops a tenth as long. The ratio of slopes is the
+  same in ln t and in t, so the rule does not depend on the axis;
 - consecutive plateaus whose levels differ by less than ``min_drop`` (in ln eps) are one;
+- a plateau starts and ends at the first and last record within ``b`` of its level, or of
+  its line when it is tilted;
 - a drop is what lies between two plateaus (or before the first / after the last one) and
   falls by at least ``min_drop`` in ln eps.
 
+The noise is estimated near each record (the noise of online SGD grows along a curve from a
+small start: none on the first plateau, most at a label-noise floor), from residuals that are
+zero along any monotone stretch, so neither the drops nor a plateau's tilt count as noise.
 The median filter, with a window fixed in ln t, keeps the steps sharp while it removes noise,
 and a window in ln t rather than in samples respects any spacing of the record.
 """
@@ -29,6 +43,8 @@ from .. import _validate as V
 _ROWS = 256
 # Largest running-median window (records) chosen automatically for a noisy curve.
 _MAX_WINDOW = 9
+# Fewest records on either side whose residuals give the noise near a record (_local_noise).
+_NOISE_REACH = 15
 
 
 @dataclass(frozen=True, eq=False)
@@ -40,9 +56,9 @@ class Stages:
     levels : ndarray, shape (n_plateaus,)
         eps_g on each plateau (median of the recorded values on it).
     onsets, escapes : ndarray, shape (n_plateaus,)
-        First and last recorded time on each plateau (within the band of its level); ``onset``
-        is 0 for a plateau the curve starts on; ``escape`` is NaN for a plateau the curve has
-        not left by its last record.
+        First and last recorded time on each plateau (within the band of its level, or of its
+        fitted line when it is tilted); ``onset`` is 0 for a plateau the curve starts on;
+        ``escape`` is NaN for a plateau the curve has not left by its last record.
     durations : ndarray, shape (n_plateaus,)
         ``escape - onset`` (to the last record when not escaped: a lower bound).
     drop_starts, drop_ends : ndarray, shape (n_drops,)
@@ -55,9 +71,12 @@ class Stages:
     final_eps : float
         Last finite recorded eps_g.
     band : float
-        Half-width of the band used, in ln eps (after widening for noise).
+        Half-width of the band used, in ln eps (after widening for noise): the widest of the
+        plateaus' bands, or, with no plateau, the widest near any record.
     noise : float
-        Estimated standard deviation of the recorded ln eps about a smooth curve.
+        Estimated standard deviation of the recorded ln eps about a smooth curve: the
+        largest of the plateaus' (each the median of the estimates near its records), or,
+        with no plateau, the median over the record.
     """
 
     levels: np.ndarray
@@ -108,42 +127,103 @@ class Stages:
         return "\n".join(lines + [tail])
 
 
-def _noise(y):
-    """Robust standard deviation of y about a smooth curve, from second differences."""
-    if y.size < 5:
-        return 0.0
-    d2 = y[2:] - 2 * y[1:-1] + y[:-2]
-    return float(1.4826 * np.median(np.abs(d2 - np.median(d2))) / np.sqrt(6.0))
+def _local_noise(x, y, live, reach):
+    """Standard deviation of the noise of y about a smooth curve, near each record.
+
+    The noise of online SGD changes along a curve -- none on the first plateau of a small
+    start, more on later ones, most at a label-noise floor -- and each plateau is judged
+    against its own noise, not against the median of the whole record (which a long quiet
+    first plateau sets to zero). The residual of a record about the median of a window
+    centred on it (as many records on either side) is zero along any monotone stretch,
+    however curved, so the drops and the tilt of a plateau do not count as noise; the window
+    spans ``reach`` in x (at least one record on either side), so that on a dense record
+    noise that wanders over many records counts, while anything slower than the shortest
+    plateau does not. The residuals' root mean square is taken over ``reach`` (and at least
+    ``_NOISE_REACH`` records) before a record and after it, and the larger kept: at a
+    plateau's edge one side is the plateau, the other a (noiseless) drop. Residuals that
+    involve a record off ``live`` (at the floor) take no part.
+    """
+    n = y.size
+    k = np.arange(n)
+    lo = np.searchsorted(x, x - reach / 2, side="left")
+    hi = np.searchsorted(x, x + reach / 2, side="right") - 1
+    half = np.minimum(np.maximum(1, np.minimum(k - lo, hi - k)), np.minimum(k, n - 1 - k))
+    dead = np.concatenate([[0], np.cumsum(~live)])
+    r2 = np.zeros(n)
+    ok = np.zeros(n, dtype=bool)
+    for i in np.flatnonzero(half >= 1):
+        m = half[i]
+        if dead[i + m + 1] - dead[i - m] == 0:
+            # for white noise E[r^2] = (1 - 0.6 / (2m + 1)) sigma^2 to within 1%
+            r2[i] = (y[i] - np.median(y[i - m:i + m + 1])) ** 2 / (1 - 0.6 / (2 * m + 1))
+            ok[i] = True
+    total = np.concatenate([[0.0], np.cumsum(r2)])
+    count = np.concatenate([[0], np.cumsum(ok)])
+    start = np.clip(np.minimum(np.searchsorted(x, x - reach, side="left"), k - _NOISE_REACH),
+                    0, n)
+    stop = np.clip(np.maximum(np.searchsorted(x, x + reach, side="right"),
+                              k + _NOISE_REACH + 1), 0, n)
+
+    def rms(a, b):
+        c = count[b] - count[a]
+        return np.where(c > 0, np.sqrt((total[b] - total[a]) / np.maximum(c, 1)), 0.0)
+
+    return np.maximum(rms(start, k + 1), rms(k, stop))
 
 
 def _median_filter(x, y, half_width):
-    """Running median of y over the window |x_k - x_i| <= half_width (any spacing of x)."""
-    if half_width <= 0:
+    """Running median of y over the window |x_k - x_i| <= half_width[i] (any spacing of x)."""
+    half = np.broadcast_to(np.asarray(half_width, dtype=np.float64), x.shape)
+    if not np.any(half > 0):
         return y.copy()
-    lo = np.searchsorted(x, x - half_width, side="left")
-    hi = np.searchsorted(x, x + half_width, side="right")
-    return np.array([np.median(y[a:b]) for a, b in zip(lo, hi)])
+    lo = np.searchsorted(x, x - half, side="left")
+    hi = np.searchsorted(x, x + half, side="right")
+    return np.array([y[a] if b - a == 1 else np.median(y[a:b]) for a, b in zip(lo, hi)])
+
+
+def _med3(y):
+    """Running median of three neighbouring records (the ends kept): it leaves any monotone
+    stretch as it is, so the corners of a clean curve stay sharp, and removes single outliers."""
+    out = y.copy()
+    if y.size >= 3:
+        out[1:-1] = np.median(np.stack([y[:-2], y[1:-1], y[2:]]), axis=0)
+    return out
 
 
 def _max_extent(y, width):
-    """For each i, the largest j with max(y[i..j]) - min(y[i..j]) <= width (NaN breaks)."""
+    """For each i, the largest j with max(y[i..j]) - min(y[i..j]) <= max(width[i..j]) (NaN
+    breaks); ``width`` is one number or one per record."""
     n = y.size
+    width = np.broadcast_to(np.asarray(width, dtype=np.float64), (n,))
     ext = np.empty(n, dtype=np.int64)
-    k = np.arange(n)
-    for start in range(0, n, _ROWS):
-        rows = np.arange(start, min(n, start + _ROWS))
-        idx = rows[:, None] + k[None, :]
-        Y = np.where(idx < n, y[np.minimum(idx, n - 1)], np.nan)
-        with np.errstate(invalid="ignore"):
-            ok = np.maximum.accumulate(Y, axis=1) - np.minimum.accumulate(Y, axis=1) <= width
-        ok = np.logical_and.accumulate(ok, axis=1)
-        ext[rows] = rows + ok.sum(axis=1) - 1
+    todo = np.arange(n)
+    horizon = 64
+    # look ahead a short horizon first, and further only for the starts that reach it: the
+    # cost is then set by the extents, not by the length of the record
+    while todo.size:
+        horizon = min(4 * horizon, n)
+        k = np.arange(horizon)
+        more = []
+        for first in range(0, todo.size, _ROWS):
+            rows = todo[first:first + _ROWS]
+            idx = rows[:, None] + k[None, :]
+            inside = idx < n
+            idx = np.minimum(idx, n - 1)
+            Y = np.where(inside, y[idx], np.nan)
+            W = np.maximum.accumulate(width[idx], axis=1)
+            with np.errstate(invalid="ignore"):
+                ok = np.maximum.accumulate(Y, axis=1) - np.minimum.accumulate(Y, axis=1) <= W
+            count = np.logical_and.accumulate(ok, axis=1).sum(axis=1)
+            ext[rows] = rows + count - 1
+            more.append(rows[(count == horizon) & (rows + horizon < n)])
+        todo = np.concatenate(more)
     return ext
 
 
-def _slopes(x, y):
+def _slopes(x, y, means=False):
     """Least-squares slopes of y on x over x[:m], for every m = 1..len(x) (x increasing), and
-    their standard errors for unit noise (slope 0 and error inf for the single point m = 1)."""
+    their standard errors for unit noise (slope 0 and error inf for the single point m = 1);
+    with ``means``, also the means of x and y over x[:m] (each line passes through them)."""
     sums = np.empty((4, x.size))
     xc = np.subtract(x, x[0], out=sums[0])   # shifted: no cancellation in the running sums
     yc = np.subtract(y, y[0], out=sums[1])
@@ -155,7 +235,76 @@ def _slopes(x, y):
     slope = (sxy - sx * sy / m) / vxx
     se = 1.0 / np.sqrt(vxx)
     slope[0], se[0] = 0.0, np.inf
+    if means:
+        return slope, se, x[0] + sx / m, y[0] + sy / m
     return slope, se
+
+
+def _ledges(x, y, yr, a, ya, c, yc, *, bk, n_win, min_drop, contrast, min_points,
+            min_duration):
+    """Tilted plateaus strictly between record ``a`` (at level ``ya``) and record ``c`` (at
+    ``yc``).
+
+    A ledge is a stretch of records whose least-squares line (fitted to ``y``) holds ``yr``
+    within +-b, which falls by at most a drop along it, and which lies at least a drop below
+    ``ya`` and above ``yc``, where the curve falls into it and out of it on average (from
+    record a, to record c) ``contrast`` times as steeply as along it, in ln eps per ln t (the
+    same ratio as in linear time, where a person sees it). The longest is taken, and the
+    search repeated on either side of it.
+
+    Returns a list of (i, j, slope, x_mean, y_mean).
+    """
+    if c - a - 1 < min_points or ya - yc < 2 * min_drop:
+        return []
+    best, best_dur = None, 0.0
+    inner = slice(a + 1, c)
+    # the records of a ledge span at most its fall plus the band on either side
+    ext = a + 1 + _max_extent(yr[inner], np.maximum(min_drop, 2 * bk[inner]) + 2 * bk[inner])
+    # the line holds each record within b: a start too close below ya, or an end too close
+    # above yc, cannot leave a drop on either side
+    b_gap = float(np.max(bk[inner]))
+    high = np.fmax.accumulate(np.where(np.isfinite(yr[inner]), yr[inner], -np.inf)[::-1])[::-1]
+    for i in range(a + 1, c - min_points + 1):
+        j_max = int(ext[i - a - 1])
+        if (j_max - i + 1 < min_points or x[j_max] - x[i] <= best_dur
+                or not np.isfinite(yr[i]) or ya - yr[i] + b_gap < min_drop
+                or high[i - a - 1] + b_gap - yc < min_drop):
+            continue
+        part = slice(i, j_max + 1)
+        xs = x[part]
+        s, _, xm, ym = _slopes(xs, y[part], means=True)
+        b = np.maximum.accumulate(bk[part])
+        drop = np.maximum(min_drop, 2 * b)
+        need = np.maximum(min_points, np.ceil(np.maximum.accumulate(n_win[part])))
+        dur = xs - xs[0]
+        fall_in = ya - (ym + s * (xs[0] - xm))     # to the line at the stretch's first record
+        fall_out = ym + s * (xs - xm) - yc          # from the line at its last
+        with np.errstate(divide="ignore", invalid="ignore"):
+            steep = np.minimum(fall_in / (xs[0] - x[a]), fall_out / (x[c] - xs))
+        # no allowance for the noise of the fitted slope (unlike the flat test): the search
+        # over every stretch would pick the one whose noise flattens it most, and a noisy
+        # piece of a steady descent would pass for a ledge
+        ok = ((np.arange(1, xs.size + 1) >= need) & (dur >= np.log1p(min_duration))
+              & (dur > best_dur) & (np.abs(s) * dur <= drop) & (fall_in >= drop)
+              & (fall_out >= drop) & (contrast * np.abs(s) <= steep))
+        cand = np.flatnonzero(ok)[::-1]          # the longest first
+        for first in range(0, cand.size, _ROWS):
+            kk = cand[first:first + _ROWS]
+            m = kk[0] + 1
+            dev = np.abs(yr[i:i + m] - (ym[kk, None] + s[kk, None] * (xs[:m] - xm[kk, None])))
+            with np.errstate(invalid="ignore"):   # NaN (the floor) fails the band
+                fits = np.all((dev <= b[kk, None]) | (np.arange(m) > kk[:, None]), axis=1)
+            if fits.any():
+                k = kk[int(np.argmax(fits))]
+                best, best_dur = (i, i + k, s[k], xm[k], ym[k]), dur[k]
+                break
+    if best is None:
+        return []
+    i, j, s, xm, ym = best
+    opts = dict(bk=bk, n_win=n_win, min_drop=min_drop, contrast=contrast,
+                min_points=min_points, min_duration=min_duration)
+    return (_ledges(x, y, yr, a, ya, i, ym + s * (x[i] - xm), **opts) + [best]
+            + _ledges(x, y, yr, j, ym + s * (x[j] - xm), c, yc, **opts))
 
 
 def _check(t, eps_g, two_d):
@@ -176,7 +325,7 @@ def _check(t, eps_g, two_d):
     return t, eps
 
 
-def _options(band, flat, min_duration, min_drop, floor, smooth, min_points):
+def _options(band, flat, min_duration, min_drop, floor, smooth, min_points, contrast):
     p = V.Problems()
     out = dict(
         band=p.check(V.real, "band", band, low=0.0, low_open=True),
@@ -187,13 +336,14 @@ def _options(band, flat, min_duration, min_drop, floor, smooth, min_points):
                       high_open=True),
         smooth=None if smooth is None else p.check(V.real, "smooth", smooth, low=0.0),
         min_points=p.check(V.integer, "min_points", min_points, low=2),
+        contrast=p.check(V.real, "contrast", contrast, low=1.0),
     )
     p.raise_if_any()
     return out
 
 
 def detect_stages(t, eps_g, *, band=0.03, flat=0.1, min_duration=0.1, min_drop=0.15,
-                  floor=1e-10, smooth=None, min_points=3):
+                  floor=1e-10, smooth=None, min_points=3, contrast=10.0):
     """Plateaus and drops of one learning curve.
 
     Parameters
@@ -205,11 +355,12 @@ def detect_stages(t, eps_g, *, band=0.03, flat=0.1, min_duration=0.1, min_drop=0
         The curve. Values at or below ``floor * max(eps_g)`` (including round-off zeros and
         negatives) are the floor; the record stops at its first NaN or inf (a divergence).
     band : float, > 0
-        Half-width, in ln eps, of the band a plateau stays in (0.03: 3%); widened to three
-        standard errors of the filtered noise when the curve is noisy.
+        Half-width, in ln eps, of the band a plateau stays in (0.03: 3%), about its level or
+        its fitted line; widened to three standard errors of the filtered noise where the
+        curve is noisy.
     flat : float, > 0
-        Largest |d ln eps / d ln t| of a plateau's fitted line (widened by three standard
-        errors of the fit).
+        Largest |d ln eps / d ln t| of the fitted line of a plateau that is not a ledge
+        (widened by three standard errors of the fit).
     min_duration : float, >= 0
         A plateau lasts at least ``min_duration * onset`` (escape >= (1 + min_duration) onset).
     min_drop : float, > 0
@@ -222,17 +373,22 @@ def detect_stages(t, eps_g, *, band=0.03, flat=0.1, min_duration=0.1, min_drop=0
         a clean curve).
     min_points : int, >= 2
         Fewest records on a plateau.
+    contrast : float, >= 1
+        A stretch between two drops that is not flat is a plateau (a ledge) when the curve
+        falls into it and out of it, on average, at least ``contrast`` times as steeply as
+        along it, falls along it by less than a drop, and holds its fitted line to the band.
 
     Returns
     -------
     Stages
     """
     t, eps = _check(t, eps_g, two_d=False)
-    opts = _options(band, flat, min_duration, min_drop, floor, smooth, min_points)
+    opts = _options(band, flat, min_duration, min_drop, floor, smooth, min_points, contrast)
     return _detect(t, eps, **opts)
 
 
-def _detect(t, eps, *, band, flat, min_duration, min_drop, floor, smooth, min_points):
+def _detect(t, eps, *, band, flat, min_duration, min_drop, floor, smooth, min_points,
+            contrast):
     empty = np.empty(0)
     bad = ~np.isfinite(eps)
     n_ok = int(np.argmax(bad)) if bad.any() else eps.size
@@ -247,27 +403,30 @@ def _detect(t, eps, *, band, flat, min_duration, min_drop, floor, smooth, min_po
     y = np.log(np.maximum(eps[pos], eps_floor))
     at_floor = eps[pos] <= eps_floor * (1 + 1e-9)
     y0 = float(np.log(max(eps[0], eps_floor))) if starts_at_zero else None
+    n = y.size
 
-    live = y[~at_floor]
-    sigma = _noise(live)
+    # noise is what wanders faster than the shortest plateau lasts
+    sig = _local_noise(x, y, ~at_floor, np.log1p(min_duration))
     dx = float(np.median(np.diff(x)))
     if smooth is None:
         # enough points in the window that 3 standard errors of its median fit in the band
         # (up to _MAX_WINDOW: wider windows would hide short plateaus; the band widens instead)
-        need = (3.0 * 1.2533 * sigma / band) ** 2
-        half = 0.0 if need <= 1.0 else 0.5 * (min(need, _MAX_WINDOW) - 1) * dx
+        need = (3.0 * 1.2533 * sig / band) ** 2
+        half = np.where(need <= 1.0, 0.0, 0.5 * (np.minimum(need, _MAX_WINDOW) - 1) * dx)
     else:
-        half = smooth
+        half = np.full(n, smooth)
     ys = _median_filter(x, y, half)
-    n_win = 2 * half / dx + 1 if half > 0 else 1.0
-    b = max(band, 3.0 * 1.2533 * sigma / np.sqrt(n_win))
-    drop_min = max(min_drop, 2 * b)
-    # nothing shorter than the filter's window can be told from noise
-    min_points = max(min_points, int(np.ceil(n_win)))
+    n_win = np.where(half > 0, 2 * half / dx + 1, 1.0)
+    bk = np.maximum(band, 3.0 * 1.2533 * sig / np.sqrt(n_win))   # the band near each record
+
+    def drop_min(b):
+        return max(min_drop, 2 * b)
+
+    def run_max(a):
+        return np.maximum.accumulate(a)
 
     yb = np.where(at_floor, np.nan, ys)
-    ext = _max_extent(yb, 2 * b)
-    n = y.size
+    ext = _max_extent(yb, 2 * bk)
     spans = []
     i = 0
     while i < n:
@@ -275,7 +434,8 @@ def _detect(t, eps, *, band, flat, min_duration, min_drop, floor, smooth, min_po
         if at_floor[i] or j - i + 1 < min_points:
             i += 1
             continue
-        onset = 0.0 if (i == 0 and y0 is not None and abs(y0 - ys[0]) <= 2 * b) else np.exp(x[i])
+        onset = (0.0 if (i == 0 and y0 is not None and abs(y0 - ys[0]) <= 2 * bk[0])
+                 else np.exp(x[i]))
         x_min = x[i] + np.log1p(min_duration) if onset > 0 else -np.inf   # earliest end
         if x[j] < x_min:
             i += 1
@@ -285,26 +445,42 @@ def _detect(t, eps, *, band, flat, min_duration, min_drop, floor, smooth, min_po
         # the fitted line of a slowly drifting plateau past `flat`; rejecting it and moving
         # the start on only gives the tail more weight, until the rest is too short -- so a
         # clear plateau was lost or kept depending on where the grid fell on its edges
-        s, se = _slopes(x[i:j + 1], y[i:j + 1])
-        ends = np.arange(i, j + 1)
-        tol = flat + 3 * sigma * se if sigma > 0 else flat
-        ok = (ends - i + 1 >= min_points) & (np.abs(s) <= tol) & (x[i:j + 1] >= x_min)
+        part = slice(i, j + 1)
+        s, se = _slopes(x[part], y[part])
+        with np.errstate(invalid="ignore"):
+            tol = flat + np.nan_to_num(3 * run_max(sig[part]) * se)
+        # nothing shorter than the filter's window can be told from noise
+        need = np.maximum(min_points, np.ceil(run_max(n_win[part])))
+        ok = (np.arange(1, j - i + 2) >= need) & (np.abs(s) <= tol) & (x[part] >= x_min)
         if not ok.any():
             i += 1
             continue
-        j = int(ends[np.flatnonzero(ok)[-1]])
-        spans.append([i, j, onset])
+        j = i + int(np.flatnonzero(ok)[-1])
+        spans.append([i, j, onset, None])
         i = j + 1
 
-    # the level from the plateau's core: its ends may hold the tails of the drops (up to the
-    # band's full width away) and the filter's reach
-    trim = int(np.ceil(n_win / 2))
+    def core_of(i, j):
+        # a plateau's ends may hold the tails of the drops (up to the band's full width away)
+        # and the filter's reach
+        trim = int(np.ceil(np.max(n_win[i:j + 1]) / 2))
+        a, c = i + trim, (j if j == n - 1 else j - trim)
+        return (a, c) if c - a + 1 >= 3 else (i, j)
 
     def level(i, j):
-        a, c = i + trim, (j if j == n - 1 else j - trim)
-        if c - a + 1 < 3:
-            a, c = i, j
+        a, c = core_of(i, j)
         return float(np.median(y[a:c + 1]))
+
+    def tilted_line(i, j, b):
+        """The least-squares line of a plateau's core, when it falls by more than half the
+        band along the plateau, beyond three standard errors of its noise (else None: the
+        level is its centre, and noise does not tilt it)."""
+        a, c = core_of(i, j)
+        s, se, xm, ym = (v[-1] for v in _slopes(x[a:c + 1], y[a:c + 1], means=True))
+        tilted = abs(s) * (x[j] - x[i]) > b / 2 and abs(s) > 3 * np.max(sig[a:c + 1]) * se
+        return (s, xm, ym) if tilted else None
+
+    def b_of(i, j):
+        return float(np.max(bk[i:j + 1]))
 
     # levels closer than a drop are one plateau broken by drift or noise
     merged = True
@@ -312,23 +488,65 @@ def _detect(t, eps, *, band, flat, min_duration, min_drop, floor, smooth, min_po
         merged = False
         for k in range(len(spans) - 1):
             a, c = spans[k], spans[k + 1]
-            la = level(a[0], a[1])
-            lc = level(c[0], c[1])
-            if la - lc < drop_min:
-                spans[k] = [a[0], c[1], a[2]]
+            if level(a[0], a[1]) - level(c[0], c[1]) < drop_min(b_of(a[0], c[1])):
+                spans[k] = [a[0], c[1], a[2], None]
                 del spans[k + 1]
                 merged = True
                 break
 
-    # onset and escape: the first and last record within b of the level (a band centred on
-    # it, not the band of the stretch found above, which hangs from wherever the drop's tail
-    # entered it), along the run of records that stays within 2b -- so that the filtered
-    # noise poking out of the narrow band does not end a plateau early
+    # tilted plateaus (ledges, see the module's notes): between two plateaus, or a plateau
+    # and the start or the end of the record, a stretch the curve falls into and out of far
+    # faster than along it
+    y_end = float(ys[-1])
+    yr = np.where(at_floor, np.nan, _med3(ys))
+    ledge_opts = dict(bk=bk, n_win=n_win, min_drop=min_drop, contrast=contrast,
+                      min_points=min_points, min_duration=min_duration)
+
+    def above(k):
+        """The record and level a ledge after span k - 1 falls from (the start: k = 0)."""
+        return (spans[k - 1][1], level(*spans[k - 1][:2])) if k else (0, float(ys[0]))
+
+    def below(k):
+        """The record and level a ledge before span k falls to; after the last span, where
+        the curve reaches the level it ends at."""
+        if k < len(spans):
+            return spans[k][0], level(*spans[k][:2])
+        start = spans[-1][1] + 1 if spans else 0
+        if start >= n:
+            return n - 1, y_end
+        return start + int(np.argmax(ys[start:] <= y_end + bk[-1])), y_end
+
+    # a plateau the flat test found only part of (its flattest, or its noisiest, stretch)
+    # becomes the ledge that holds it, when that ledge is tilted past `flat`
+    for k, (i, j, _, _) in enumerate(spans):
+        (a, ya), (c, yc) = above(k), below(k + 1)
+        if i == 0 or j >= c:
+            continue
+        for li, lj, s, xm, ym in _ledges(x, y, yr, a, ya, c, yc, **ledge_opts):
+            if li <= j and lj >= i and abs(s) > flat and x[lj] - x[li] > x[j] - x[i]:
+                spans[k] = [li, lj, float(np.exp(x[li])), (s, xm, ym)]
+                break
+    found = []
+    for k in range(len(spans) + 1):
+        if k == 0 and spans and spans[0][0] == 0:
+            continue
+        found += _ledges(x, y, yr, *above(k), *below(k), **ledge_opts)
+    spans = sorted(spans + [[i, j, float(np.exp(x[i])), (s, xm, ym)]
+                            for i, j, s, xm, ym in found])
+
+    # onset and escape: the first and last record within b of the level, or of the line of a
+    # ledge (a band centred on it, not the band of the stretch found above, which hangs from
+    # wherever the drop's tail entered it), along the run of records that stays within 2b --
+    # so that the filtered noise poking out of the narrow band does not end a plateau early
     near = ~at_floor
-    levels, onsets, escapes = [], [], []
-    for k, (i, j, onset) in enumerate(spans):
+    levels, onsets, escapes, bands, noises = [], [], [], [], []
+    for k, (i, j, onset, line) in enumerate(spans):
         lv = level(i, j)
-        dev = np.abs(ys - lv)
+        b = b_of(i, j)
+        if line is None:
+            # a plateau the flat test found may still fall by more than its band along it
+            line = tilted_line(i, j, b)
+        dev = np.abs(ys - (lv if line is None else line[2] + line[0] * (x - line[1])))
         inner = near & (dev <= b)
         outer = near & (dev <= 2 * b)
         lo = spans[k - 1][1] + 1 if k else 0
@@ -340,16 +558,20 @@ def _detect(t, eps, *, band, flat, min_duration, min_drop, floor, smooth, min_po
                 a -= 1
             while c + 1 <= hi and outer[c + 1]:
                 c += 1
-            while not inner[a]:
+            # the curve does not enter or leave a plateau at the first or last record: there
+            # the run within 2b decides, not noise poking out of the narrow band
+            while a > 0 and not inner[a]:
                 a += 1
-            while not inner[c]:
+            while c < n - 1 and not inner[c]:
                 c -= 1
         else:
             a, c = i, j
         levels.append(float(np.exp(lv)))
         onsets.append(0.0 if (onset == 0.0 and a == 0) else float(np.exp(x[a])))
         escapes.append(np.nan if c == n - 1 else float(np.exp(x[c])))
-        spans[k] = [a, c, onsets[-1]]
+        bands.append(b)
+        noises.append(float(np.median(sig[i:j + 1])))
+        spans[k] = [a, c, onsets[-1], line]
     levels, onsets, escapes = map(np.array, (levels, onsets, escapes))
     t_last = float(np.exp(x[-1]))
     durations = np.where(np.isnan(escapes), t_last, escapes) - onsets
@@ -358,7 +580,7 @@ def _detect(t, eps, *, band, flat, min_duration, min_drop, floor, smooth, min_po
     first_t = 0.0 if starts_at_zero else float(np.exp(x[0]))
     y_first = y0 if starts_at_zero else float(ys[0])
     if spans:
-        if spans[0][2] > first_t and y_first - np.log(levels[0]) >= drop_min:
+        if spans[0][2] > first_t and y_first - np.log(levels[0]) >= drop_min(bands[0]):
             d_start.append(first_t)
             d_end.append(onsets[0])
             d_depth.append(y_first - np.log(levels[0]))
@@ -370,17 +592,20 @@ def _detect(t, eps, *, band, flat, min_duration, min_drop, floor, smooth, min_po
     else:
         y_from, i_from, t_from = y_first, 0, first_t
     if i_from < n:
-        y_end = float(ys[-1])
         depth = y_from - y_end
-        if depth >= drop_min:
-            reach = i_from + int(np.argmax(ys[i_from:] <= y_end + b))
+        if depth >= drop_min(max(bands[-1] if bands else band, bk[-1])):
+            reach = i_from + int(np.argmax(ys[i_from:] <= y_end + bk[-1]))
             d_start.append(t_from)
             d_end.append(float(np.exp(x[reach])))
             d_depth.append(depth)
+    live = ~at_floor
     return Stages(levels=levels, onsets=onsets, escapes=escapes, durations=durations,
                   drop_starts=np.array(d_start), drop_ends=np.array(d_end),
                   drop_depths=np.array(d_depth), converged=bool(at_floor[-1]),
-                  final_eps=float(eps[-1]), band=float(b), noise=sigma)
+                  final_eps=float(eps[-1]),
+                  band=max(bands) if bands else float(np.max(bk[live], initial=band)),
+                  noise=max(noises) if noises else float(np.median(sig[live])) if live.any()
+                  else 0.0)
 
 
 @dataclass(frozen=True, eq=False)
@@ -435,7 +660,7 @@ def detect_stages_batch(t, eps_g, *, max_plateaus=None, max_drops=None, **option
         max_drops = p.check(V.integer, "max_drops", max_drops, low=1)
     p.raise_if_any()
     defaults = dict(band=0.03, flat=0.1, min_duration=0.1, min_drop=0.15, floor=1e-10,
-                    smooth=None, min_points=3)
+                    smooth=None, min_points=3, contrast=10.0)
     unknown = set(options) - set(defaults)
     if unknown:
         raise ValueError(f"unknown option(s) of detect_stages: {sorted(unknown)}")
