@@ -5,8 +5,15 @@ with code 2.
 """
 
 import argparse
+import re
 
 import numpy as np
+
+# argparse takes an argument starting with "-" for an option unless it looks like one negative
+# number, so "--teacher-v -1,2" would fail with "expected one argument". The subcommand has no
+# option that starts with a digit, so anything starting "-<digit>" or "-.<digit>" is a value
+# here (and a malformed list then gets the flag's own message, not argparse's).
+_NEGATIVE_LIST = re.compile(r"^-\.?\d")
 
 
 def add_fixed_points_parser(subparsers):
@@ -28,18 +35,28 @@ def add_fixed_points_parser(subparsers):
                     "learning an M-unit teacher (orthonormal teacher, T = I) from many random "
                     "starts, deduplicated up to the symmetries and classified by the eigenvalues "
                     "of the Jacobian; print them as a table.",
+        epilog="Lists may start with a negative number: --teacher-v -1,2 and --teacher-v=-1,2 "
+               "are the same. The table does not depend on the order of the teacher units "
+               "(up to the order of R's columns, which follow --teacher-v); every point listed "
+               "is verified (max|rhs|/lr <= 1e-10 max(1, max|x|)^3 at the state shown), and "
+               "the number of candidates dropped by that check is printed under the table.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    # (a private attribute of ArgumentParser, present since Python 3.2; if it ever goes,
+    # --teacher-v=-1,2 still works)
+    p._negative_number_matcher = _NEGATIVE_LIST
     # every value is parsed here, not by argparse, so an error names its flag in one line
     p.add_argument("--K", default="2", help="student units")
     p.add_argument("--M", default=None,
                    help="teacher units (default: the number of --teacher-v values)")
     p.add_argument("--teacher-v", default="1",
-                   help="teacher second layer: one value for every unit or M comma-separated")
+                   help="teacher second layer: one value for every unit or M comma-separated; "
+                        "negative values as --teacher-v -1,2 or --teacher-v=-1,2")
     p.add_argument("--lr", default="1.0", help="learning rate (scales the eigenvalues)")
     p.add_argument("--freeze-second-layer", action="store_true",
                    help="keep the student's second layer fixed at --student-v")
     p.add_argument("--student-v", default="1",
-                   help="frozen student second layer: one value or K comma-separated")
+                   help="frozen student second layer: one value or K comma-separated "
+                        "(negative values as for --teacher-v)")
     p.add_argument("--sgd-noise", action="store_true",
                    help="include the lr^2 online-SGD term (fixed points then depend on lr)")
     p.add_argument("--n-starts", default="200", help="random starts")
@@ -87,7 +104,8 @@ def fixed_points_from_args(args):
 
     Returns
     -------
-    list of FixedPoint
+    FixedPointList
+        A list of FixedPoint; ``n_dropped`` counts candidates that failed verification.
     """
     from .fixed_points import find_fixed_points
 
@@ -123,4 +141,7 @@ def run_fixed_points(args):
           f"second layer {mode}; eigenvalues of the Jacobian in (Q[triu], R"
           f"{'' if args.freeze_second_layer else ', v'})")
     print(fixed_point_table(points))
+    print(f"{points.n_dropped} candidate point(s) failed verification (right-hand side not "
+          f"zero at the state to be listed) and were dropped; {points.n_converged} of "
+          f"{points.n_starts} starts converged")
     return 0

@@ -11,20 +11,36 @@ then v only if the second layer is trained. Eigenvalues and eigenvectors of a
 Symmetries
 ----------
 The ODE is unchanged by a permutation of the student units (rows and columns of Q, rows of R
-and entries of v together), by the sign of each student vector ``w_j`` (row j of R and the
-off-diagonal row/column j of Q flip) and by those permutations and sign flips of the teacher
-units that leave ``v*`` and T unchanged (an orthogonal map of input space then carries the
-teacher onto itself). With a trained second layer and no SGD-noise term, every fixed point
-also lies on the rescaling orbit ``w_j -> a_j w_j``, ``v_j -> v_j / a_j^2`` (same network
+and entries of v together; with a frozen second layer only among units of equal v), by the
+sign of each student vector ``w_j`` (row j of R and the off-diagonal row/column j of Q flip)
+and by those permutations and sign flips of the teacher units that leave ``v*`` and T
+unchanged (an orthogonal map of input space then carries the teacher onto itself): a
+permutation ``sigma`` maps R to ``R[:, sigma]`` and must satisfy ``v*[sigma] = v*``, so only
+units with equal ``v*`` (and ``T_nn``) trade places. Relabelling the teacher -- another order
+or signs of its units -- is no symmetry of one problem but a map between two problems; the
+finder works in a labelling that does not depend on the given one (``_teacher_labelling``)
+and reports in the given one. With a trained second layer and no SGD-noise term, every fixed
+point also lies on the rescaling orbit ``w_j -> a_j w_j``, ``v_j -> v_j / a_j^2`` (same network
 function, so critical points map to critical points): points are compared through the
 rescaling invariants ``sign(v_j)``, ``sqrt|v_i v_j| Q_ij`` and ``sqrt|v_j| R_jn``, and each
 class is reported at the member whose conserved quantities ``C_j = Q_jj - 2 v_j^2`` equal
 ``conserved`` (0 by default: where a small initialisation lives). A unit with ``w_j = 0`` is a
 line of fixed points in v_j; it is reported at ``|v_j| = sqrt(-conserved_j / 2)`` if
-``conserved_j < 0``, else at ``|v_j| = max|v*|``, with its sign kept (the kind and eps_g are the
-same along each half-line).
+``conserved_j < 0``, else at ``|v_j| = max|v*|``, with its sign kept (eps_g is the same along
+each half-line; for K > 1 the kind may not be, as the rates of the ``Q_jk`` carry
+``v_j + v_k``). Continuous symmetries (rotations among teacher units with equal ``v*`` and
+orthonormal, T = I) are not quotiented: members of such an orbit are listed as separate
+points.
+
+Verification
+------------
+Every reported point is checked at the state reported, in the caller's labelling:
+``max|rhs| / lr <= tol * max(1, max|x|)^3`` and a positive semi-definite Gram matrix
+``[[Q, R], [R^T, T]]``; candidates that fail are dropped and counted
+(``FixedPointList.n_dropped``).
 """
 
+import functools
 import itertools
 from dataclasses import dataclass, replace
 
@@ -92,14 +108,15 @@ def unpack(x, K, M, v_fixed=None):
 
 
 class _System:
-    """The right-hand side in coordinates, for one (T, v*, lr, switches).
+    """The right-hand side in coordinates, for one (T, v*, lr, switches, batch size).
 
     Inputs are validated once here; each evaluation then calls the kernel behind
     :func:`fastquad.ode_rhs` directly (its wrapper re-validates every call, 40x the cost of the
     arithmetic, and polishing needs thousands of calls). Tests check both agree.
     """
 
-    def __init__(self, K, M, T, vt, lr, train_v, sgd_noise, label_noise, v_fixed=None):
+    def __init__(self, K, M, T, vt, lr, train_v, sgd_noise, label_noise, v_fixed=None,
+                 batch_size=1):
         self.K, self.M = K, M
         self.T = np.ascontiguousarray(T, dtype=float)
         self.vt = np.ascontiguousarray(vt, dtype=float)
@@ -107,24 +124,41 @@ class _System:
         self.train_v = bool(train_v)
         self.sgd_noise = bool(sgd_noise)
         self.sigma2 = float(label_noise) ** 2
+        self.inv_batch = 1.0 / float(batch_size)
         self.v_fixed = None if train_v else np.ascontiguousarray(v_fixed, dtype=float)
         self.n = _n_coords(K, M, train_v)
         self.rescale = self.train_v and not self.sgd_noise
         self._dQ = np.empty((K, K))
         self._dR = np.empty((K, M))
         self._dv = np.empty(K)
+        # the same layout as pack/unpack, with the index arrays made once: building them
+        # (np.triu_indices) on every call was most of the cost of a polish
+        self._iu = np.triu_indices(K)
+        self._nq = K * (K + 1) // 2
 
     def state(self, x):
-        return unpack(x, self.K, self.M, self.v_fixed)
+        """Coordinates -> (Q (K, K), R (K, M), v (K,)), new arrays (as :func:`unpack`)."""
+        x = np.asarray(x, float)
+        K, M, nq = self.K, self.M, self._nq
+        Q = np.empty((K, K))
+        Q[self._iu] = x[:nq]
+        Q[self._iu[1], self._iu[0]] = x[:nq]
+        R = x[nq:nq + K * M].reshape(K, M).copy()
+        v = self.v_fixed.copy() if self.v_fixed is not None else x[nq + K * M:].copy()
+        return Q, R, v
 
     def pack(self, Q, R, v):
-        return pack(Q, R, v, self.train_v)
+        """(Q, R, v) -> coordinates (as :func:`pack`)."""
+        parts = [np.asarray(Q, float)[self._iu], np.asarray(R, float).ravel()]
+        if self.train_v:
+            parts.append(np.asarray(v, float))
+        return np.concatenate(parts)
 
     def rhs(self, x):
         Q, R, v = self.state(x)
-        _k.ode_rhs_into(np.ascontiguousarray(Q), np.ascontiguousarray(R),
-                        np.ascontiguousarray(v), self.T, self.vt, self.lr, self.sigma2, 1.0,
-                        self.train_v, self.sgd_noise, self._dQ, self._dR, self._dv)
+        _k.ode_rhs_into(Q, R, np.ascontiguousarray(v), self.T, self.vt, self.lr, self.sigma2,
+                        self.inv_batch, self.train_v, self.sgd_noise, self._dQ, self._dR,
+                        self._dv)
         return self.pack(self._dQ, self._dR, self._dv)
 
     def residual(self, x):
@@ -158,19 +192,87 @@ class _System:
 
 # ----------------------------------------------------------------------------- polishing
 
+def _least_squares(fun, x0, max_nfev):
+    """Levenberg-Marquardt minimisation of ``|fun(x)|^2`` from x0 (Marquardt's diagonal
+    scaling, forward-difference Jacobian); returns the last accepted x.
+
+    Written out rather than scipy's MINPACK ``lmdif``, which returned different results for
+    the same input in different processes (and after other calls in one process) on the
+    singular problems met here -- continua of fixed points -- and so made the finder's output
+    irreproducible. The dense solves below give the same result every time.
+
+    Parameters
+    ----------
+    fun : callable, x (n,) -> residuals (m,), m >= n
+    x0 : ndarray, shape (n,)
+    max_nfev : int
+        Budget of evaluations of fun.
+
+    Returns
+    -------
+    ndarray, shape (n,)
+    """
+    x = np.array(x0, dtype=float)
+    with np.errstate(all="ignore"):
+        f = fun(x)
+    nfev = 1
+    cost = float(f @ f)
+    if not np.isfinite(cost):
+        return x
+    lam = 1e-3
+    h0 = np.sqrt(np.finfo(float).eps)
+    n = x.size
+    while nfev + n < max_nfev and cost > 0.0:
+        h = h0 * np.maximum(1.0, np.abs(x))
+        J = np.empty((f.size, n))
+        with np.errstate(all="ignore"):
+            for i in range(n):
+                e = x.copy()
+                e[i] += h[i]
+                J[:, i] = (fun(e) - f) / h[i]
+        nfev += n
+        if not np.all(np.isfinite(J)):
+            break
+        A = J.T @ J
+        g = J.T @ f
+        d = np.diag(A).copy()
+        d = np.maximum(d, 1e-12 * max(d.max(initial=0.0), 1e-300))
+        improved = False
+        while nfev < max_nfev and lam < 1e16:
+            try:
+                step = np.linalg.solve(A + lam * np.diag(d), -g)
+            except np.linalg.LinAlgError:
+                lam *= 10.0
+                continue
+            with np.errstate(all="ignore"):
+                fn = fun(x + step)
+            nfev += 1
+            cn = float(fn @ fn)
+            if np.isfinite(cn) and cn < cost:
+                x, f, cost = x + step, fn, cn
+                lam = max(lam / 10.0, 1e-12)
+                improved = True
+                break
+            lam *= 10.0
+        if not improved or np.abs(step).max() <= 1e-15 * max(1.0, np.abs(x).max()):
+            break
+    return x
+
+
 def _polish(system, x0, tol, max_abs, scaled=True):
-    """scipy.optimize.root from x0 ("hybr", then "lm"); the root or None."""
-    f = system.rhs
+    """A root of the right-hand side from x0 (scipy.optimize.root "hybr", then
+    :func:`_least_squares`); the root or None."""
     n = system.n
-    for method, options in (("hybr", dict(xtol=1e-14, maxfev=400 * (n + 1))),
-                            ("lm", dict(xtol=1e-15, ftol=1e-15, gtol=0.0,
-                                        maxiter=400 * (n + 1)))):
+    for method in ("hybr", "lm"):
         try:
             with np.errstate(all="ignore"):
-                sol = optimize.root(f, x0, method=method, options=options)
+                if method == "hybr":
+                    x = optimize.root(system.rhs, x0, method="hybr",
+                                      options=dict(xtol=1e-14, maxfev=400 * (n + 1))).x
+                else:
+                    x = _least_squares(system.rhs, x0, 400 * (n + 1))
         except (ValueError, FloatingPointError, np.linalg.LinAlgError):
             continue
-        x = sol.x
         if not np.all(np.isfinite(x)) or np.abs(x).max() > max_abs:
             continue
         res = system.residual(x)
@@ -228,6 +330,74 @@ def _orderings(groups):
         yield [i for part in combo for i in part]
 
 
+def _teacher_permutations(groups, M):
+    """Permutations ``sigma`` of the M teacher units that move units only within their group.
+
+    ``sigma[n]`` is the unit put in place n. Each group's own places receive a permutation of
+    its members, so units of different groups never trade places (the identity comes first).
+    These are the candidate maps of the teacher onto itself; a sort of the teacher, which moves
+    units between groups, is not one unless v* and T are unchanged by it.
+    """
+    slots = [sorted(g) for g in groups]
+    for combo in itertools.product(*(itertools.permutations(s) for s in slots)):
+        sigma = np.arange(M)
+        for s, perm in zip(slots, combo):
+            sigma[s] = perm
+        yield sigma
+
+
+def _teacher_labelling(T, vt, tol):
+    """An order and signs of the teacher units that do not depend on how they were given.
+
+    Units are sorted by decreasing ``v*_n``, then ``T_nn``, then their off-diagonal overlap
+    magnitudes ``|T_nm|`` (sorted, largest first); units tied on all of these keep their given
+    order (when v* and T are unchanged by swapping them, the usual case, any order gives the
+    same problem). Then, in that order, each unit's sign is chosen so that its overlap with
+    the first earlier unit it overlaps with is positive (a reflection ``w*_n -> -w*_n`` is a
+    symmetry: it flips column n of R and row and column n of T).
+
+    Parameters
+    ----------
+    T : ndarray, shape (M, M)
+    vt : ndarray, shape (M,)
+    tol : float
+        Absolute tolerance of ties and of overlaps counted as nonzero.
+
+    Returns
+    -------
+    order : ndarray of int, shape (M,)
+        ``order[k]`` is the given unit put in place k.
+    signs : ndarray, shape (M,)
+        The relabelled teacher is ``T' = D T[order][:, order] D``, ``v*' = v*[order]`` with
+        ``D = diag(signs)``; a state's R becomes ``R[:, order] D``.
+    """
+    M = vt.shape[0]
+    keys = []
+    for n in range(M):
+        off = sorted((abs(T[n, m]) for m in range(M) if m != n), reverse=True)
+        keys.append((vt[n], T[n, n], *off))
+    order = np.array([i for g in _tie_groups(keys, tol) for i in g], dtype=int)
+    To = T[np.ix_(order, order)]
+    signs = np.ones(M)
+    for k in range(1, M):
+        for m in range(k):
+            if abs(To[m, k]) > tol:
+                signs[k] = signs[m] * np.sign(To[m, k])
+                break
+    return order, signs
+
+
+def _student_orderings(slots, K):
+    """Student permutations ``pi`` (unit pi[j] put in place j): for each (places, groups) of
+    ``slots``, the places receive the groups' units in order, permuted within each group."""
+    per_slot = [list(_orderings(groups)) for _, groups in slots]
+    for combo in itertools.product(*per_slot):
+        pi = np.empty(K, dtype=int)
+        for (places, _), order in zip(slots, combo):
+            pi[places] = order
+        yield pi
+
+
 def _n_orderings(groups):
     n = 1
     for g in groups:
@@ -248,18 +418,28 @@ class Symmetry:
         ``sqrt|v_i v_j| Q_ij``, ``sqrt|v_j| R_jn``.
     tol : float
         Relative tolerance of ties and of :meth:`same`.
+    fixed_v : bool
+        The second layer is frozen, a parameter of the problem rather than part of the state:
+        student units trade places only with units of equal v (each group of equal v keeps
+        its places), since moving Q and R without v is no symmetry.
     """
 
-    def __init__(self, T, v_teacher, *, rescale, tol=1e-6):
+    def __init__(self, T, v_teacher, *, rescale, tol=1e-6, fixed_v=False):
         self.T = np.asarray(T, float)
         self.vt = np.asarray(v_teacher, float)
         self.M = self.vt.shape[0]
         self.rescale = bool(rescale)
         self.tol = float(tol)
+        self.fixed_v = bool(fixed_v)
         self.teacher_maps = self._teacher_maps()
 
     def _teacher_maps(self):
-        """(sigma, forced sign relations) of teacher permutations keeping v* and T."""
+        """(sigma, forced sign relations) of the teacher permutations that keep v* and T.
+
+        ``sigma`` only moves units within groups of equal ``(v*_n, T_nn)``, and is kept when
+        ``|T[sigma][:, sigma]| = |T|`` with a consistent choice of reflections; the forced
+        relations ``c_n c_m = sign(T_nm T[sigma_n, sigma_m])`` fix those reflections.
+        """
         M, T, vt = self.M, self.T, self.vt
         scale = max(1.0, np.abs(T).max(), np.abs(vt).max())
         tol = self.tol * scale
@@ -267,8 +447,7 @@ class Symmetry:
         if _n_orderings(groups) > _MAX_ORDERINGS:
             groups = [[i] for g in groups for i in g]
         maps = []
-        for sigma in _orderings(groups):
-            sigma = np.array(sigma)
+        for sigma in _teacher_permutations(groups, M):
             Ts = T[np.ix_(sigma, sigma)]
             if np.abs(np.abs(Ts) - np.abs(T)).max(initial=0.0) > tol:
                 continue
@@ -294,7 +473,8 @@ class Symmetry:
         (effective) norm; ties are broken by trying their orderings (and those of equivalent
         teacher units) and keeping the lexicographically largest invariant vector; signs are
         fixed greedily, making the first significant R entry of each unit (in that order)
-        positive, then its first significant Q entry with an earlier unit.
+        positive, then its first significant Q entry with an earlier unit; entries whose sign
+        no significant entry fixes enter the key by magnitude.
 
         Returns
         -------
@@ -312,12 +492,18 @@ class Symmetry:
                     np.abs(lab).max(initial=0))
         tol = self.tol * scale
         sig = _SIGN_RTOL * scale
-        groups = _tie_groups([(lab[j], Qe[j, j]) for j in range(K)], tol)
-        if _n_orderings(groups) * len(self.teacher_maps) > _MAX_ORDERINGS:
-            groups = [[i] for g in groups for i in g]
+        if self.fixed_v:
+            classes = [sorted(c) for c in _tie_groups([(v[j],) for j in range(K)], tol)]
+        else:
+            classes = [list(range(K))]
+        # (places, tie groups of the units that fill them, in order)
+        slots = [(c, [[c[i] for i in g] for g in
+                      _tie_groups([(lab[j], Qe[j, j]) for j in c], tol)]) for c in classes]
+        if (np.prod([_n_orderings(g) for _, g in slots]) * len(self.teacher_maps)
+                > _MAX_ORDERINGS):
+            slots = [(c, [[i] for g in groups for i in g]) for c, groups in slots]
         best = None
-        for pi in _orderings(groups):
-            pi = np.array(pi)
+        for pi in _student_orderings(slots, K):
             for sigma, forced in self.teacher_maps:
                 cand = self._signed(Qe, Re, lab, pi, sigma, forced, sig)
                 if cand is None:
@@ -352,6 +538,16 @@ class Symmetry:
         s, c = signs[:K], signs[K:]
         Qs = Qp * np.outer(s, s)
         Rs = Rp * np.outer(s, c)
+        # an entry too small to fix a sign, between units whose relative sign nothing else
+        # fixes, may have either sign in equivalent states: the key holds its magnitude
+        root = [uf.find(a)[0] for a in range(K + M)]
+        for j in range(K):
+            for n in range(M):
+                if root[j] != root[K + n]:
+                    Rs[j, n] = abs(Rs[j, n])
+            for i in range(j):
+                if root[i] != root[j]:
+                    Qs[i, j] = Qs[j, i] = abs(Qs[i, j])
         iu = np.triu_indices(K)
         key = np.concatenate([lab[pi], Qs[iu], Rs.ravel()])
         return key, signs
@@ -543,6 +739,13 @@ def _classify(system, x, zero_tol, tol):
     """Eigen-decomposition of the Jacobian at x and the kind, n_unstable, n_zero."""
     J = system.jacobian(x)
     lam, vec = np.linalg.eig(J)
+    top = np.abs(J).max(initial=0.0)
+    if np.abs(J @ vec - vec * lam).max(initial=0.0) > 1e-9 * max(top, 1e-300):
+        # entries at round-off level (e.g. 1e-33 next to 1e1, derivatives of a dead unit's
+        # exact zeros) make LAPACK's balancing scale rows by huge powers of 2, and the
+        # eigenvectors it returns then fail J v = lambda v by percents: they are exact zeros
+        J[np.abs(J) <= 1e-14 * top] = 0.0
+        lam, vec = np.linalg.eig(J)
     order = np.lexsort((-np.abs(lam), -lam.real))
     lam, vec = lam[order], vec[:, order]
     top = np.abs(lam).max(initial=0.0)
@@ -566,20 +769,33 @@ def _classify(system, x, zero_tol, tol):
 def _zero_modes_are_flat(system, x, J, n_zero, tol):
     """Whether each near-null direction of J is a direction along a set of fixed points.
 
-    Displace x by delta along each right null vector and polish: on a manifold of fixed points
-    the polish stays about delta away (it lands on a neighbouring fixed point); at an isolated
-    degenerate point it falls back towards x. A Jordan block (fewer null vectors than zero
-    eigenvalues) is never flat.
+    For each right null vector n (both signs) look for a fixed point y whose component in the
+    null space N is exactly ``delta n`` (least squares on ``rhs(y) = 0`` together with
+    ``N (y - x) = delta n``): on a manifold of fixed points tangent to N there is one, at an
+    isolated or degenerate point there is none. Pinning the whole null-space component keeps
+    the answer independent of the basis of N (a free polish may slide along the set, or fall
+    back, depending on round-off). A Jordan block (fewer null vectors than zero eigenvalues)
+    is never flat.
     """
     _, sv, Vt = np.linalg.svd(J)
     null = Vt[sv <= max(sv[0], 1e-300) * 1e-6]
     if null.shape[0] < n_zero:
         return False
     delta = 1e-3 * max(1.0, np.abs(x).max())
-    for n in null:
+    n = system.n
+    for i in range(null.shape[0]):
         for sign in (1.0, -1.0):
-            y = _polish(system, x + sign * delta * n, tol, np.inf)
-            if y is None or np.linalg.norm(y - x) < 0.5 * delta:
+            target = np.zeros(null.shape[0])
+            target[i] = sign * delta
+
+            def pinned(y, target=target):
+                return np.concatenate([system.rhs(y) / system.lr, null @ (y - x) - target])
+
+            y = _least_squares(pinned, x + sign * delta * null[i], 400 * (n + 1))
+            if not np.all(np.isfinite(y)):
+                return False
+            if (system.residual(y) > _verify_limit(tol, y)
+                    or np.abs(null @ (y - x) - target).max() > 1e-6 * delta):
                 return False
     return True
 
@@ -595,15 +811,39 @@ def _teacher_factor(T, r):
     return out
 
 
+def _teacher_subsets(K, M, rng, cap=4096):
+    """An endless stream of (subset of the teacher units with at most K members, pass).
+
+    Every such subset in a random order, again and again (``pass`` counting the rounds from
+    0), when there are at most ``cap`` of them; else random ones (size uniform in
+    0..min(K, M), then members uniform; ``pass`` None).
+    """
+    top = min(K, M)
+    count = sum(int(np.prod(np.arange(M - L + 1, M + 1)) // np.prod(np.arange(1, L + 1)))
+                for L in range(top + 1))
+    if count <= cap:
+        subsets = [list(S) for L in range(top + 1) for S in itertools.combinations(range(M), L)]
+        for round_ in itertools.count():
+            for i in rng.permutation(len(subsets)):
+                yield subsets[i], round_
+    while True:
+        L = int(rng.integers(0, top + 1))
+        yield sorted(rng.choice(M, size=L, replace=False).tolist()), None
+
+
 def _random_starts(system, n, rng):
     """Physical starts of several kinds and scales, as coordinate vectors.
 
     Cycles through: random students at log-uniform scales (1e-2 to 3 times the teacher's),
-    students near w = 0, and structured students whose units each either copy a random
+    students near w = 0, structured students whose units each either copy a random
     teacher unit (mostly with the teacher's sign of v and about its weight, on the balanced
-    member C_j = 0), sit near 0 or point at random -- the neighbourhoods of the saddles and
-    minima where some directions are learnt and others not, which random students of
-    several units rarely come near.
+    member C_j = 0), sit near 0 or point at random; every 4th start, for two rounds of the
+    subsets of up to K teacher units (each in a random order), a student that learns the
+    subset: one distinct unit copying each member with about the weight of MODEL.md's plateau
+    formula, the others near 0 with a small v (first round: close to the formula, with its
+    signs of v; second: looser, some signs flipped, some idle units active at random) -- the
+    neighbourhoods of the saddles and minima where some directions are learnt and others
+    not, which random students of several units rarely come near.
     """
     K, M = system.K, system.M
     r = K + M
@@ -611,40 +851,85 @@ def _random_starts(system, n, rng):
     t_diag = np.maximum(np.diag(system.T), 1e-12)
     t_scale = np.sqrt(t_diag.mean())
     vt_scale = max(np.abs(system.vt).max(), 1e-12)
+    subsets = _teacher_subsets(K, M, rng)
+
+    def copy(j, m, v, W, flip=0.2, weight=None, spread=0.3):
+        """Unit j copies teacher unit m on the balanced member C_j = 0, with ``v_j Q_jj``
+        within ``spread`` decades of ``weight`` (default v*_m) and its sign but with
+        probability ``flip``."""
+        weight = system.vt[m] if weight is None else weight
+        c = max(abs(weight), 1e-3 * vt_scale) * 10 ** rng.uniform(-spread, spread)
+        if system.train_v:
+            sign = np.sign(weight) or 1.0
+            v[j] = (-sign if rng.random() < flip else sign) * (c / 2) ** (1 / 3)
+        a = np.sqrt(c / max(abs(v[j]), 1e-12) / t_diag[m])
+        W[j] = rng.choice([-1, 1]) * a * Lt[m]
+        W[j] += 0.03 * a * np.sqrt(t_diag[m] / r) * rng.standard_normal(r)
+
     starts = []
+    pending = next(subsets)
+    j = 0
     for i in range(n):
-        mode = i % 3
+        # every 4th start learns a subset, for two rounds of the subsets (or for good when
+        # there are too many to enumerate); the others cycle through the first three kinds
+        if i % 4 == 3 and (pending[1] is None or pending[1] < 2):
+            mode = 3
+        else:
+            mode = j % 3
+            j += 1
         v = (rng.choice([-1.0, 1.0], K) * vt_scale * 10 ** rng.uniform(-1, 0.5, K)
              if system.train_v else system.v_fixed.copy())
         if mode == 0:
             W = rng.standard_normal((K, r)) * t_scale * 10 ** rng.uniform(-2, 0.5) / np.sqrt(r)
         elif mode == 1:
             W = rng.standard_normal((K, r)) * t_scale * 10 ** rng.uniform(-4, -2)
-        else:
+        elif mode == 2:
             W = np.empty((K, r))
             for j in range(K):
                 u = rng.choice(3, p=[0.5, 0.2, 0.3])
                 if u == 0:
-                    m = rng.integers(0, M)
-                    c = max(abs(system.vt[m]), 1e-3 * vt_scale) * 10 ** rng.uniform(-0.3, 0.3)
-                    if system.train_v:
-                        sign = np.sign(system.vt[m]) or 1.0
-                        v[j] = (sign if rng.random() < 0.8 else -sign) * (c / 2) ** (1 / 3)
-                    a = np.sqrt(c / max(abs(v[j]), 1e-12) / t_diag[m])
-                    W[j] = rng.choice([-1, 1]) * a * Lt[m]
-                    W[j] += 0.03 * a * np.sqrt(t_diag[m] / r) * rng.standard_normal(r)
+                    copy(j, int(rng.integers(0, M)), v, W)
                 elif u == 1:
                     W[j] = 1e-3 * t_scale * rng.standard_normal(r)
                 else:
                     W[j] = t_scale * rng.standard_normal(r) / np.sqrt(r)
+        else:
+            S, round_ = pending
+            pending = next(subsets)
+            first = round_ == 0
+            W = 1e-3 * t_scale * rng.standard_normal((K, r))
+            if system.train_v:
+                # idle units: small v too, or the polish pulls them off w = 0
+                v *= 10 ** rng.uniform(-3, -1, K)
+            # MODEL.md's plateau (exact for a diagonal T): each learnt unit's weight is
+            # lambda_m + s / (2 + L), s the sum of the unlearnt lambda_n = v*_n T_nn
+            lam = system.vt * np.diag(system.T)
+            rest = lam.sum() - lam[S].sum()
+            units = rng.permutation(K)
+            for j, m in zip(units, rng.permutation(S)):
+                copy(j, int(m), v, W, flip=0.0 if first else 0.2,
+                     weight=lam[m] / t_diag[m] + rest / (2 + len(S)) / t_diag[m],
+                     spread=0.05 if first else 0.3)
+            if not first:
+                # later passes: some idle units active in a random direction instead (the
+                # saddles where units work without learning a teacher direction)
+                for j in units[len(S):]:
+                    if rng.random() < 0.3:
+                        W[j] = t_scale * rng.standard_normal(r) / np.sqrt(r)
+                        if system.train_v:
+                            v[j] = rng.choice([-1.0, 1.0]) * vt_scale * 10 ** rng.uniform(-1, 0)
         starts.append(system.pack(W @ W.T, W @ Lt.T, v))
     return starts
 
 
-def _trajectory_starts(system, trajectories, max_per_run=6, rate=0.05):
+def _trajectory_starts(system, trajectories, order=None, signs=None, max_per_run=6, rate=0.05):
     """States where recorded curves plateau: local minima of |d ln eps / d ln t| below rate,
-    plus the last record of each run (plateaus sit near saddles, the end near an attractor)."""
+    plus the last record of each run (plateaus sit near saddles, the end near an attractor).
+    ``order`` and ``signs`` relabel the recorded teacher units as the system's
+    (``R[..., order] * signs``, see :func:`_teacher_labelling`)."""
     t, eps, Q, R, v = _trajectory_arrays(trajectories, system.K, system.M)
+    if order is not None:
+        R = R[..., order] * signs
     starts = []
     for r in range(eps.shape[0]):
         ok = np.isfinite(eps[r]) & (t > 0) & (eps[r] > 0)
@@ -702,11 +987,80 @@ def _check_teacher(T, v_teacher, M):
     return T, vt
 
 
+class FixedPointList(list):
+    """The fixed points found by :func:`find_fixed_points` (a list of :class:`FixedPoint`),
+    with the search's bookkeeping as attributes.
+
+    Attributes
+    ----------
+    n_dropped : int
+        Candidate points (distinct up to symmetry) that failed the final verification -- the
+        right-hand side at the state to be reported above the verification tolerance, or a
+        state that is not a Gram matrix of real vectors -- and were therefore not reported.
+    n_starts : int
+        Starts polished (random ones plus those taken from ``trajectories``).
+    n_converged : int
+        Starts whose polish reached a physical point within the tolerance.
+    """
+
+    n_dropped = 0
+    n_starts = 0
+    n_converged = 0
+
+
+def _verify_limit(tol, x):
+    """Largest accepted ``max|rhs| / lr`` at x: ``tol * max(1, max|x|)^3`` (cubic right-hand
+    side), the acceptance of the polish."""
+    return tol * max(1.0, float(np.abs(x).max(initial=0.0))) ** _RES_POWER
+
+
+def _verified(system, x, tol, max_abs):
+    """Whether x is a physical state at which the right-hand side is within the tolerance."""
+    return system.physical(x, max_abs) and system.residual(x) <= _verify_limit(tol, x)
+
+
+def _teacher_relabelling(K, M, order, signs, train_v):
+    """(index, sign) arrays with ``x_given = sign * x_internal[index]`` for the teacher
+    labelling of :func:`_teacher_labelling` (only R's coordinates move)."""
+    nq = K * (K + 1) // 2
+    inv = np.argsort(order)
+    # R_given[:, n] = signs[k] R_internal[:, k] with k = inv[n]
+    r = nq + (np.arange(K)[:, None] * M + inv[None, :]).ravel()
+    index = np.concatenate([np.arange(nq), r]
+                           + ([nq + K * M + np.arange(K)] if train_v else []))
+    sign = np.ones(index.size)
+    sign[nq:nq + K * M] = np.tile(signs[inv], K)
+    return index, sign
+
+
+def _relabel_teacher(fp, order, signs, T, vt):
+    """The same point in the given teacher labelling: R's columns (and the eigenvectors' R
+    rows) back in the given order and signs."""
+    index, sign = _teacher_relabelling(fp.K, fp.M, order, signs, fp.train_second_layer)
+    inv = np.argsort(order)
+    return replace(fp, R=(fp.R * signs)[:, inv], eigenvectors=fp.eigenvectors[index]
+                   * sign[:, None], T=T.copy(), v_teacher=vt.copy())
+
+
 def find_fixed_points(K, M, T, v_teacher, lr=1.0, *, train_second_layer=True, sgd_noise=False,
                       label_noise=0.0, n_starts=200, seed=0, trajectories=None, tol=1e-10,
                       max_abs=1e3, v_student=None, conserved=0.0, zero_tol=1e-6,
-                      dedup_tol=1e-6, merge_same_function=True):
+                      dedup_tol=1e-6, merge_same_function=True, batch_size=1):
     """Fixed points of the order-parameter ODE, deduplicated up to symmetry and classified.
+
+    The result does not depend on how the teacher units are given: the search runs on the
+    teacher relabelled by decreasing ``v*`` (then ``T_nn``, then the sorted ``|T_nm|``) with
+    signs fixed by the overlaps (see ``_teacher_labelling``), and the points are reported with
+    R's columns back in the given order and signs. Any reordering of the teacher units gives
+    the same table up to the matching permutation of R's columns, multiplicities included,
+    unless units tied on all those keys are not interchangeable (then the same points are
+    expected, but the starts differ). Reflected units give the same points up to a symmetry
+    (a reflection of a unit that overlaps no other one does not show in T and v*).
+
+    Every reported point is verified at the very state reported, in the given labelling:
+    ``max|rhs| / lr <= tol * max(1, max|x|)^3`` (x the coordinate vector; the right-hand side is
+    cubic in the overlaps) and a positive semi-definite Gram matrix ``[[Q, R], [R^T, T]]``.
+    Candidates that fail are dropped and counted in ``n_dropped`` of the returned list.
 
     Parameters
     ----------
@@ -722,7 +1076,10 @@ def find_fixed_points(K, M, T, v_teacher, lr=1.0, *, train_second_layer=True, sg
         False freezes v at ``v_student``.
     sgd_noise : bool
         Include the eta^2 online-SGD term (its fixed points depend on lr). Default False: the
-        population gradient flow.
+        population gradient flow. With a trained second layer the term raises every
+        ``C_j = Q_jj - 2 v_j^2`` wherever the error is nonzero, so only points with zero error
+        or idle units survive it; :func:`plateau_levels_with_noise` gives the plateau levels
+        of the full ODE.
     label_noise : float, >= 0
         Enters only with ``sgd_noise=True``.
     n_starts : int, >= 1
@@ -732,10 +1089,10 @@ def find_fixed_points(K, M, T, v_teacher, lr=1.0, *, train_second_layer=True, sg
     seed : int, >= 0
         Seed of the starts.
     trajectories : Result, optional
-        Recorded curves (e.g. of :func:`fastquad.integrate_ode`) with the same K, M: their
-        plateau states and final states are extra starts.
+        Recorded curves (e.g. of :func:`fastquad.integrate_ode`) with the same K, M and the
+        teacher in the given order: their plateau states and final states are extra starts.
     tol : float, > 0
-        Residual ``max|rhs| / lr`` a point must reach.
+        Residual ``max|rhs| / lr`` a point must reach (times ``max(1, max|x|)^3``; see above).
     max_abs : float, > 0
         Points with a coordinate beyond this are dropped (runaway solutions).
     v_student : array, shape (K,), optional
@@ -746,16 +1103,24 @@ def find_fixed_points(K, M, T, v_teacher, lr=1.0, *, train_second_layer=True, sg
     zero_tol : float, in (0, 1)
         Eigenvalues below ``zero_tol * max|eigenvalue|`` count as zero.
     dedup_tol : float, > 0
-        Relative tolerance of the comparison of canonical forms.
+        Relative tolerance of the comparison of canonical forms (and of ties between teacher
+        units).
     merge_same_function : bool
         Report points that are the same network function with the same kind, n_unstable and
         n_zero once (continua of fixed points beyond the symmetries; see
         ``FixedPoint.n_variants``).
+    batch_size : int, >= 1
+        Mini-batch size: the eta^2 term scales as ``1 / batch_size`` (only with
+        ``sgd_noise=True``).
 
     Returns
     -------
-    list of FixedPoint
-        Sorted by increasing eps_g, each in the canonical form of :class:`Symmetry`.
+    FixedPointList
+        A list of :class:`FixedPoint` sorted by increasing eps_g (values equal up to a relative
+        1e-9 count as equal), then n_unstable, n_zero, kind and canonical key; each is the
+        canonical form of :class:`Symmetry` for the relabelled teacher, with R's columns put
+        back in the given order. Its attributes count the dropped candidates, the starts and
+        the converged starts.
     """
     p = V.Problems()
     K = p.check(V.integer, "K", K, low=1)
@@ -772,6 +1137,7 @@ def find_fixed_points(K, M, T, v_teacher, lr=1.0, *, train_second_layer=True, sg
                        high_open=True)
     dedup_tol = p.check(V.real, "dedup_tol", dedup_tol, low=0.0, low_open=True)
     merge = p.check(V.boolean, "merge_same_function", merge_same_function)
+    batch = p.check(V.integer, "batch_size", batch_size, low=1)
     p.raise_if_any()
     T, vt = _check_teacher(T, v_teacher, M)
     v_fixed = None
@@ -783,13 +1149,21 @@ def find_fixed_points(K, M, T, v_teacher, lr=1.0, *, train_second_layer=True, sg
     if conserved is not None:
         conserved = (np.full(K, V.real("conserved", conserved)) if np.ndim(conserved) == 0
                      else V.finite_array("conserved", conserved, shape=(K,)))
-    system = _System(K, M, T, vt, lr, train_v, noise, sigma, v_fixed)
+
+    # The starts, the tie-breaking of the canonical form and the order of the search all see
+    # the teacher's labelling; relabelling it canonically makes the whole result independent
+    # of the order the units were given in.
+    order, signs = _teacher_labelling(T, vt,
+                                      dedup_tol * max(1.0, np.abs(T).max(), np.abs(vt).max()))
+    Ti, vti = T[np.ix_(order, order)] * np.outer(signs, signs), vt[order]
+    system = _System(K, M, Ti, vti, lr, train_v, noise, sigma, v_fixed, batch)
     starts = _random_starts(system, n_starts, np.random.default_rng(seed))
     if trajectories is not None:
-        starts += _trajectory_starts(system, trajectories)
+        starts += _trajectory_starts(system, trajectories, order, signs)
 
-    sym = Symmetry(T, vt, rescale=system.rescale, tol=dedup_tol)
+    sym = Symmetry(Ti, vti, rescale=system.rescale, tol=dedup_tol, fixed_v=not train_v)
     classes = []  # [key, x, count]
+    n_converged = 0
     for x0 in starts:
         x = _polish(system, x0, tol, max_abs)
         if x is None or not system.physical(x, max_abs):
@@ -798,30 +1172,51 @@ def find_fixed_points(K, M, T, v_teacher, lr=1.0, *, train_second_layer=True, sg
             x = _polish(system, _rescale_to(system, x, conserved), tol, max_abs, scaled=False)
             if x is None or not system.physical(x, max_abs):
                 continue
+        n_converged += 1
         Q, R, v = system.state(x)
         Qc, Rc, vc, key = sym.canonical(Q, R, v)
+        xc = system.pack(Qc, Rc, vc)
         for c in classes:
             if sym.same(c[0], key):
                 c[2] += 1
-                if system.residual(x) < system.residual(c[1]):
-                    c[1] = system.pack(Qc, Rc, vc)
+                if system.residual(xc) < system.residual(c[1]):
+                    c[1] = xc
                 break
         else:
-            classes.append([key, system.pack(Qc, Rc, vc), 1])
+            classes.append([key, xc, 1])
 
+    # verified before classification, so that merging only chooses among verified points
+    n_dropped = 0
     points = []
     for _, x, count in classes:
+        if not _verified(system, x, tol, max_abs):
+            n_dropped += 1
+            continue
         lam, vec, kind, n_unstable, n_zero = _classify(system, x, zero_tol, tol)
         Q, R, v = system.state(x)
         points.append(FixedPoint(Q=Q, R=R, v=v, eps_g=system.eps_g(x), eigenvalues=lam,
                                  eigenvectors=vec, kind=kind, n_unstable=n_unstable,
                                  n_zero=n_zero, residual=system.residual(x),
-                                 multiplicity=count, T=T.copy(), v_teacher=vt.copy(),
+                                 multiplicity=count, T=Ti.copy(), v_teacher=vti.copy(),
                                  train_second_layer=train_v))
     if merge:
         points = _merge_same_function(points, sym)
-    points.sort(key=lambda fp: (fp.eps_g, fp.n_unstable))
-    return points
+    points = _sorted_for_report(points, sym)
+
+    # verified again as reported: the given labelling, the caller's T and v*
+    given = _System(K, M, T, vt, lr, train_v, noise, sigma, v_fixed, batch)
+    out = FixedPointList()
+    for fp in points:
+        fp = _relabel_teacher(fp, order, signs, T, vt)
+        x = given.pack(fp.Q, fp.R, fp.v)
+        if not _verified(given, x, tol, max_abs):
+            n_dropped += 1
+            continue
+        # eps_g stays the one computed in the canonical labelling: the same number for every
+        # order of the teacher, not one differing in the last bits with the summation order
+        out.append(replace(fp, residual=given.residual(x)))
+    out.n_dropped, out.n_starts, out.n_converged = n_dropped, len(starts), n_converged
+    return out
 
 
 def _merge_same_function(points, sym):
@@ -839,13 +1234,52 @@ def _merge_same_function(points, sym):
             groups.append([[fp], keys])
     merged = []
     for members, _ in groups:
-        best = max(members, key=lambda fp: (fp.multiplicity, -fp.residual))
+        # the most visited member; among equals the one with the largest canonical key -- not
+        # the smallest residual, which is round-off and would make the choice irreproducible
+        top = max(fp.multiplicity for fp in members)
+        best, best_key = None, None
+        for fp in members:
+            if fp.multiplicity != top:
+                continue
+            key = sym.canonical(fp.Q, fp.R, fp.v)[3]
+            if best is None or _lex_greater(key, best_key, _key_tol(sym, key, best_key)):
+                best, best_key = fp, key
         merged.append(replace(best, multiplicity=sum(fp.multiplicity for fp in members),
                               n_variants=len(members)))
     return merged
 
 
-def canonical_form(Q, R, v, T, v_teacher, *, rescale=True, tol=1e-6):
+def _key_tol(sym, a, b):
+    return sym.tol * max(1.0, np.abs(a).max(initial=0.0), np.abs(b).max(initial=0.0))
+
+
+def _sorted_for_report(points, sym):
+    """By increasing eps_g, then n_unstable, n_zero, kind and decreasing canonical key.
+
+    eps_g values equal up to round-off count as equal (relative 1e-9), so that the order of
+    points at one level does not depend on the last bits of their eps_g.
+    """
+    keys = [sym.canonical(fp.Q, fp.R, fp.v)[3] for fp in points]
+    scale = max([1.0] + [abs(fp.eps_g) for fp in points])
+
+    def cmp(i, j):
+        a, b = points[i], points[j]
+        if abs(a.eps_g - b.eps_g) > 1e-9 * scale:
+            return -1 if a.eps_g < b.eps_g else 1
+        for x, y in ((a.n_unstable, b.n_unstable), (a.n_zero, b.n_zero), (a.kind, b.kind)):
+            if x != y:
+                return -1 if x < y else 1
+        tol = _key_tol(sym, keys[i], keys[j])
+        if _lex_greater(keys[i], keys[j], tol):
+            return -1
+        if _lex_greater(keys[j], keys[i], tol):
+            return 1
+        return 0
+
+    return [points[i] for i in sorted(range(len(points)), key=functools.cmp_to_key(cmp))]
+
+
+def canonical_form(Q, R, v, T, v_teacher, *, rescale=True, tol=1e-6, fixed_v=False):
     """The canonical member of the symmetry class of a state (see :class:`Symmetry`).
 
     Parameters
@@ -858,6 +1292,8 @@ def canonical_form(Q, R, v, T, v_teacher, *, rescale=True, tol=1e-6):
     rescale : bool
         Compare through the rescaling invariants (trained second layer, no SGD noise).
     tol : float, > 0
+    fixed_v : bool
+        v is a frozen second layer: units trade places only with units of equal v.
 
     Returns
     -------
@@ -870,7 +1306,394 @@ def canonical_form(Q, R, v, T, v_teacher, *, rescale=True, tol=1e-6):
     R = V.finite_array("R", R, shape=(K, M))
     T, vt = _check_teacher(T, vt, M)
     tol = V.real("tol", tol, low=0.0, low_open=True)
-    return Symmetry(T, vt, rescale=V.boolean("rescale", rescale), tol=tol).canonical(Q, R, v)
+    return Symmetry(T, vt, rescale=V.boolean("rescale", rescale), tol=tol,
+                    fixed_v=V.boolean("fixed_v", fixed_v)).canonical(Q, R, v)
+
+
+# ----------------------------------------------------------------------------- SGD-noise plateaus
+
+@dataclass(frozen=True, eq=False)
+class NoisyPlateauLevels:
+    """Plateau levels of the full order-parameter ODE (with the eta^2 SGD-noise term) beside
+    the fixed points of the eta^1 flow they continue.
+
+    Entry i belongs to ``points[i]``, a fixed point of the gradient flow; NaN entries mark a
+    point the noise term removes (its continuation from eta -> 0 to the given eta failed).
+
+    Attributes
+    ----------
+    eps_flow : ndarray, shape (n,)
+        eps_g at the fixed points of the eta^1 flow (increasing): the MODEL.md levels.
+    eps_full : ndarray, shape (n,)
+        eps_g at the matching states of the full ODE at ``lr``, ``label_noise`` and
+        ``batch_size`` (see :func:`plateau_levels_with_noise` for what those states are).
+    kind : tuple of str, length n
+        Kind of each flow fixed point (``FixedPoint.kind``).
+    n_unstable : ndarray of int, shape (n,)
+    points : list of FixedPoint, length n
+        The flow's fixed points.
+    Q : ndarray, shape (n, K, K)
+    R : ndarray, shape (n, K, M)
+    v : ndarray, shape (n, K)
+        The full-ODE states (NaN where lost).
+    conserved : ndarray, shape (n, K)
+        ``C_j = Q_jj - 2 v_j^2`` at the full-ODE states.
+    conserved_rate : ndarray, shape (n, K)
+        ``dC_j/dt`` there: the rate at which the state slides along the rescaling orbits and
+        so the level moves (zero with a frozen second layer, and for idle units).
+    residual : ndarray, shape (n,)
+        ``max|rhs / lr - sum_j mu_j g_j|``: the velocity not along the rescaling orbits, in
+        units of lr (``max|rhs| / lr`` with a frozen second layer).
+    lr, label_noise : float
+    batch_size : int
+    train_second_layer : bool
+    """
+
+    eps_flow: np.ndarray
+    eps_full: np.ndarray
+    kind: tuple
+    n_unstable: np.ndarray
+    points: list
+    Q: np.ndarray
+    R: np.ndarray
+    v: np.ndarray
+    conserved: np.ndarray
+    conserved_rate: np.ndarray
+    residual: np.ndarray
+    lr: float
+    label_noise: float
+    batch_size: int
+    train_second_layer: bool
+
+    @property
+    def n_lost(self):
+        """Flow fixed points without a full-ODE counterpart at this lr."""
+        return int(np.count_nonzero(np.isnan(self.eps_full)))
+
+    def table(self):
+        """Both levels side by side, one row per flow fixed point.
+
+        Returns
+        -------
+        str
+        """
+        header = ["#", "eps (lr^1 flow)", "eps (full ODE)", "shift", "kind", "n_unst",
+                  "dC/dt"]
+        rows = [header]
+        for i in range(self.eps_flow.size):
+            full = self.eps_full[i]
+            rows.append([str(i), f"{self.eps_flow[i]:.6g}",
+                         "lost" if np.isnan(full) else f"{full:.6g}",
+                         "" if np.isnan(full) else f"{full - self.eps_flow[i]:+.3g}",
+                         self.kind[i], str(self.n_unstable[i]), _compact(self.conserved_rate[i])])
+        widths = [max(len(r[c]) for r in rows) for c in range(len(header))]
+        return "\n".join("  ".join(x.ljust(w) for x, w in zip(r, widths)).rstrip()
+                         for r in rows)
+
+
+def _orbit_tangents(system, x, live):
+    """Columns g_j: d x / d a_j of the rescaling ``w_j -> (1 + a_j) w_j, v_j -> v_j / (1 +
+    a_j)^2`` at a_j = 0, for the live units (shape (n, n_live))."""
+    Q, R, v = system.state(x)
+    K = Q.shape[0]
+    cols = []
+    for j in np.flatnonzero(live):
+        a = np.zeros(K)
+        a[j] = 1.0
+        cols.append(system.pack(Q * (a[:, None] + a[None, :]), R * a[:, None], -2.0 * v * a))
+    return np.array(cols).reshape(-1, system.n).T
+
+
+def _conserved_of(system, x):
+    Q, _, v = system.state(x)
+    return np.diag(Q) - 2.0 * v ** 2
+
+
+def _noisy_state(system, x0, target, n_steps, tol, max_abs):
+    """Continue the flow fixed point x0 to the full ODE of ``system`` (its lr) in n_steps
+    steps of lr. Returns (x, mu, residual) or None.
+
+    Unknowns are the coordinates of the live units (a dead unit, w_j = 0, has a zero
+    right-hand side for any v_j and is held as it is) and, with a trained second layer, one
+    rate mu_j per live unit with equations ``rhs / lr = sum_j mu_j g_j`` and
+    ``C_j = target_j``.
+    """
+    K, M = system.K, system.M
+    Q, _, _ = system.state(x0)
+    scale = max(1.0, np.abs(x0).max())
+    live = np.diag(Q) > _DEAD_RTOL * scale
+    # a coordinate is free when every unit it involves is live (Q_jk = 0 stays with w_k = 0)
+    free = pack(np.outer(live, live), np.repeat(live[:, None], M, axis=1), live,
+                system.train_v)
+    idx = np.flatnonzero(free)
+    n_mu = int(live.sum()) if system.train_v else 0
+    if idx.size == 0:
+        return x0.copy(), np.zeros(K), system.residual(x0)
+    base = x0.copy()
+    stages = [_System(K, M, system.T, system.vt, system.lr * k / n_steps, system.train_v,
+                      True, np.sqrt(system.sigma2), system.v_fixed, 1.0 / system.inv_batch)
+              for k in range(1, n_steps + 1)]
+
+    def full(z, sys_):
+        x = base.copy()
+        x[idx] = z[:idx.size]
+        r = sys_.rhs(x) / sys_.lr
+        if n_mu:
+            r = r - _orbit_tangents(sys_, x, live) @ z[idx.size:]
+            r = np.concatenate([r[idx], (_conserved_of(sys_, x) - target)[live]])
+        else:
+            r = r[idx]
+        return x, r
+
+    z = np.concatenate([x0[idx], np.zeros(n_mu)])
+    for sys_ in stages:
+        z_new = None
+        for method in ("hybr", "lm"):
+            fun = (lambda zz, s=sys_: full(zz, s)[1])
+            try:
+                with np.errstate(all="ignore"):
+                    zz = (optimize.root(fun, z, method="hybr",
+                                        options=dict(xtol=1e-14, maxfev=200 * (z.size + 1))).x
+                          if method == "hybr" else _least_squares(fun, z, 200 * (z.size + 1)))
+            except (ValueError, FloatingPointError, np.linalg.LinAlgError):
+                continue
+            if not np.all(np.isfinite(zz)) or np.abs(zz).max() > max_abs:
+                continue
+            x, r = full(zz, sys_)
+            if np.abs(r).max() <= _verify_limit(tol, x) and sys_.physical(x, max_abs):
+                z_new = zz
+                break
+        if z_new is None:
+            return None
+        z = z_new
+    x, r = full(z, stages[-1])
+    mu = np.zeros(K)
+    mu[live] = z[idx.size:] if n_mu else 0.0
+    return x, mu, float(np.abs(r).max())
+
+
+def _continue(flow, system, x0, target, n_steps, tol, max_abs):
+    """:func:`_noisy_state` from the flow fixed point x0 (already at the wanted C_j)."""
+    if flow.train_v:
+        # units whose orbit does not reach C_j = target_j (v_j = 0) keep their own
+        now = _conserved_of(flow, x0)
+        stuck = np.abs(now - target) > 1e-9 * max(1.0, np.abs(target).max())
+        target = np.where(stuck, now, target)
+    return _noisy_state(system, x0, target, n_steps, tol, max_abs)
+
+
+def _flow_point_of_state(flow, system, Q0, R0, v0, tol, max_abs, n_steps, zero_tol):
+    """(FixedPoint, x, C) for the flow fixed point next to a run's state, or Nones.
+
+    The state is polished by the flow and put back at its own C_j. On a plateau the units still
+    to learn are small but not zero, and the polish may land on a continuum member (a small
+    unit parallel to a learnt one) that the noise term does not keep; the smallest units (by
+    ``|v_j| Q_jj``, their weight in the function) are then set to w_j = 0 one more at a time,
+    as long as the flow level stays the same, until the continuation succeeds.
+    """
+    K = flow.K
+    target = np.diag(Q0) - 2.0 * v0 ** 2
+    order = np.argsort(np.abs(v0) * np.diag(Q0), kind="stable")
+    level = None
+    for n_idle in range(K):
+        Q, R = Q0.copy(), R0.copy()
+        idle = order[:n_idle]
+        Q[idle, :] = 0.0
+        Q[:, idle] = 0.0
+        R[idle, :] = 0.0
+        x = _polish(flow, flow.pack(Q, R, v0), tol, max_abs)
+        if x is not None and flow.train_v:
+            x = _polish(flow, _rescale_to(flow, x, target), tol, max_abs, scaled=False)
+        if x is None or not flow.physical(x, max_abs):
+            continue
+        eps = flow.eps_g(x)
+        if level is None:
+            level = eps
+        elif abs(eps - level) > 1e-6 * max(1.0, abs(level)):
+            break       # another plateau: the units set to zero did carry the function
+        if _continue(flow, system, x, target, n_steps, tol, max_abs) is None:
+            continue
+        lam, vec, kind, n_unstable, n_zero = _classify(flow, x, zero_tol, tol)
+        Q, R, v = flow.state(x)
+        fp = FixedPoint(Q=Q, R=R, v=v, eps_g=eps, eigenvalues=lam, eigenvectors=vec, kind=kind,
+                        n_unstable=n_unstable, n_zero=n_zero, residual=flow.residual(x),
+                        multiplicity=1, T=flow.T.copy(), v_teacher=flow.vt.copy(),
+                        train_second_layer=flow.train_v)
+        return fp, x, target
+    return None, None, None
+
+
+def _states_array(states, K, M):
+    """(Q (n, K, K), R (n, K, M), v (n, K)) from one state or a stack of states."""
+    try:
+        Q, R, v = (np.asarray(a, float) for a in states)
+    except (TypeError, ValueError) as exc:
+        raise ValueError("states must be a tuple (Q, R, v) of arrays") from exc
+    if Q.ndim == 2:
+        Q, R, v = Q[None], R[None], v[None]
+    n = Q.shape[0]
+    if Q.shape != (n, K, K) or R.shape != (n, K, M) or v.shape != (n, K):
+        raise ValueError(f"states must be (Q, R, v) with shapes (n, {K}, {K}), (n, {K}, {M}), "
+                         f"(n, {K}) (n optional), got {Q.shape}, {R.shape}, {v.shape}")
+    if not (np.all(np.isfinite(Q)) and np.all(np.isfinite(R)) and np.all(np.isfinite(v))):
+        raise ValueError("states must be finite")
+    return Q, R, v
+
+
+def plateau_levels_with_noise(K, M, T, v_teacher, lr, *, label_noise=0.0, batch_size=1,
+                              train_second_layer=True, v_student=None, conserved=0.0,
+                              points=None, states=None, n_starts=200, seed=0, trajectories=None,
+                              tol=1e-10, max_abs=1e3, n_steps=8, zero_tol=1e-6):
+    """Plateau levels of the full order-parameter ODE at a given lr, label noise and batch size,
+    beside the eta^1 levels (fixed points of the gradient flow) they continue.
+
+    The eta^2 term moves each fixed point of the flow by O(lr / batch_size) (or removes it);
+    the levels the ODE (and online SGD at large d) actually plateau at are the moved ones.
+    Each flow fixed point is continued from eta -> 0 to ``lr`` in ``n_steps`` steps of eta.
+
+    - Frozen second layer: the continued point is a fixed point of the full right-hand side.
+    - Trained second layer: the noise term raises every ``C_j = Q_jj - 2 v_j^2`` wherever the
+      error is nonzero (MODEL.md), so a plateau is no fixed point: the state slides slowly
+      (at O(lr^2)) along the rescaling orbits ``w_j -> a_j w_j, v_j -> v_j / a_j^2``, which
+      leave the network function, hence eps_g, unchanged. The continued point is the state
+      with given ``C_j`` at which the velocity of the full ODE points along those orbits:
+      ``rhs = lr sum_j mu_j g_j`` (g_j the orbit tangents), so eps_g is momentarily constant.
+      Its level depends on the C_j at O(lr): use ``states`` to predict the level of a run at
+      a time from its state then; ``conserved_rate`` says how fast the C_j, and so the level,
+      move.
+
+    Members of a continuum of flow fixed points (``FixedPoint.n_variants > 1``, e.g. two
+    units sharing one teacher direction in some proportion) are often lost: the noise term
+    moves the state along the continuum, and only some members continue.
+
+    Parameters
+    ----------
+    K, M : int, >= 1
+    T : array, shape (M, M), or None
+        Teacher overlaps; None is the identity.
+    v_teacher : array, shape (M,)
+    lr : float, > 0
+        Learning rate of the run.
+    label_noise : float, >= 0
+        Label-noise standard deviation of the run.
+    batch_size : int, >= 1
+        Mini-batch size of the run (the eta^2 term scales as 1 / batch_size).
+    train_second_layer : bool
+    v_student : array, shape (K,), optional
+        The frozen second layer (``train_second_layer=False`` only; default all ones).
+    conserved : float or array of shape (K,)
+        Trained second layer, without ``states``: the ``C_j`` at which the levels are wanted
+        (0: a small initialisation before the noise has acted). An array refers to the units
+        in the order of each point (the canonical order of :func:`find_fixed_points`). Units
+        with ``w_j = 0`` do not move and ignore it; units with ``v_j = 0`` keep their own
+        C_j (their orbit does not change it the same way).
+    points : list of FixedPoint, optional
+        Fixed points of the eta^1 flow for this problem (from :func:`find_fixed_points` with
+        ``sgd_noise=False``); default: found here with ``n_starts``, ``seed``,
+        ``trajectories``, ``tol`` and ``max_abs``. Not with ``states``.
+    states : tuple (Q, R, v), optional
+        States of a run on its plateaus, shapes (n, K, K), (n, K, M), (n, K) (or one state
+        without the leading axis), e.g. ``(res.Q[r, k], res.R[r, k], res.v[r, k])``. Each is
+        polished to the flow fixed point next to it, which is put at the state's own C_j and
+        continued: entry i is the predicted level of state i (NaN if no flow fixed point is
+        reached or the continuation fails), in the given order.
+    n_starts, seed, trajectories
+        Passed to :func:`find_fixed_points` when neither ``points`` nor ``states`` is given.
+    tol : float, > 0
+        Accepted residual at each step of the continuation: ``max|F| <= tol max(1,
+        max|x|)^3`` for the equations F above (right-hand side over lr, and the C_j).
+    max_abs : float, > 0
+        Continuations that leave ``max|x| <= max_abs`` are lost.
+    n_steps : int, >= 1
+        Steps of the continuation in eta.
+    zero_tol : float, in (0, 1)
+        Classification of the flow fixed points reached from ``states``.
+
+    Returns
+    -------
+    NoisyPlateauLevels
+        One entry per flow fixed point, sorted by increasing eps_flow (per state, in the
+        given order, with ``states``).
+    """
+    p = V.Problems()
+    K = p.check(V.integer, "K", K, low=1)
+    M = p.check(V.integer, "M", M, low=1)
+    lr = p.check(V.real, "lr", lr, low=0.0, low_open=True)
+    sigma = p.check(V.real, "label_noise", label_noise, low=0.0)
+    batch = p.check(V.integer, "batch_size", batch_size, low=1)
+    train_v = p.check(V.boolean, "train_second_layer", train_second_layer)
+    tol = p.check(V.real, "tol", tol, low=0.0, low_open=True)
+    max_abs = p.check(V.real, "max_abs", max_abs, low=0.0, low_open=True)
+    n_steps = p.check(V.integer, "n_steps", n_steps, low=1)
+    zero_tol = p.check(V.real, "zero_tol", zero_tol, low=0.0, high=1.0, low_open=True,
+                       high_open=True)
+    p.raise_if_any()
+    T, vt = _check_teacher(T, v_teacher, M)
+    c = (np.full(K, V.real("conserved", conserved)) if np.ndim(conserved) == 0
+         else V.finite_array("conserved", conserved, shape=(K,)))
+    v_fixed = None
+    if not train_v:
+        v_fixed = (np.ones(K) if v_student is None
+                   else V.finite_array("v_student", v_student, shape=(K,)))
+    elif v_student is not None:
+        raise ValueError("v_student is only used with train_second_layer=False")
+    if points is not None and states is not None:
+        raise ValueError("give points or states, not both")
+    flow = _System(K, M, T, vt, lr, train_v, False, sigma, v_fixed, batch)
+    system = _System(K, M, T, vt, lr, train_v, True, sigma, v_fixed, batch)
+
+    # (flow fixed point or None, its coordinates at the wanted C_j, the wanted C_j)
+    entries = []
+    if states is not None:
+        Qs, Rs, vs = _states_array(states, K, M)
+        for Q0, R0, v0 in zip(Qs, Rs, vs):
+            if not train_v and not np.allclose(v0, v_fixed):
+                raise ValueError("states must have the frozen second layer v_student")
+            entries.append(_flow_point_of_state(flow, system, Q0, R0, v0, tol, max_abs,
+                                                n_steps, zero_tol))
+    else:
+        if points is None:
+            points = find_fixed_points(K, M, T, vt, lr, train_second_layer=train_v,
+                                       v_student=v_student, n_starts=n_starts, seed=seed,
+                                       trajectories=trajectories, tol=tol, max_abs=max_abs,
+                                       conserved=c if train_v else 0.0)
+        points = sorted(points, key=lambda fp: (fp.eps_g, fp.n_unstable))
+        for fp in points:
+            if (fp.K, fp.M, fp.train_second_layer) != (K, M, train_v) or not (
+                    np.allclose(fp.T, T) and np.allclose(fp.v_teacher, vt)):
+                raise ValueError(f"points must be fixed points of this problem (K={K}, M={M}, "
+                                 f"T, v_teacher, train_second_layer={train_v})")
+            if not train_v and not np.allclose(fp.v, v_fixed):
+                raise ValueError("points must have the frozen second layer v_student")
+            x = flow.pack(fp.Q, fp.R, fp.v)
+            entries.append((fp, _rescale_to(flow, x, c) if train_v else x, c.copy()))
+
+    n = len(entries)
+    Qo, Ro, vo = np.full((n, K, K), np.nan), np.full((n, K, M), np.nan), np.full((n, K), np.nan)
+    eps_flow, eps_full, res = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)
+    C, rate = np.full((n, K), np.nan), np.full((n, K), np.nan)
+    for i, (fp, x0, target) in enumerate(entries):
+        if fp is None:
+            continue
+        eps_flow[i] = fp.eps_g
+        out = _continue(flow, system, x0, target, n_steps, tol, max_abs)
+        if out is None:
+            continue
+        x, _, r = out
+        Qo[i], Ro[i], vo[i] = system.state(x)
+        eps_full[i], res[i] = system.eps_g(x), r
+        C[i] = _conserved_of(system, x)
+        dQ, _, dv = unpack(system.rhs(x), K, M, None if train_v else v_fixed)
+        # the eta^1 part conserves C_j: what is left is the noise term's
+        rate[i] = np.diag(dQ) - 4.0 * vo[i] * dv if train_v else 0.0
+    return NoisyPlateauLevels(
+        eps_flow=eps_flow, eps_full=eps_full,
+        kind=tuple("" if fp is None else fp.kind for fp, _, _ in entries),
+        n_unstable=np.array([-1 if fp is None else fp.n_unstable for fp, _, _ in entries],
+                            dtype=int),
+        points=[fp for fp, _, _ in entries], Q=Qo, R=Ro, v=vo, conserved=C,
+        conserved_rate=rate, residual=res, lr=lr, label_noise=sigma, batch_size=batch,
+        train_second_layer=train_v)
 
 
 # ----------------------------------------------------------------------------- parameter space
@@ -1055,11 +1878,20 @@ def parameter_space_hessian(W, v, W_teacher, v_teacher, *, train_second_layer=Tr
 
 # ----------------------------------------------------------------------------- table
 
-def _compact(a):
+# Table entries this small relative to their scale are round-off of exact zeros: printed as 0
+# so that the digits shown do not depend on the last bits of the arithmetic.
+_PRINT_ZERO = 1e-12
+
+
+def _fmt(x, zero=0.0, digits=3):
+    return "0" if abs(x) <= zero else f"{x:.{digits}g}"
+
+
+def _compact(a, zero=0.0):
     a = np.atleast_1d(np.asarray(a))
     if a.ndim == 1:
-        return "[" + " ".join(f"{x:.3g}" for x in a) + "]"
-    return "[" + "; ".join(" ".join(f"{x:.3g}" for x in row) for row in a) + "]"
+        return "[" + " ".join(_fmt(x, zero) for x in a) + "]"
+    return "[" + "; ".join(" ".join(_fmt(x, zero) for x in row) for row in a) + "]"
 
 
 def fixed_point_table(points):
@@ -1074,16 +1906,23 @@ def fixed_point_table(points):
     str
         One row per point: index, eps_g, kind, n_unstable, n_zero, multiplicity, n_variants
         ("var"), the largest and smallest real parts of the eigenvalues, and Q, R, v
-        compactly (rows of matrices separated by ";").
+        compactly (rows of matrices separated by ";"). Values below 1e-12 times their scale
+        (the largest eps_g of the table, the largest |eigenvalue| of the point, the largest
+        overlap or |v| of the point, at least 1) are round-off of zeros and print as 0.
     """
     header = ["#", "eps_g", "kind", "n_unst", "n_zero", "mult", "var", "max Re", "min Re",
               "Q", "R", "v"]
     rows = []
+    eps_zero = _PRINT_ZERO * max([1.0] + [abs(fp.eps_g) for fp in points])
     for i, fp in enumerate(points):
         re = np.real(fp.eigenvalues)
-        rows.append([str(i), f"{fp.eps_g:.6g}", fp.kind, str(fp.n_unstable), str(fp.n_zero),
-                     str(fp.multiplicity), str(fp.n_variants), f"{re.max():.3g}", f"{re.min():.3g}",
-                     _compact(fp.Q), _compact(fp.R), _compact(fp.v)])
+        lam_zero = _PRINT_ZERO * max(1.0, np.abs(fp.eigenvalues).max(initial=0.0))
+        zero = _PRINT_ZERO * max(1.0, np.abs(fp.Q).max(initial=0.0),
+                                 np.abs(fp.R).max(initial=0.0), np.abs(fp.v).max(initial=0.0))
+        rows.append([str(i), _fmt(fp.eps_g, eps_zero, 6), fp.kind, str(fp.n_unstable),
+                     str(fp.n_zero), str(fp.multiplicity), str(fp.n_variants),
+                     _fmt(re.max(), lam_zero), _fmt(re.min(), lam_zero),
+                     _compact(fp.Q, zero), _compact(fp.R, zero), _compact(fp.v, zero)])
     if not rows:
         return "no fixed points found"
     widths = [max(len(r[c]) for r in rows + [header]) for c in range(len(header))]
