@@ -972,6 +972,16 @@ def _trajectory_arrays(traj, K, M):
 
 # ----------------------------------------------------------------------------- public
 
+def _frozen_v(K, train_v, v_student):
+    """The frozen second layer (K,) when v is not trained (default all ones), else None."""
+    if train_v:
+        if v_student is not None:
+            raise ValueError("v_student is only used with train_second_layer=False")
+        return None
+    return (np.ones(K) if v_student is None
+            else V.finite_array("v_student", v_student, shape=(K,)))
+
+
 def _check_teacher(T, v_teacher, M):
     p = V.Problems()
     vt = p.check(V.finite_array, "v_teacher", v_teacher, shape=(M,))
@@ -1140,12 +1150,7 @@ def find_fixed_points(K, M, T, v_teacher, lr=1.0, *, train_second_layer=True, sg
     batch = p.check(V.integer, "batch_size", batch_size, low=1)
     p.raise_if_any()
     T, vt = _check_teacher(T, v_teacher, M)
-    v_fixed = None
-    if not train_v:
-        v_fixed = (np.ones(K) if v_student is None
-                   else V.finite_array("v_student", v_student, shape=(K,)))
-    elif v_student is not None:
-        raise ValueError("v_student is only used with train_second_layer=False")
+    v_fixed = _frozen_v(K, train_v, v_student)
     if conserved is not None:
         conserved = (np.full(K, V.real("conserved", conserved)) if np.ndim(conserved) == 0
                      else V.finite_array("conserved", conserved, shape=(K,)))
@@ -1631,12 +1636,7 @@ def plateau_levels_with_noise(K, M, T, v_teacher, lr, *, label_noise=0.0, batch_
     T, vt = _check_teacher(T, v_teacher, M)
     c = (np.full(K, V.real("conserved", conserved)) if np.ndim(conserved) == 0
          else V.finite_array("conserved", conserved, shape=(K,)))
-    v_fixed = None
-    if not train_v:
-        v_fixed = (np.ones(K) if v_student is None
-                   else V.finite_array("v_student", v_student, shape=(K,)))
-    elif v_student is not None:
-        raise ValueError("v_student is only used with train_second_layer=False")
+    v_fixed = _frozen_v(K, train_v, v_student)
     if points is not None and states is not None:
         raise ValueError("give points or states, not both")
     flow = _System(K, M, T, vt, lr, train_v, False, sigma, v_fixed, batch)
