@@ -200,9 +200,12 @@ def plot_order_parameters(ds, run=0):
     return fig
 
 
-def plot_stages(ds, run=0, stages=None):
+def plot_stages(ds, run=0, stages=None, levels_with_noise=None):
     """One learning curve with its detected plateaus shaded and labelled, and the plateau
     levels predicted for an orthonormal teacher (dashed).
+
+    ``levels_with_noise`` (array, optional): plateau levels predicted with the SGD-noise term
+    (``plateau_levels_with_noise(...).eps_full``), drawn dotted beside the lr^1 levels.
 
     The main axis has linear time, where the drops (fast on the curve's own time scale, short
     on a log axis at late times) and the tilt of a plateau show as a person judges them; an
@@ -242,6 +245,11 @@ def plot_stages(ds, run=0, stages=None):
         for i, lev in enumerate(predicted if predicted is not None else []):
             a.axhline(lev, color="tab:red", lw=0.7, ls="--",
                       label="plateau levels of the lr^1 theory (T = I)"
+                      if i == 0 and not log_time else None)
+        noisy = [] if levels_with_noise is None else np.asarray(levels_with_noise, float)
+        for i, lev in enumerate(x for x in noisy if np.isfinite(x) and x > 0):
+            a.axhline(lev, color="tab:blue", lw=0.9, ls=":",
+                      label="plateau levels with the SGD-noise term (this run)"
                       if i == 0 and not log_time else None)
         a.set_yscale("log")
         if log_time:
@@ -356,36 +364,381 @@ def plot_phase_diagram(ds, x, y, quantity="final_eps", threshold=1e-3):
     return fig
 
 
+# ----------------------------------------------------------------------------- fixed points
+
+# eps_g within this of 0 (times max(1, the largest level)) is the global minimum eps_g = 0
+# (the finder reports it as round-off, of either sign).
+_FP_ZERO_RTOL = 1e-10
+# Levels within this relative distance coincide: drawn once, with a combined label.
+_FP_LEVEL_RTOL = 1e-6
+# Q and R below this (times max(1, max|T|)): w = 0, every student unit dead.
+_FP_DEAD_RTOL = 1e-8
+# Order of the kinds in legends and labels (least unstable first); others after these.
+_FP_KINDS = ("stable", "degenerate", "saddle", "unstable")
+# Per kind: colours (ramp over its values of n_unstable), markers, line styles.
+_FP_KIND_STYLE = {
+    "stable": (("#1a9641", "#006837"), ("o", "s", "D"), ("-",)),
+    "degenerate": (("#969696", "#404040"), ("d", "H"), ((0, (4, 1, 1, 1)),)),
+    "saddle": (("#e31a1c", "#fd8d3c", "#a6611a", "#67001f"),
+               ("v", "^", "<", ">", "p", "h", "*", "P", "X", "d", "8", "H"),
+               ("--", "-.", (0, (5, 1.5, 1, 1.5, 1, 1.5)), (0, (2.5, 1.5)),
+                (0, (7, 2, 1.5, 2)), (0, (1.2, 1.2)))),
+    "unstable": (("#9e6ac8", "#3f007d"), ("^", "s", "v", "D"), (":", (0, (3, 1, 1, 1)))),
+}
+_FP_W0_STYLE = dict(color="#3b3b3b", ls=(0, (1, 1.4)), marker="o", mfc="white")
+_FP_CURVE_COLOURS = ("k", "#0072b2", "#56b4e9", "#009e73", "#cc79a7")
+_FP_FONT = 7.0          # points, labels at the right edge and legend
+_FP_LINE_H = 1.3        # line height, in font sizes
+
+
+def _fp_class_key(cls):
+    kind, n = cls
+    rank = _FP_KINDS.index(kind) if kind in _FP_KINDS else len(_FP_KINDS)
+    return (rank, str(kind), n)
+
+
+def _fp_is_dead(p):
+    """w = 0: Q = 0 and R = 0, every student unit dead (a line of fixed points in v)."""
+    scale = _FP_DEAD_RTOL * max(1.0, float(np.abs(np.asarray(p.T, float)).max(initial=0.0)))
+    return (float(np.abs(np.asarray(p.Q, float)).max(initial=0.0)) <= scale
+            and float(np.abs(np.asarray(p.R, float)).max(initial=0.0)) <= scale)
+
+
+def _fp_styles(classes):
+    """(kind, n_unstable) -> dict(color, ls, marker): distinct per class (a colour ramp over
+    each kind's values of n_unstable, with markers and line styles cycling)."""
+    from matplotlib.colors import LinearSegmentedColormap, to_hex
+
+    styles = {}
+    for kind in sorted({k for k, _ in classes}, key=lambda k: _fp_class_key((k, 0))):
+        ns = sorted(n for k, n in classes if k == kind)
+        colours, markers, lss = _FP_KIND_STYLE.get(
+            kind, (("#000000", "#7f7f7f"), ("x", "+", "1"), ((0, (3, 3)),)))
+        ramp = LinearSegmentedColormap.from_list(f"fp-{kind}", colours)
+        for i, n in enumerate(ns):
+            styles[(kind, n)] = dict(
+                color=to_hex(ramp(i / (len(ns) - 1) if len(ns) > 1 else 0.0)),
+                marker=markers[i % len(markers)], ls=lss[i % len(lss)])
+    return styles
+
+
+def _fp_class_name(cls, short=False):
+    kind, n = cls
+    if kind in ("saddle", "unstable") or n != 0:
+        if short:
+            return f"{kind} ({n} unst.)"
+        return f"{kind}, {n} unstable direction{'s' if n != 1 else ''}"
+    return str(kind)
+
+
+def _fp_levels(eps, zero_tol):
+    """Indices of the points grouped by coinciding eps_g (relative _FP_LEVEL_RTOL, or both
+    within zero_tol of 0), in increasing eps_g; and each group's level (0 for the global
+    minimum, else the mean)."""
+    order = np.argsort(eps, kind="stable")
+    groups = []
+    for i in order:
+        if groups:
+            first = eps[groups[-1][0]]
+            both_zero = abs(first) <= zero_tol and abs(eps[i]) <= zero_tol
+            if both_zero or abs(eps[i] - first) <= _FP_LEVEL_RTOL * max(abs(first), abs(eps[i])):
+                groups[-1].append(i)
+                continue
+        groups.append([i])
+    levels = [0.0 if abs(eps[g[0]]) <= zero_tol else max(0.0, float(np.mean(eps[g])))
+              for g in groups]
+    return groups, levels
+
+
+def _fp_level_digits(levels):
+    """Significant digits (4 or more, up to 10) that tell every two distinct levels apart."""
+    for digits in range(4, 11):
+        shown = [f"{x:#.{digits}g}" for x in levels]
+        if len(set(shown)) == len(shown):
+            return digits
+    return 10
+
+
+def _fp_sign_phrase(n_pos, n_neg, K):
+    if K == 1:
+        return "$v>0$" if n_pos else "$v<0$" if n_neg else "$v=0$"
+    if n_pos == K:
+        return "all $v_j>0$"
+    if n_neg == K:
+        return "all $v_j<0$"
+    if n_pos + n_neg == K:
+        return f"{n_pos} of {K} $v_j>0$"
+    return f"{n_pos} $v_j>0$, {n_neg} $v_j<0$, {K - n_pos - n_neg} $v_j=0$"
+
+
+def _fp_dead_description(dead):
+    """The stability of w = 0 by the signs of the entries of v, from the points found there:
+    a list of phrases "kind for sign pattern", fewest positive v_j first."""
+    by_sign = {}
+    for p in dead:
+        v = np.asarray(p.v, float)
+        tiny = 1e-12 * max(1.0, float(np.abs(v).max(initial=0.0)))
+        key = (int(np.count_nonzero(v > tiny)), int(np.count_nonzero(v < -tiny)), v.size)
+        by_sign.setdefault(key, set()).add((p.kind, int(p.n_unstable)))
+    phrases = []
+    for (n_pos, n_neg, K), classes in sorted(by_sign.items(), key=lambda kv: (kv[0][0],
+                                                                             -kv[0][1])):
+        kinds = " or ".join(_fp_class_name(c, short=True)
+                            for c in sorted(classes, key=_fp_class_key))
+        phrases.append(f"{kinds} for {_fp_sign_phrase(n_pos, n_neg, K)}")
+    return phrases
+
+
+def _fp_classes_phrase(classes):
+    """'stable, saddles (1, 3 unst.)' for the classes (with repeats) of the points of a level."""
+    parts = []
+    for kind in sorted({k for k, _ in classes}, key=lambda k: _fp_class_key((k, 0))):
+        ns = sorted(n for k, n in classes if k == kind)
+        if kind in ("saddle", "unstable"):
+            plural = "s" if kind == "saddle" and len(ns) > 1 else ""
+            parts.append(f"{kind}{plural} "
+                         f"({', '.join(map(str, ns))} unst.)")
+        else:
+            parts.append(kind if len(ns) == 1 else f"{len(ns)} {kind}")
+    return ", ".join(parts)
+
+
+def _fp_level_label(value, live, dead, digits):
+    """Text lines of one level: its eps_g, how many points coincide there, their kinds."""
+    n = len(live) + len(dead)
+    count = f" ({n} points)" if n > 1 else ""
+    if value == 0.0:
+        head = r"$\epsilon_g = 0$ (global minimum)" + count
+    else:
+        head = f"{value:#.{digits}g}" + count
+    classes = [(p.kind, int(p.n_unstable)) for p in live]
+    lines = []
+    if dead:
+        phrases = _fp_dead_description(dead)
+        lines.append(head + ": $w = 0$ (all units dead), by sign of $v$:")
+        for i in range(0, len(phrases), 2):
+            lines.append("    " + ";  ".join(phrases[i:i + 2]))
+        if live:
+            lines.append("    and " + _fp_classes_phrase(classes))
+    elif value == 0.0 and all(k == "stable" for k, _ in classes):
+        lines.append(head)
+    else:
+        lines.append(head + ": " + _fp_classes_phrase(classes))
+    return lines
+
+
+def _fp_spread(y, heights, lo, hi):
+    """Label centres near y (sorted increasing) that do not overlap: ``q[i+1] - q[i] >=
+    (h[i] + h[i+1]) / 2``, within [lo, hi] where the room allows; least squares (isotonic
+    regression of y minus the cumulative offsets, pool adjacent violators)."""
+    y = np.asarray(y, float)
+    h = np.asarray(heights, float)
+    if y.size == 0:
+        return y
+    c = np.concatenate([[0.0], np.cumsum(0.5 * (h[:-1] + h[1:]))])
+    r = y - c
+    blocks = []                                 # [mean, weight]
+    for x in r:
+        blocks.append([x, 1])
+        while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
+            m2, w2 = blocks.pop()
+            m1, w1 = blocks.pop()
+            blocks.append([(m1 * w1 + m2 * w2) / (w1 + w2), w1 + w2])
+    fit = np.concatenate([[m] * w for m, w in blocks])
+    low, high = lo + 0.5 * h[0], hi - 0.5 * h[-1] - c[-1]
+    fit = np.clip(fit, low, max(low, high)) if high >= low else np.full_like(fit, 0.5 * (
+        low + high))
+    return fit + c
+
+
+def _fp_ticks(ax, linthresh, top):
+    """Ticks of a symlog eps_g axis: 0, then decades (and 2..9 x decades, minor) only where the
+    scale is logarithmic, above linthresh."""
+    from matplotlib.ticker import FixedLocator
+
+    lo, hi = int(np.ceil(np.log10(linthresh))), int(np.floor(np.log10(top)))
+    major = [0.0] + [10.0 ** k for k in range(lo, hi + 1)]
+    minor = [m * 10.0 ** k for k in range(lo - 1, hi + 1) for m in range(2, 10)
+             if linthresh < m * 10.0 ** k < top]
+    ax.yaxis.set_major_locator(FixedLocator(major))
+    ax.yaxis.set_minor_locator(FixedLocator(minor))
+
+
 def plot_fixed_points(points, ds=None, runs=(0,)):
-    """Fixed points on the loss: their eps_g by kind (stable, saddle with its number of unstable
-    directions, unstable) as horizontal levels over learning curves, so plateaus can be read
-    off against saddles."""
+    """Fixed points of the order-parameter flow as levels of eps_g, over learning curves.
+
+    Every distinct level of eps_g is one horizontal line, labelled at the right edge with its
+    value and the kinds of the fixed points there; points whose eps_g coincide (relative
+    1e-6) share one line and one label ("n points"). Line and marker styles tell the classes
+    (kind, number of unstable directions) apart -- one legend entry per class -- and the
+    markers next to each label show which classes sit at that level. The line of a level
+    takes the style of its least unstable class.
+
+    The point w = 0 (Q = 0, R = 0: all student units dead) is a line of fixed points in v,
+    whose stability depends on the signs of the entries of v; the finder may report it
+    several times, with different v and kinds. It is drawn once, labelled with its stability
+    by the signs of v, built from the points given.
+
+    The eps_g axis is symmetric-log: logarithmic above ``linthresh`` = 0.3 times the smallest
+    positive level (shaded below, where it is linear), so that eps_g = 0 -- the global minimum,
+    labelled as such when present -- sits on the axis instead of at an arbitrary small value.
+
+    Parameters
+    ----------
+    points : sequence of FixedPoint
+        From :func:`fastquad.analysis.find_fixed_points` (fields used: ``Q``, ``R``, ``v``,
+        ``T``, ``eps_g``, ``kind``, ``n_unstable``). May be empty.
+    ds : xarray.Dataset or None
+        Results with ``ds.time.values`` (n_times,) and ``ds.eps_g.values`` (n_runs,
+        n_times); any object with those attributes works. None: the levels alone.
+    runs : sequence of int
+        Runs of ds whose learning curves are drawn on log time (t > 0; values below 0, round
+        off at convergence, are drawn at 0; non-finite values are left out).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        One axes (``fig.axes[0]``). Artists carry gids: ``"fp-level"`` (level lines),
+        ``"fp-marker:<kind>:<n_unstable>"`` and ``"fp-marker:w0"`` (class markers),
+        ``"fp-label"`` (level labels), ``"learning-curve"``.
+    """
+    from matplotlib.lines import Line2D
+
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    styles = {"stable": ("tab:green", "-"), "saddle": ("tab:red", "--"),
-              "unstable": ("tab:purple", ":"), "degenerate": ("tab:gray", "-.")}
-    seen = set()
-    for p in points:
-        c, ls = styles.get(p.kind, ("k", "-"))
-        lab = p.kind if p.kind != "saddle" else f"saddle ({p.n_unstable} unstable)"
-        ax.axhline(max(p.eps_g, 1e-12), color=c, ls=ls, lw=1.0,
-                   label=lab if lab not in seen else None)
-        seen.add(lab)
+    points = list(points)
+    eps = np.array([float(p.eps_g) for p in points], dtype=float)
+    zero_tol = _FP_ZERO_RTOL * max(1.0, float(np.nanmax(np.abs(eps), initial=0.0)))
+    dead_mask = np.array([_fp_is_dead(p) for p in points], dtype=bool)
+    if dead_mask.any():
+        # one line for w = 0: every report of it at the level of the first (eps_g does not
+        # depend on v there)
+        eps[dead_mask] = eps[np.flatnonzero(dead_mask)[0]]
+    groups, levels = _fp_levels(eps, zero_tol)
+    digits = _fp_level_digits([x for x in levels if x != 0.0])
+    classes = sorted({(p.kind, int(p.n_unstable)) for p, d in zip(points, dead_mask) if not d},
+                     key=_fp_class_key)
+    styles = _fp_styles(classes)
+
+    # learning curves: finite, t > 0 (log time), clamped at 0
+    curves = []
     if ds is not None:
-        t = ds.time.values
+        t = np.asarray(ds.time.values, float)
         ok = t > 0
-        for r in runs:
-            ax.plot(t[ok], ds.eps_g.values[r, ok], color="k", lw=1.3,
-                    label="learning curve" if r == runs[0] else None)
+        for r in dict.fromkeys(int(r) for r in runs):
+            e = np.asarray(ds.eps_g.values[r], float)[ok]
+            e = np.where(np.isfinite(e), np.maximum(e, 0.0), np.nan)
+            curves.append((r, t[ok], e))
+
+    # the eps_g axis: symlog, linear below linthresh
+    pos_levels = [x for x in levels if x > 0]
+    curve_vals = np.concatenate([c[2][np.isfinite(c[2])] for c in curves] or [np.zeros(0)])
+    if pos_levels:
+        linthresh = 0.3 * min(pos_levels)
+    elif np.any(curve_vals > 0):
+        top_c = float(curve_vals.max())
+        linthresh = 0.3 * max(float(curve_vals[curve_vals > 0].min()), 1e-3 * top_c)
+    else:
+        linthresh = 1.0
+    top = max(pos_levels + [float(curve_vals.max(initial=0.0)), 3 * linthresh])
+    ylim = (-0.12 * linthresh, top * 1.7)
+
+    # labels of the levels, and the vertical room they need
+    labels = []
+    for g, value in zip(groups, levels):
+        live = [points[i] for i in g if not dead_mask[i]]
+        dead = [points[i] for i in g if dead_mask[i]]
+        here = sorted({(p.kind, int(p.n_unstable)) for p in live}, key=_fp_class_key)
+        labels.append((value, _fp_level_label(value, live, dead, digits), here, bool(dead)))
+    line_in = _FP_FONT * _FP_LINE_H / 72.0
+    heights = [len(lines) * line_in + 0.03 for _, lines, _, _ in labels]
+
+    # geometry in inches; the figure is sized once the labels and the legend are measured
+    ax_w = 4.6 if curves else 2.4
+    ax_h = max(3.4, 1.08 * sum(heights) + 0.2)
+    left, top_m, xlab = 0.95, 0.4, (0.45 if curves else 0.1)
+    fig = plt.figure(figsize=(left + ax_w + 5.0, ax_h + top_m + 2.0))
+    ax = fig.add_axes([left / fig.get_figwidth(), 2.0 / fig.get_figheight(),
+                       ax_w / fig.get_figwidth(), ax_h / fig.get_figheight()])
+
+    def x_right(points_):          # axes x of a distance (points) right of the axes
+        return 1.0 + points_ / 72.0 / ax_w
+
+    ax.set_yscale("symlog", linthresh=linthresh, linscale=0.4)
+    ax.set_ylim(*ylim)
+    _fp_ticks(ax, linthresh, ylim[1])
+    ax.axhspan(ylim[0], linthresh, color="0.93", lw=0, zorder=0)
+    ax.set_ylabel(r"generalisation error $\epsilon_g$" + "\n"
+                  + f"(log scale; linear below {linthresh:.2g}, shaded)")
+    handles = []
+    for k, (r, tt, e) in enumerate(curves):
+        (line,) = ax.plot(tt, e, color=_FP_CURVE_COLOURS[k % len(_FP_CURVE_COLOURS)], lw=1.5,
+                          zorder=4, gid="learning-curve", label=f"learning curve (run {r})")
+        handles.append(line)
+    if curves:
         ax.set_xscale("log")
         ax.set_xlabel("time t = step / d")
     else:
+        ax.set_xlim(0, 1)
         ax.set_xticks([])
-    ax.set_yscale("log")
-    ax.set_ylabel(r"$\epsilon_g$")
-    ax.set_title("fixed points of the order-parameter flow on the loss")
-    ax.legend(fontsize=7)
-    ax.grid(True, which="both", alpha=0.25)
+
+    # levels: a line each, the markers of the classes there and a label at the right edge
+    to_axes = ax.transAxes.inverted()
+    y_axes = [float(to_axes.transform(ax.transData.transform((ax.get_xlim()[0], v)))[1])
+              for v, _, _, _ in labels]
+    y_label = _fp_spread(y_axes, [h / ax_h for h in heights], 0.0, 1.0)
+    texts = []
+    for (value, lines, here, dead), ya, yl in zip(labels, y_axes, y_label):
+        st = _FP_W0_STYLE if dead else styles[here[0]]
+        ax.axhline(value, color=st["color"], ls=st["ls"], lw=1.7 if value == 0 else 1.2,
+                   zorder=2, gid="fp-level")
+        ax.plot([1.0, x_right(5), x_right(14), x_right(17)], [ya, ya, yl, yl],
+                transform=ax.transAxes, clip_on=False, lw=0.6, color="0.55", zorder=3,
+                gid="fp-leader")
+        marks = ([("w0", _FP_W0_STYLE)] if dead else []) + [(c, styles[c]) for c in here]
+        for j, (c, s) in enumerate(marks):
+            ax.plot([x_right(22 + 9 * j)], [yl], transform=ax.transAxes, clip_on=False,
+                    ls="none", marker=s["marker"], ms=5.5, color=s["color"],
+                    mfc=s.get("mfc", s["color"]), mew=1.0, zorder=5,
+                    gid="fp-marker:w0" if c == "w0" else f"fp-marker:{c[0]}:{c[1]}")
+        texts.append(ax.text(x_right(22 + 9 * len(marks)), yl, "\n".join(lines),
+                             transform=ax.transAxes, fontsize=_FP_FONT, va="center",
+                             ha="left", linespacing=_FP_LINE_H, clip_on=False,
+                             gid="fp-label"))
+    if dead_mask.any():
+        handles.append(Line2D([], [], color=_FP_W0_STYLE["color"], ls=_FP_W0_STYLE["ls"],
+                              marker=_FP_W0_STYLE["marker"], mfc=_FP_W0_STYLE["mfc"], lw=1.2,
+                              label="$w = 0$ (all units dead; kind by sign of $v$)"))
+    for c in classes:
+        s = styles[c]
+        handles.append(Line2D([], [], color=s["color"], ls=s["ls"], marker=s["marker"],
+                              lw=1.2, ms=5.5, label=_fp_class_name(c)))
+    ax.set_title("fixed points of the order-parameter flow on the loss",
+                 loc="center" if curves else "left")
+    ax.grid(True, which="major", alpha=0.25)
+
+    # measure: the label column's width, then a legend under the axes as wide as allowed
+    get = getattr(fig.canvas, "get_renderer", None)
+    renderer = get() if get is not None else fig._get_renderer()
+    dpi = fig.dpi
+    ax_right = ax.get_window_extent(renderer).x1
+    col_w = max([0.3] + [(t.get_window_extent(renderer).x1 - ax_right) / dpi for t in texts])
+    width = left + ax_w + col_w + 0.15
+    legend_h = 0.0
+    if handles:
+        below = (xlab + 0.12) / ax_h
+        for ncol in range(min(len(handles), 4), 0, -1):
+            leg = ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(0.0, -below),
+                            ncol=ncol, fontsize=_FP_FONT, frameon=False, handlelength=3.2,
+                            columnspacing=1.5, borderaxespad=0.0)
+            box = leg.get_window_extent(renderer)
+            if box.width / dpi <= ax_w + col_w or ncol == 1:
+                break
+        legend_h = box.height / dpi + 0.12
+        width = max(width, left + box.width / dpi + 0.15)
+    height = top_m + ax_h + xlab + legend_h + 0.15
+    fig.set_size_inches(width, height)
+    ax.set_position([left / width, (height - top_m - ax_h) / height, ax_w / width,
+                     ax_h / height])
     return fig
 
 
