@@ -259,6 +259,15 @@ def _loss(x):
     return "0" if x < LOSS_FLOOR else f"{x:.4g}"
 
 
+def _log_log(ax, xlabel, title):
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.25)
+    ax.legend(fontsize=7)
+
+
 def _paired(ds, base):
     """eps_g of the SGD runs selected by ``base`` and of the ODE runs from the same initial
     weights (the same replica), both shape (n, n_times); runs whose SGD diverged or failed are
@@ -342,12 +351,7 @@ def finding_sgd_vs_ode(out, figs):
             lo, hi = np.percentile(sgd, [10, 90], axis=0)
             ax.fill_between(t[ok], lo[ok], hi[ok], color=c, alpha=0.2, lw=0)
             ax.plot(t[ok], ode[ok], color=c, ls="--", label="ODE theory" if i == 0 else None)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("time t = step / d")
-        ax.set_title(f"online SGD vs ODE, {name}")
-        ax.grid(True, which="both", alpha=0.25)
-        ax.legend(fontsize=7)
+        _log_log(ax, "time t = step / d", f"online SGD vs ODE, {name}")
     axes[0].set_ylabel(r"generalisation error $\epsilon_g$")
     fig.tight_layout()
     plots.save(fig, figs, "sgd_vs_ode")
@@ -449,12 +453,7 @@ def _finite_d(out, figs):
             ax.plot(dims, curves[(name, lr)], marker="o", label=f"lr = {lr:g}")
         ref = curves[(name, lrs[0])][0] * np.sqrt(dims[0] / dims)
         ax.plot(dims, ref, color="k", ls=":", lw=1, label=r"$\propto d^{-1/2}$")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("input dimension d")
-        ax.set_title(f"single runs vs their ODE, {name}")
-        ax.grid(True, which="both", alpha=0.25)
-        ax.legend(fontsize=7)
+        _log_log(ax, "input dimension d", f"single runs vs their ODE, {name}")
     axes[0].set_ylabel("rms deviation / ODE (max over t)")
     fig.tight_layout()
     plots.save(fig, figs, "finite_d")

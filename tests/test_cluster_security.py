@@ -5,7 +5,6 @@ that holds no certificate: none may answer HTTP, none may accept a Dask client (
 a certificate of its own), and every one must be a TLS server (so the probe reached live ports).
 """
 
-import importlib.util
 import json
 import os
 import signal
@@ -21,6 +20,7 @@ import pytest
 
 import fastquad as fq
 import sweep_files
+from conftest import runner_module
 from fastquad.errors import InputError
 from fastquad.sweep import load_sweep, parse_sweep, run_sweep
 from fastquad.sweep import run as sweep_run
@@ -364,11 +364,7 @@ def test_workers_outside_the_range_are_refused_before_anything_starts(tmp_path, 
 
 # ---------------------------------------------------------------------------- jobqueue runner
 def _jobqueue_runner():
-    spec = importlib.util.spec_from_file_location("fastquad_jobqueue_runner",
-                                                  ROOT / "runners" / "jobqueue.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return runner_module("jobqueue")
 
 
 @pytest.mark.parametrize("kind", ["slurm", "pbs"])

@@ -5,25 +5,17 @@ their own start, the agreement test and its family-wise level) are checked on sy
 whose answer is known.
 """
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 import xarray as xr
 
 import fastquad as fq
-
-ROOT = Path(__file__).resolve().parent.parent
+from conftest import runner_module
 
 
 @pytest.fixture(scope="module")
 def study():
-    spec = importlib.util.spec_from_file_location("paper_study",
-                                                  ROOT / "runners" / "paper_study.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return runner_module("paper_study")
 
 
 def _dataset(sgd, ode, sgd_replicas, ode_replicas, sgd_status=None):
