@@ -7,7 +7,7 @@ variant casts); NumPy's ``Generator(PCG64).standard_normal(out=...)`` called fro
 buffer (its float32 variant uses ``dtype=np.float32``); for reference also the same Generator
 passed into ``@njit`` and drawn element by element (one shared state, so it cannot give per-run
 streams inside ``prange``). Reported: normals/s, best of several repeats after a JIT warm-up, and
-the ratio of ours to each. The machine is shared and noisy:
+the ratio of fastquad's rate to each. The machine is shared and noisy:
 compare ratios from the same run.
 
 Usage: python benchmarks/bench_rng.py [--repeats 7] [--seconds 0.1] [--clock wall|cpu]

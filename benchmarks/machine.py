@@ -30,8 +30,12 @@ print(time.perf_counter() - t)
 def _timed(cpus, n_iter):
     """Times of the loop run at once in one process per entry of cpus (pinned there; -1: not
     pinned)."""
-    procs = [subprocess.Popen([sys.executable, "-c", _LOOP.format(cpu=c, n=n_iter)],
-                              stdout=subprocess.PIPE, text=True) for c in cpus]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _LOOP.format(cpu=c, n=n_iter)], stdout=subprocess.PIPE, text=True
+        )
+        for c in cpus
+    ]
     return [float(p.communicate()[0]) for p in procs]
 
 
@@ -77,9 +81,11 @@ def capacity_line():
     """One line for a benchmark's output."""
     ratios, cores = parallel_capacity()
     r = sorted(ratios)
-    return (f"machine check: {cores} cores at once gave {r[len(r) // 2]:.2f}x the throughput of "
-            f"one core alone (median; {r[0]:.2f}-{r[-1]:.2f}x over {len(r)} tries of a CPU-bound "
-            f"probe; {cores}.00x on dedicated cores)")
+    return (
+        f"machine check: {cores} cores at once gave {r[len(r) // 2]:.2f}x the throughput of "
+        f"one core alone (median; {r[0]:.2f}-{r[-1]:.2f}x over {len(r)} tries of a CPU-bound "
+        f"probe; {cores}.00x on dedicated cores)"
+    )
 
 
 if __name__ == "__main__":

@@ -32,8 +32,21 @@ import h5py
 import numpy as np
 
 FASTQUAD = [sys.executable, "-m", "fastquad.cli"]
-HOSTILE = ["0", "-1", "nan", "inf", "-inf", "1e300", "1e9", "abc", "", "1,2,3", "0.5",
-           str(2**63), "-0"]
+HOSTILE = [
+    "0",
+    "-1",
+    "nan",
+    "inf",
+    "-inf",
+    "1e300",
+    "1e9",
+    "abc",
+    "",
+    "1,2,3",
+    "0.5",
+    str(2**63),
+    "-0",
+]
 SWEEP = """
 [fixed]
 method = "sgd"
@@ -54,8 +67,9 @@ order_parameters = true
 
 def classify(args, timeout, cwd):
     try:
-        p = subprocess.run(FASTQUAD + args, capture_output=True, text=True, timeout=timeout,
-                           cwd=cwd)
+        p = subprocess.run(
+            FASTQUAD + args, capture_output=True, text=True, timeout=timeout, cwd=cwd
+        )
     except subprocess.TimeoutExpired:
         return "defect", "no answer in time"
     err = p.stderr.strip()
@@ -71,8 +85,11 @@ def hostile_inputs(work, quick):
 
     values = HOSTILE[:6] if quick else HOSTILE
     good = work / "good.h5"
-    subprocess.run(FASTQUAD + ["simulate", "--d", "20", "--t-max", "1", "--n-runs", "2",
-                               "--out", str(good)], check=True, capture_output=True)
+    subprocess.run(
+        FASTQUAD + ["simulate", "--d", "20", "--t-max", "1", "--n-runs", "2", "--out", str(good)],
+        check=True,
+        capture_output=True,
+    )
     (work / "s.toml").write_text(SWEEP.replace("d = 400", "d = 20").replace("60.0", "2.0"))
     cases = []
     flags = [("--" + k.replace("_", "-")) for k in PARAMETERS] + ["--threads"]
@@ -81,8 +98,9 @@ def hostile_inputs(work, quick):
             cases.append(["simulate", flag, v, "--out", str(work / "o.h5"), "--overwrite"])
     for flag in ("--workers", "--chunk-runs", "--scheduler", "--scheduler-file"):
         for v in values:
-            cases.append(["sweep", "s.toml", "--out", str(work / "sw.h5"), "--no-progress",
-                          flag, v])
+            cases.append(
+                ["sweep", "s.toml", "--out", str(work / "sw.h5"), "--no-progress", flag, v]
+            )
     for flag in ("--run", "--threshold", "--kind", "--quantity", "--x"):
         for v in values:
             cases.append(["plot", str(good), "--out", str(work / "fig"), flag, v])
@@ -90,8 +108,13 @@ def hostile_inputs(work, quick):
         for v in values:
             cases.append(["fixed-points", "--n-starts", "5", flag, v])
     data = good.read_bytes()
-    files = {"foreign.h5": None, "truncated.h5": data[: len(data) // 2], "empty.h5": b"",
-             "text.h5": b"hello", "flipped.h5": None}
+    files = {
+        "foreign.h5": None,
+        "truncated.h5": data[: len(data) // 2],
+        "empty.h5": b"",
+        "text.h5": b"hello",
+        "flipped.h5": None,
+    }
     with h5py.File(work / "foreign.h5", "w") as f:
         f["x"] = np.arange(3)
     flipped = bytearray(data)
@@ -113,8 +136,10 @@ def hostile_inputs(work, quick):
         counts[kind] += 1
         if kind == "defect":
             defects.append((args, msg))
-    print(f"hostile inputs: {len(cases)} tried: {counts['one line']} refused in one line, "
-          f"{counts['accepted']} accepted (valid values), {counts['defect']} defects")
+    print(
+        f"hostile inputs: {len(cases)} tried: {counts['one line']} refused in one line, "
+        f"{counts['accepted']} accepted (valid values), {counts['defect']} defects"
+    )
     for args, msg in defects:
         print("  defect:", " ".join(args), "->", msg)
     return counts
@@ -124,50 +149,70 @@ def kills(work, n_kills):
     sweep = work / "slow.toml"
     sweep.write_text(SWEEP)
     clean = work / "clean.h5"
-    subprocess.run(FASTQUAD + ["sweep", str(sweep), "--out", str(clean), "--no-progress",
-                               "--workers", "2"], check=True, capture_output=True)
+    subprocess.run(
+        FASTQUAD + ["sweep", str(sweep), "--out", str(clean), "--no-progress", "--workers", "2"],
+        check=True,
+        capture_output=True,
+    )
     out = work / "killed.h5"
     rng = random.Random(7)
     survived = 0
     for _ in range(n_kills):
-        p = subprocess.Popen(FASTQUAD + ["sweep", str(sweep), "--out", str(out),
-                                         "--no-progress", "--workers", "2"],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                             start_new_session=True)
+        p = subprocess.Popen(
+            FASTQUAD + ["sweep", str(sweep), "--out", str(out), "--no-progress", "--workers", "2"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         time.sleep(rng.uniform(2.0, 12.0))
         if p.poll() is None:
             os.killpg(p.pid, signal.SIGKILL)
         p.wait()
         survived += 1
-    done = subprocess.run(FASTQUAD + ["sweep", str(sweep), "--out", str(out), "--no-progress",
-                                      "--workers", "2"], capture_output=True, text=True)
+    done = subprocess.run(
+        FASTQUAD + ["sweep", str(sweep), "--out", str(out), "--no-progress", "--workers", "2"],
+        capture_output=True,
+        text=True,
+    )
     import fastquad as fq
 
     a, b = fq.read(out), fq.read(clean)
-    same = (done.returncode == 0 and np.array_equal(a.status, b.status)
-            and np.array_equal(a.eps_g, b.eps_g, equal_nan=True)
-            and np.array_equal(a.Q, b.Q, equal_nan=True))
-    print(f"kills: {survived} SIGKILLs of the sweep client, then resumed: every run stored "
-          f"{'exactly once and bit-identical to an uninterrupted sweep' if same else 'WRONG'}")
+    same = (
+        done.returncode == 0
+        and np.array_equal(a.status, b.status)
+        and np.array_equal(a.eps_g, b.eps_g, equal_nan=True)
+        and np.array_equal(a.Q, b.Q, equal_nan=True)
+    )
+    print(
+        f"kills: {survived} SIGKILLs of the sweep client, then resumed: every run stored "
+        f"{'exactly once and bit-identical to an uninterrupted sweep' if same else 'WRONG'}"
+    )
     return survived, same
 
 
 def two_sweeps(work):
     sweep = work / "slow.toml"
     out = work / "shared.h5"
-    first = subprocess.Popen(FASTQUAD + ["sweep", str(sweep), "--out", str(out),
-                                         "--no-progress", "--workers", "1"],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen(
+        FASTQUAD + ["sweep", str(sweep), "--out", str(out), "--no-progress", "--workers", "1"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     lock = Path(str(out) + ".lock")
     deadline = time.time() + 120
     while not lock.exists() and first.poll() is None and time.time() < deadline:
         time.sleep(0.05)  # the first sweep holds its file
-    second = subprocess.run(FASTQUAD + ["sweep", str(sweep), "--out", str(out),
-                                        "--no-progress", "--workers", "1"],
-                            capture_output=True, text=True)
+    second = subprocess.run(
+        FASTQUAD + ["sweep", str(sweep), "--out", str(out), "--no-progress", "--workers", "1"],
+        capture_output=True,
+        text=True,
+    )
     first.wait()
-    print(f"two sweeps on one file: the second exited {second.returncode} with "
-          f"{second.stderr.strip()!r}; the first exited {first.returncode}")
+    print(
+        f"two sweeps on one file: the second exited {second.returncode} with "
+        f"{second.stderr.strip()!r}; the first exited {first.returncode}"
+    )
 
 
 def main():

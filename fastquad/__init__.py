@@ -21,8 +21,23 @@ from .store import load, read, save
 from .times import log_times
 
 __all__ = [
-    "order_parameters", "generalization_error", "population_gradients", "ode_rhs",
-    "simulate_sgd", "simulate_gd", "integrate_flow", "integrate_ode",
-    "make_teacher", "make_student", "log_times", "Result", "save", "read", "load",
-    "STATUS_DONE", "STATUS_DIVERGED", "STATUS_FAILED", "STATUS_PENDING",
+    "order_parameters",
+    "generalization_error",
+    "population_gradients",
+    "ode_rhs",
+    "simulate_sgd",
+    "simulate_gd",
+    "integrate_flow",
+    "integrate_ode",
+    "make_teacher",
+    "make_student",
+    "log_times",
+    "Result",
+    "save",
+    "read",
+    "load",
+    "STATUS_DONE",
+    "STATUS_DIVERGED",
+    "STATUS_FAILED",
+    "STATUS_PENDING",
 ]

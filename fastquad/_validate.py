@@ -48,12 +48,13 @@ def real(name, value, *, low=None, high=None, low_open=False, high_open=False):
     lo_txt = "" if low is None else (f"> {low:g}" if low_open else f">= {low:g}")
     hi_txt = "" if high is None else (f"< {high:g}" if high_open else f"<= {high:g}")
     rng = " and ".join(s for s in (lo_txt, hi_txt) if s)
-    bad = (not np.isfinite(x)
-           or (low is not None and (x <= low if low_open else x < low))
-           or (high is not None and (x >= high if high_open else x > high)))
+    bad = (
+        not np.isfinite(x)
+        or (low is not None and (x <= low if low_open else x < low))
+        or (high is not None and (x >= high if high_open else x > high))
+    )
     if bad:
-        raise InputError(f"{name} must be a finite number{' ' + rng if rng else ''}, "
-                         f"got {value!r}")
+        raise InputError(f"{name} must be a finite number{' ' + rng if rng else ''}, got {value!r}")
     return x
 
 
@@ -103,7 +104,9 @@ def finite_array(name, value, *, ndim=None, shape=None):
             txt = " or ".join(str(a) for a in allowed)
             raise InputError(f"{name} must have {txt} dimensions, got shape {arr.shape}")
     if shape is not None:
-        if len(shape) != arr.ndim or any(s is not None and s != a for s, a in zip(shape, arr.shape)):
+        if len(shape) != arr.ndim or any(
+            s is not None and s != a for s, a in zip(shape, arr.shape)
+        ):
             want = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
             raise InputError(f"{name} must have shape {want}, got {arr.shape}")
     if arr.size and not np.all(np.isfinite(arr)):
@@ -116,11 +119,14 @@ def with_run_axis(name, arr, base_ndim, n_runs=None):
     if arr.ndim == base_ndim:
         arr = arr[None]
     elif arr.ndim != base_ndim + 1:
-        raise InputError(f"{name} must have {base_ndim} dimensions, or {base_ndim + 1} with a "
-                         f"leading run axis; got shape {arr.shape}")
+        raise InputError(
+            f"{name} must have {base_ndim} dimensions, or {base_ndim + 1} with a "
+            f"leading run axis; got shape {arr.shape}"
+        )
     if n_runs is not None and arr.shape[0] not in (1, n_runs):
-        raise InputError(f"{name} has {arr.shape[0]} runs on its leading axis but the batch has "
-                         f"{n_runs}")
+        raise InputError(
+            f"{name} has {arr.shape[0]} runs on its leading axis but the batch has {n_runs}"
+        )
     return arr
 
 
@@ -141,16 +147,22 @@ def per_run(name, value, n_runs, **range_kw):
         return np.full(n_runs, x)
     arr = np.asarray(value)
     if arr.ndim != 1 or arr.shape[0] not in (1, n_runs):
-        raise InputError(f"{name} must be a number or a 1-D array of length {n_runs} (one per run), "
-                         f"got shape {arr.shape}")
+        raise InputError(
+            f"{name} must be a number or a 1-D array of length {n_runs} (one per run), "
+            f"got shape {arr.shape}"
+        )
     if arr.dtype.kind in "iuf":  # the common case, checked at once; a failure is told per run
         out = arr.astype(np.float64)
         if not _in_range(out, **range_kw).all():
             bad = int(np.flatnonzero(~_in_range(out, **range_kw))[0])
             real(f"{name}[{bad}]", float(out[bad]), **range_kw)
     else:
-        out = np.array([real(f"{name}[{i}]", float(x) if np.isreal(x) else x, **range_kw)
-                        for i, x in enumerate(arr)])
+        out = np.array(
+            [
+                real(f"{name}[{i}]", float(x) if np.isreal(x) else x, **range_kw)
+                for i, x in enumerate(arr)
+            ]
+        )
     return np.require(np.broadcast_to(out, (n_runs,)), requirements=["C", "W"])
 
 

@@ -62,11 +62,9 @@ def seconds_per_run(cfg):
             return steps * cfg.batch_size * (r * _SEC_PER_NORMAL + 4 * r * r * _SEC_PER_FMA)
         if cfg.batch_size == 1:  # fused single-sample steps, the teacher in its frame
             return steps * ((d + 1) * _SEC_PER_NORMAL + (2 * K * d + M * M) * _SEC_PER_FMA)
-        return steps * cfg.batch_size * ((d + 1) * _SEC_PER_NORMAL
-                                         + d * (2 * K + M) * _SEC_PER_FMA)
+        return steps * cfg.batch_size * ((d + 1) * _SEC_PER_NORMAL + d * (2 * K + M) * _SEC_PER_FMA)
     if cfg.method == "gd":
-        return (steps * cfg.batch_size * d * (2 * K + M) * _SEC_PER_FMA
-                + cfg.n_samples * d * 5e-9)
+        return steps * cfg.batch_size * d * (2 * K + M) * _SEC_PER_FMA + cfg.n_samples * d * 5e-9
     if cfg.method == "flow":
         return steps * 4 * 3 * K * (K + M) * d * _SEC_PER_FMA
     # ode: each step a few right-hand sides of O((K + M)^3) work
@@ -83,18 +81,38 @@ def memory_terms(cfg, n_runs, n_times, threads=1):
     K, M, d = float(cfg.K), float(cfg.M), float(cfg.d)  # float: products of huge counts
     n_runs, n_times = float(n_runs), float(n_times)
     per_time = 1 + K * K + K * M + K + (1 if cfg.method == "gd" else 0)
-    terms = [(n_runs * n_times * per_time * _BYTES, "n_runs, n_times, K, M",
-              "n_runs x n_times x (1 + K^2 + K M + K) numbers")]
+    terms = [
+        (
+            n_runs * n_times * per_time * _BYTES,
+            "n_runs, n_times, K, M",
+            "n_runs x n_times x (1 + K^2 + K M + K) numbers",
+        )
+    ]
     if cfg.method != "ode":
         # initial and final student, teacher, and the copies the inputs' frame needs
-        terms.append((4 * n_runs * (K + M) * d * _BYTES, "n_runs, d, K, M",
-                      "4 x n_runs x (K + M) x d numbers"))
+        terms.append(
+            (
+                4 * n_runs * (K + M) * d * _BYTES,
+                "n_runs, d, K, M",
+                "4 x n_runs x (K + M) x d numbers",
+            )
+        )
     if cfg.method == "sgd" and cfg.batch_size > 1:
-        terms.append((2.0 * threads * cfg.batch_size * (d + 1) * _BYTES, "batch_size, d",
-                      "2 x threads x batch_size x (d + 1) numbers"))
+        terms.append(
+            (
+                2.0 * threads * cfg.batch_size * (d + 1) * _BYTES,
+                "batch_size, d",
+                "2 x threads x batch_size x (d + 1) numbers",
+            )
+        )
     if cfg.method == "gd":
-        terms.append((min(n_runs, threads) * (cfg.n_samples + cfg.batch_size) * (d + 2.0) * _BYTES,
-                      "n_samples, d", "threads x (n_samples + batch_size) x (d + 2) numbers"))
+        terms.append(
+            (
+                min(n_runs, threads) * (cfg.n_samples + cfg.batch_size) * (d + 2.0) * _BYTES,
+                "n_samples, d",
+                "threads x (n_samples + batch_size) x (d + 2) numbers",
+            )
+        )
     return terms
 
 
@@ -114,9 +132,11 @@ def check_memory(cfg, n_runs, n_times, threads=1, *, where=""):
     if total > MEMORY_SHARE * have:
         size, names, formula = max(terms)
         values = ", ".join(f"{k}={_value(cfg, k, n_runs, n_times)}" for k in names.split(", "))
-        raise InputError(f"{names}: {values}{where} need about {size / 2**30:.3g} GiB for "
-                         f"{formula}, more than this machine's {have / 2**30:.3g} GiB of "
-                         f"memory can hold; lower one of them")
+        raise InputError(
+            f"{names}: {values}{where} need about {size / 2**30:.3g} GiB for "
+            f"{formula}, more than this machine's {have / 2**30:.3g} GiB of "
+            f"memory can hold; lower one of them"
+        )
 
 
 def _value(cfg, name, n_runs, n_times):
@@ -139,14 +159,18 @@ def check_time(cfg, n_runs, cores=1, *, force=False, where=""):
     steps, name = _steps(cfg)
     limit = _hours(MAX_SECONDS)
     if one > MAX_SECONDS:
-        raise InputError(f"{name}: {name}={getattr(cfg, name):g}{where} makes one run of "
-                         f"{steps:.3g} steps, about {_hours(one)} on one core (more than "
-                         f"{limit}); lower it, or use --force (force=True) to run it anyway")
+        raise InputError(
+            f"{name}: {name}={getattr(cfg, name):g}{where} makes one run of "
+            f"{steps:.3g} steps, about {_hours(one)} on one core (more than "
+            f"{limit}); lower it, or use --force (force=True) to run it anyway"
+        )
     total = one * n_runs / max(1, cores)
     if total > MAX_SECONDS:
-        raise InputError(f"n_runs: {n_runs} runs{where} would take about {_hours(total)} on "
-                         f"{cores} core(s) (more than {limit}); use fewer runs, a cluster, or "
-                         "--force (force=True) to run them anyway")
+        raise InputError(
+            f"n_runs: {n_runs} runs{where} would take about {_hours(total)} on "
+            f"{cores} core(s) (more than {limit}); use fewer runs, a cluster, or "
+            "--force (force=True) to run them anyway"
+        )
 
 
 def check_sweep(points, n_runs, n_times, cores=None, *, force=False):
@@ -165,21 +189,27 @@ def check_sweep(points, n_runs, n_times, cores=None, *, force=False):
         check_memory(cfg, 1, n_times, where=where)
         check_time(cfg, 1, force=force, where=where)
     if cores and not force and total / cores > MAX_SECONDS:
-        raise InputError(f"n_runs: the sweep's {n_runs * len(points)} runs would take about "
-                         f"{_hours(total / cores)} on {cores} worker(s) (more than "
-                         f"{_hours(MAX_SECONDS)}); use a cluster (--scheduler), fewer runs, or "
-                         "--force to run them anyway")
+        raise InputError(
+            f"n_runs: the sweep's {n_runs * len(points)} runs would take about "
+            f"{_hours(total / cores)} on {cores} worker(s) (more than "
+            f"{_hours(MAX_SECONDS)}); use a cluster (--scheduler), fewer runs, or "
+            "--force to run them anyway"
+        )
 
 
 def check_grid(n_points, n_runs):
     """Raise :class:`InputError` for a sweep grid too large to describe or store."""
     if n_points > MAX_GRID_POINTS:
-        raise InputError(f"axes: the grid has {n_points:.4g} points, at most {MAX_GRID_POINTS} "
-                         "are allowed in one sweep file; split the sweep")
+        raise InputError(
+            f"axes: the grid has {n_points:.4g} points, at most {MAX_GRID_POINTS} "
+            "are allowed in one sweep file; split the sweep"
+        )
     if n_points * n_runs > MAX_SWEEP_RUNS:
-        raise InputError(f"n_runs: {n_points} points x {n_runs} replicas = "
-                         f"{n_points * n_runs:.4g} runs, at most {MAX_SWEEP_RUNS} in one sweep; "
-                         "split the sweep")
+        raise InputError(
+            f"n_runs: {n_points} points x {n_runs} replicas = "
+            f"{n_points * n_runs:.4g} runs, at most {MAX_SWEEP_RUNS} in one sweep; "
+            "split the sweep"
+        )
 
 
 def grid_size(axes, zipped):
@@ -190,7 +220,16 @@ def grid_size(axes, zipped):
     return n
 
 
-__all__ = ["MAX_SECONDS", "MAX_GRID_POINTS", "MAX_SWEEP_RUNS", "machine_memory",
-           "seconds_per_run", "memory_terms", "check_memory", "check_time", "check_sweep",
-           "check_grid",
-           "grid_size"]
+__all__ = [
+    "MAX_SECONDS",
+    "MAX_GRID_POINTS",
+    "MAX_SWEEP_RUNS",
+    "machine_memory",
+    "seconds_per_run",
+    "memory_terms",
+    "check_memory",
+    "check_time",
+    "check_sweep",
+    "check_grid",
+    "grid_size",
+]

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from . import config as C
-from .errors import StorageError
+from .errors import InputError, StorageError
 
 EXIT_BAD_INPUT = 2
 EXIT_STORAGE = 1
@@ -64,24 +64,39 @@ def _float_list(text):
 
 def _add_simulate(sub):
     p = sub.add_parser(
-        "simulate", help="run one configuration (several seeds) and write an HDF5 file",
+        "simulate",
+        help="run one configuration (several seeds) and write an HDF5 file",
         description="Run one configuration of teacher-student runs with one method and write "
-                    "the learning curves and order parameters to an HDF5 file (layout in the "
-                    "README). Parameters come from --config FILE.toml, then flags override.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--config", type=Path, help="TOML file of parameters (keys as the flags, "
-                   "with underscores)")
+        "the learning curves and order parameters to an HDF5 file (layout in the "
+        "README). Parameters come from --config FILE.toml, then flags override.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument(
+        "--config", type=Path, help="TOML file of parameters (keys as the flags, with underscores)"
+    )
     p.add_argument("--out", type=Path, default=Path("fastquad-run.h5"), help="results file")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
-    p.add_argument("--threads", type=int, default=None,
-                   help="Numba threads (default: all cores); results do not depend on it")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="Numba threads (default: all cores); results do not depend on it",
+    )
     p.add_argument("--save-weights", action="store_true", help="store the final weights")
-    p.add_argument("--force", action="store_true",
-                   help="run even when the runs are estimated to take more than a day")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="run even when the runs are estimated to take more than a day",
+    )
     for name, (default, _, help_) in C.PARAMETERS.items():
         flag = "--" + name.replace("_", "-")
-        p.add_argument(flag, dest=name, type=_flag_type(default), default=None,
-                       help=f"{help_} [default: {default}]")
+        p.add_argument(
+            flag,
+            dest=name,
+            type=_flag_type(default),
+            default=None,
+            help=f"{help_} [default: {default}]",
+        )
     p.set_defaults(func=_simulate)
 
 
@@ -91,7 +106,7 @@ def _simulate(args):
     values = {}
     if args.config is not None:
         if not args.config.is_file():
-            raise ValueError(f"--config: no such file {args.config}")
+            raise InputError(f"--config: no such file {args.config}")
         values.update(C.load_toml(args.config))
     for name in C.PARAMETERS:
         val = getattr(args, name)
@@ -107,12 +122,18 @@ def _simulate(args):
     try:
         res = C.run(cfg, num_threads=args.threads, force=args.force)
     except KeyboardInterrupt:
-        raise Interrupted(f"interrupted; nothing was written"
-                          f"{' (' + str(args.out) + ' is unchanged)' if args.out.exists() else ''}"
-                          ) from None
+        raise Interrupted(
+            f"interrupted; nothing was written"
+            f"{' (' + str(args.out) + ' is unchanged)' if args.out.exists() else ''}"
+        ) from None
     elapsed = time.perf_counter() - t0
-    store.save(args.out, res, attrs={"config": cfg.to_toml()}, weights=args.save_weights,
-               overwrite=args.overwrite)
+    store.save(
+        args.out,
+        res,
+        attrs={"config": cfg.to_toml()},
+        weights=args.save_weights,
+        overwrite=args.overwrite,
+    )
     print(res.summary())
     print(f"wrote {args.out} in {elapsed:.2f} s")
     return 0
@@ -126,35 +147,59 @@ def _check_threads(threads):
     import numba
 
     if threads is not None and not 1 <= threads <= numba.config.NUMBA_NUM_THREADS:
-        raise ValueError(f"--threads must be an integer in [1, {numba.config.NUMBA_NUM_THREADS}]"
-                         f" (the cores Numba may use), got {threads}")
+        raise InputError(
+            f"--threads must be an integer in [1, {numba.config.NUMBA_NUM_THREADS}]"
+            f" (the cores Numba may use), got {threads}"
+        )
 
 
 def _add_sweep(sub):
     p = sub.add_parser(
-        "sweep", help="run a parameter grid on Dask into one crash-safe HDF5 file",
+        "sweep",
+        help="run a parameter grid on Dask into one crash-safe HDF5 file",
         description="Run every run of a sweep file (fixed parameters plus axes, see the README) "
-                    "on an embedded Dask LocalCluster (default) or an existing cluster, storing "
-                    "results in one HDF5 file as they complete. Running the same command again "
-                    "resumes: every run is computed and stored exactly once. The file holds "
-                    "the learning curves; the sweep file's [sweep] order_parameters = true and "
-                    "final_weights = true store the order parameters over time and the final "
-                    "weights too.")
+        "on an embedded Dask LocalCluster (default) or an existing cluster, storing "
+        "results in one HDF5 file as they complete. Running the same command again "
+        "resumes: every run is computed and stored exactly once. The file holds "
+        "the learning curves; the sweep file's [sweep] order_parameters = true and "
+        "final_weights = true store the order parameters over time and the final "
+        "weights too.",
+    )
     p.add_argument("sweep_file", type=Path, metavar="SWEEP.toml", help="the sweep file")
     p.add_argument("--out", type=Path, required=True, help="results file (HDF5)")
-    p.add_argument("--workers", type=int, default=None,
-                   help="worker processes of the embedded cluster (default: one per core)")
-    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
-                   help="address of an existing Dask scheduler (tcp://host:port)")
-    p.add_argument("--scheduler-file", default=None, type=Path,
-                   help="scheduler file of an existing Dask cluster (e.g. from runners/jobqueue.py)")
-    p.add_argument("--chunk-runs", type=int, default=None,
-                   help="runs per Dask task (default: sized to a few seconds of work)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace an --out file made by a different sweep")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="worker processes of the embedded cluster (default: one per core)",
+    )
+    p.add_argument(
+        "--scheduler",
+        default=None,
+        metavar="ADDRESS",
+        help="address of an existing Dask scheduler (tcp://host:port)",
+    )
+    p.add_argument(
+        "--scheduler-file",
+        default=None,
+        type=Path,
+        help="scheduler file of an existing Dask cluster (e.g. from runners/jobqueue.py)",
+    )
+    p.add_argument(
+        "--chunk-runs",
+        type=int,
+        default=None,
+        help="runs per Dask task (default: sized to a few seconds of work)",
+    )
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace an --out file made by a different sweep"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--force", action="store_true",
-                   help="run even when the sweep is estimated to take more than a day")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="run even when the sweep is estimated to take more than a day",
+    )
     p.set_defaults(func=_sweep)
 
 
@@ -165,34 +210,53 @@ def _sweep(args):
 
     sweep = load_sweep(args.sweep_file)
     if args.workers is not None and args.workers < 1:
-        raise ValueError(f"--workers must be an integer >= 1, got {args.workers}")
+        raise InputError(f"--workers must be an integer >= 1, got {args.workers}")
     if args.chunk_runs is not None and args.chunk_runs < 1:
-        raise ValueError(f"--chunk-runs must be an integer >= 1, got {args.chunk_runs}")
+        raise InputError(f"--chunk-runs must be an integer >= 1, got {args.chunk_runs}")
     if args.scheduler and args.scheduler_file:
-        raise ValueError("--scheduler and --scheduler-file: give one, not both")
+        raise InputError("--scheduler and --scheduler-file: give one, not both")
     if args.scheduler_file is not None and not args.scheduler_file.is_file():
-        raise ValueError(f"--scheduler-file: no such file {args.scheduler_file}")
+        raise InputError(f"--scheduler-file: no such file {args.scheduler_file}")
     check_output(args.out, overwrite=True)  # an existing file is resumed, or refused later
     external = args.scheduler or args.scheduler_file
-    check_sweep(sweep.points, sweep.n_runs, len(sweep.times),
-                None if external else (args.workers or os.cpu_count() or 1), force=args.force)
-    print(f"sweep {args.sweep_file}: {sweep.total_runs} runs "
-          f"({len(sweep.points)} points x {sweep.n_runs} replicas) -> {args.out}")
+    check_sweep(
+        sweep.points,
+        sweep.n_runs,
+        len(sweep.times),
+        None if external else (args.workers or os.cpu_count() or 1),
+        force=args.force,
+    )
+    print(
+        f"sweep {args.sweep_file}: {sweep.total_runs} runs "
+        f"({len(sweep.points)} points x {sweep.n_runs} replicas) -> {args.out}"
+    )
     try:
-        summary = run_sweep(sweep, args.out, workers=args.workers, scheduler=args.scheduler,
-                            scheduler_file=args.scheduler_file and str(args.scheduler_file),
-                            overwrite=args.overwrite, chunk_runs=args.chunk_runs,
-                            progress=not args.no_progress)
+        summary = run_sweep(
+            sweep,
+            args.out,
+            workers=args.workers,
+            scheduler=args.scheduler,
+            scheduler_file=args.scheduler_file and str(args.scheduler_file),
+            overwrite=args.overwrite,
+            chunk_runs=args.chunk_runs,
+            progress=not args.no_progress,
+        )
     except KeyboardInterrupt as exc:
-        raise Interrupted(str(exc) or f"interrupted; the runs finished so far are stored in "
-                          f"{args.out}, and the same command resumes the sweep") from None
+        raise Interrupted(
+            str(exc)
+            or f"interrupted; the runs finished so far are stored in "
+            f"{args.out}, and the same command resumes the sweep"
+        ) from None
     print(summary.text())
     return 0 if summary.ok else 1
 
 
 def _add_info(sub):
-    p = sub.add_parser("info", help="what is in a results file",
-                       description="Axes, counts by status and provenance of a results file.")
+    p = sub.add_parser(
+        "info",
+        help="what is in a results file",
+        description="Axes, counts by status and provenance of a results file.",
+    )
     p.add_argument("file", type=Path, metavar="FILE")
     p.set_defaults(func=lambda args: print(_info(args.file)) or 0)
 
@@ -207,23 +271,34 @@ def _add_plot(sub):
     from .plots import KINDS, QUANTITIES
 
     p = sub.add_parser(
-        "plot", help="figures from a results file (PNG and PDF)",
+        "plot",
+        help="figures from a results file (PNG and PDF)",
         description="Draw figures from a results file: curves (mean and 10-90%% band over "
-                    "replicas per grid point, with the ODE theory from the same starts), order "
-                    "(order parameters of one run), stages (plateaus and drops of one run), "
-                    "phase (heat map over two sweep axes), fixed-points (fixed points of the "
-                    "order-parameter flow on the loss, over a learning curve).")
+        "replicas per grid point, with the ODE theory from the same starts), order "
+        "(order parameters of one run), stages (plateaus and drops of one run), "
+        "phase (heat map over two sweep axes), fixed-points (fixed points of the "
+        "order-parameter flow on the loss, over a learning curve).",
+    )
     p.add_argument("file", type=Path, metavar="RESULTS.h5")
-    p.add_argument("--kind", action="append", choices=KINDS + ("all",),
-                   help="figure kind (repeatable; default: curves)")
+    p.add_argument(
+        "--kind",
+        action="append",
+        choices=KINDS + ("all",),
+        help="figure kind (repeatable; default: curves)",
+    )
     p.add_argument("--out", type=Path, default=Path("figures"), help="output folder")
     p.add_argument("--run", type=int, default=0, help="run index for order/stages/fixed-points")
     p.add_argument("--x", default=None, help="phase: sweep axis on the x axis")
     p.add_argument("--y", default=None, help="phase: sweep axis on the y axis")
-    p.add_argument("--quantity", default="final_eps", choices=QUANTITIES,
-                   help="phase: what to show")
-    p.add_argument("--threshold", type=float, default=1e-3,
-                   help="phase: learnt means eps_g <= threshold x initial eps_g")
+    p.add_argument(
+        "--quantity", default="final_eps", choices=QUANTITIES, help="phase: what to show"
+    )
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=1e-3,
+        help="phase: learnt means eps_g <= threshold x initial eps_g",
+    )
     p.add_argument("--no-theory", action="store_true", help="curves: no ODE theory")
     p.set_defaults(func=_plot)
 
@@ -234,18 +309,21 @@ def _plot(args):
     from .store import load
 
     if not args.file.is_file():
-        raise ValueError(f"RESULTS.h5: no such file {args.file}")
+        raise InputError(f"RESULTS.h5: no such file {args.file}")
     if not (math.isfinite(args.threshold) and args.threshold > 0):
-        raise ValueError(f"--threshold must be a finite number > 0, got {args.threshold}")
+        raise InputError(f"--threshold must be a finite number > 0, got {args.threshold}")
     ds = load(args.file)  # a file that is not a complete fastquad file: InputError, one line
     kinds = args.kind or ["curves"]
     status = int(ds.status.values[args.run]) if 0 <= args.run < ds.sizes["run"] else 0
     if "all" in kinds:
-        kinds = [k for k in plots.KINDS
-                 if not (k == "phase" and len(plots.sweep_axes(ds)) < 2)
-                 and not (k == "order" and "Q" not in ds)]  # kinds that apply to this file
+        kinds = [
+            k
+            for k in plots.KINDS
+            if not (k == "phase" and len(plots.sweep_axes(ds)) < 2)
+            and not (k == "order" and "Q" not in ds)
+        ]  # kinds that apply to this file
     if not 0 <= args.run < ds.sizes["run"]:
-        raise ValueError(f"--run must be in [0, {ds.sizes['run'] - 1}], got {args.run}")
+        raise InputError(f"--run must be in [0, {ds.sizes['run'] - 1}], got {args.run}")
     written = []
     stem = args.file.stem
     for kind in kinds:
@@ -255,20 +333,23 @@ def _plot(args):
             fig = plots.plot_order_parameters(ds, run=args.run)
         elif kind == "stages":
             if status != STATUS_DONE:
-                why = (f"--run {args.run}: run {args.run} is {STATUS_NAMES.get(status, status)}, "
-                       "and stages are found on a finished learning curve")
+                why = (
+                    f"--run {args.run}: run {args.run} is {STATUS_NAMES.get(status, status)}, "
+                    "and stages are found on a finished learning curve"
+                )
                 if "all" in (args.kind or []):
                     print(f"skipped stages: {why}", file=sys.stderr)
                     continue
-                raise ValueError(why)
+                raise InputError(why)
             fig = plots.plot_stages(ds, run=args.run)
         elif kind == "phase":
             axes = plots.sweep_axes(ds)
             x = args.x or (axes[0] if axes else None)
             y = args.y or (axes[1] if len(axes) > 1 else None)
             if x is None or y is None:
-                raise ValueError(f"--x/--y: phase needs two sweep axes; the file has "
-                                 f"{axes or 'none'}")
+                raise InputError(
+                    f"--x/--y: phase needs two sweep axes; the file has {axes or 'none'}"
+                )
             fig = plots.plot_phase_diagram(ds, x, y, args.quantity, args.threshold)
         else:
             fig = plots.plot_fixed_points(_fixed_points_of(ds, args.run), ds, runs=(args.run,))
@@ -284,14 +365,23 @@ def _fixed_points_of(ds, run):
     K = int(ds.K.values[run]) if "K" in ds.coords else ds.sizes["student"]
     M = int(ds.M.values[run]) if "M" in ds.coords else ds.sizes["teacher"]
     lr = float(ds.lr.values[run]) if "lr" in ds.coords else float(ds.attrs.get("lr", 1.0))
-    return find_fixed_points(K, M, ds.T.values[run, :M, :M], ds.v_teacher.values[run, :M], lr,
-                             train_second_layer=bool(ds.attrs.get("train_second_layer", True)),
-                             n_starts=60)
+    return find_fixed_points(
+        K,
+        M,
+        ds.T.values[run, :M, :M],
+        ds.v_teacher.values[run, :M],
+        lr,
+        train_second_layer=bool(ds.attrs.get("train_second_layer", True)),
+        n_starts=60,
+    )
 
 
 def build_parser():
-    parser = _Parser(prog="fastquad", description="Learning dynamics of two-layer quadratic "
-                     "networks: simulations, theory and sweeps.")
+    parser = _Parser(
+        prog="fastquad",
+        description="Learning dynamics of two-layer quadratic "
+        "networks: simulations, theory and sweeps.",
+    )
     from . import __version__
 
     parser.add_argument("--version", action="version", version=f"fastquad {__version__}")
@@ -317,7 +407,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except ValueError as exc:
+    except InputError as exc:
+        # only what the user can fix: any other exception is a bug and shows as one
         msg = str(exc).replace("\n", " ")
         print(f"fastquad: error: {msg}", file=sys.stderr)
         return EXIT_BAD_INPUT

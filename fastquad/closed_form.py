@@ -8,6 +8,7 @@ O((K + M)^2 d) from the weights. These functions validate their inputs and call 
 import numpy as np
 
 from . import _validate as V
+from .errors import InputError
 from .kernels import closed_form as _cf
 
 
@@ -15,9 +16,9 @@ def _weights(W, W_teacher):
     W = V.finite_array("W", W, ndim=2)
     Wt = V.finite_array("W_teacher", W_teacher, ndim=2)
     if Wt.shape[1] != W.shape[1]:
-        raise ValueError(f"W_teacher must have d={W.shape[1]} columns like W, got shape {Wt.shape}")
+        raise InputError(f"W_teacher must have d={W.shape[1]} columns like W, got shape {Wt.shape}")
     if W.shape[1] < 1 or W.shape[0] < 1 or Wt.shape[0] < 1:
-        raise ValueError("W and W_teacher must have at least one row and one column")
+        raise InputError("W and W_teacher must have at least one row and one column")
     return W, Wt
 
 

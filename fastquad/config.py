@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import _validate as V
-from .times import check_steps
+from .errors import InputError
 from .model import TEACHER_KINDS, make_student, make_teacher, student_weights
+from .times import check_steps
 
 METHODS = ("sgd", "gd", "flow", "ode")
 #: Largest count any size parameter may take (exact in float64); memory limits come first.
@@ -27,65 +28,113 @@ def _floats(name, value):
     """A number or a non-empty list of numbers (per-unit second layers)."""
     if isinstance(value, (list, tuple)):
         if not value:
-            raise ValueError(f"{name} must be a number or a non-empty list of numbers")
+            raise InputError(f"{name} must be a number or a non-empty list of numbers")
         return tuple(V.real(f"{name}[{i}]", x) for i, x in enumerate(value))
     return V.real(name, value)
 
 
 # name: (default, checker, help). The checker returns the cleaned value or raises ValueError.
 PARAMETERS = {
-    "method": ("sgd", lambda n, x: _choice(n, x, METHODS),
-               "sgd (online SGD), gd (fixed dataset), flow (population gradient flow, RK4), "
-               "ode (order-parameter ODE)"),
+    "method": (
+        "sgd",
+        lambda n, x: _choice(n, x, METHODS),
+        "sgd (online SGD), gd (fixed dataset), flow (population gradient flow, RK4), "
+        "ode (order-parameter ODE)",
+    ),
     "d": (100, lambda n, x: V.integer(n, x, low=1, high=MAX_COUNT), "input dimension"),
     "K": (2, lambda n, x: V.integer(n, x, low=1, high=MAX_COUNT), "student hidden units"),
     "M": (2, lambda n, x: V.integer(n, x, low=1, high=MAX_COUNT), "teacher hidden units"),
     "lr": (0.1, lambda n, x: V.real(n, x, low=0.0, low_open=True), "learning rate eta (> 0)"),
-    "t_max": (50.0, lambda n, x: V.real(n, x, low=0.0, low_open=True),
-              "last time, t = step / d (> 0)"),
-    "n_times": (121, lambda n, x: V.integer(n, x, low=2, high=MAX_TIMES),
-                "recording times, log-spaced from t_max/1000 (plus t = 0)"),
-    "n_runs": (4, lambda n, x: V.integer(n, x, low=1, high=MAX_COUNT),
-               "runs (seeds): run r uses the stream (seed, r) and its own initialisation"),
-    "seed": (0, lambda n, x: V.integer(n, x, low=0, high=2**63 - 1),
-             "base seed of the runs' streams and initialisations"),
-    "batch_size": (1, lambda n, x: V.integer(n, x, low=1, high=MAX_COUNT),
-                   "samples per SGD step (sgd, gd; gd default: full batch)"),
+    "t_max": (
+        50.0,
+        lambda n, x: V.real(n, x, low=0.0, low_open=True),
+        "last time, t = step / d (> 0)",
+    ),
+    "n_times": (
+        121,
+        lambda n, x: V.integer(n, x, low=2, high=MAX_TIMES),
+        "recording times, log-spaced from t_max/1000 (plus t = 0)",
+    ),
+    "n_runs": (
+        4,
+        lambda n, x: V.integer(n, x, low=1, high=MAX_COUNT),
+        "runs (seeds): run r uses the stream (seed, r) and its own initialisation",
+    ),
+    "seed": (
+        0,
+        lambda n, x: V.integer(n, x, low=0, high=2**63 - 1),
+        "base seed of the runs' streams and initialisations",
+    ),
+    "batch_size": (
+        1,
+        lambda n, x: V.integer(n, x, low=1, high=MAX_COUNT),
+        "samples per SGD step (sgd, gd; gd default: full batch)",
+    ),
     "label_noise": (0.0, lambda n, x: V.real(n, x, low=0.0), "label noise sigma (>= 0)"),
     "train_second_layer": (True, V.boolean, "train v (false: frozen second layer)"),
-    "teacher": ("orthonormal", lambda n, x: _choice(n, x, TEACHER_KINDS),
-                "teacher rows: orthonormal (T = I) or gaussian"),
+    "teacher": (
+        "orthonormal",
+        lambda n, x: _choice(n, x, TEACHER_KINDS),
+        "teacher rows: orthonormal (T = I) or gaussian",
+    ),
     "teacher_v": (1.0, _floats, "teacher second layer v* (a number, or one per unit)"),
-    "teacher_seed": (0, lambda n, x: V.integer(n, x, low=0, high=2**63 - 1),
-                     "seed of the teacher (shared by all runs)"),
-    "init_scale": (0.1, lambda n, x: V.real(n, x, low=0.0),
-                   "std of the student's initial first-layer entries (>= 0)"),
-    "init_overlap": (0.0, lambda n, x: V.real(n, x),
-                     "warm start: add this multiple of teacher row j to student row j "
-                     "(j < min(K, M)); 0 is a purely random start"),
+    "teacher_seed": (
+        0,
+        lambda n, x: V.integer(n, x, low=0, high=2**63 - 1),
+        "seed of the teacher (shared by all runs)",
+    ),
+    "init_scale": (
+        0.1,
+        lambda n, x: V.real(n, x, low=0.0),
+        "std of the student's initial first-layer entries (>= 0)",
+    ),
+    "init_overlap": (
+        0.0,
+        lambda n, x: V.real(n, x),
+        "warm start: add this multiple of teacher row j to student row j "
+        "(j < min(K, M)); 0 is a purely random start",
+    ),
     "student_v": (1.0, _floats, "initial student second layer v (a number, or one per unit)"),
-    "sampler": ("direct", lambda n, x: _choice(n, x, ("direct", "exact", "auto")),
-                "online SGD: direct (d-dimensional weights), exact (dimension-free Gram-matrix "
-                "sampler, same law, cost independent of d) or auto"),
-    "dtype": ("float64", lambda n, x: _choice(n, x, ("float64", "float32")),
-              "online SGD (direct): precision of weights, samples and arithmetic"),
-    "n_samples": (0, lambda n, x: V.integer(n, x, low=0, high=MAX_COUNT),
-                  "dataset size for method gd (required there, >= 1)"),
-    "integrator": ("rk45", lambda n, x: _choice(n, x, INTEGRATORS),
-                   "ode integrator: rk45 (adaptive, default) or rk4 (fixed step)"),
-    "dt": (0.0, lambda n, x: V.real(n, x, low=0.0),
-           "RK4 step for flow/ode (0: automatic; initial step for rk45)"),
+    "sampler": (
+        "direct",
+        lambda n, x: _choice(n, x, ("direct", "exact", "auto")),
+        "online SGD: direct (d-dimensional weights), exact (dimension-free Gram-matrix "
+        "sampler, same law, cost independent of d) or auto",
+    ),
+    "dtype": (
+        "float64",
+        lambda n, x: _choice(n, x, ("float64", "float32")),
+        "online SGD (direct): precision of weights, samples and arithmetic",
+    ),
+    "n_samples": (
+        0,
+        lambda n, x: V.integer(n, x, low=0, high=MAX_COUNT),
+        "dataset size for method gd (required there, >= 1)",
+    ),
+    "integrator": (
+        "rk45",
+        lambda n, x: _choice(n, x, INTEGRATORS),
+        "ode integrator: rk45 (adaptive, default) or rk4 (fixed step)",
+    ),
+    "dt": (
+        0.0,
+        lambda n, x: V.real(n, x, low=0.0),
+        "RK4 step for flow/ode (0: automatic; initial step for rk45)",
+    ),
     "rtol": (1e-8, lambda n, x: V.real(n, x, low=0.0, low_open=True), "rk45 relative tolerance"),
     "atol": (1e-10, lambda n, x: V.real(n, x, low=0.0, low_open=True), "rk45 absolute tolerance"),
     "sgd_noise": (True, V.boolean, "include the eta^2 SGD-noise term in the ode"),
-    "max_error": (1e6, lambda n, x: V.real(n, x, low=0.0, low_open=True),
-                  "a run with eps_g above this (or non-finite) is stopped as diverged"),
+    "max_error": (
+        1e6,
+        lambda n, x: V.real(n, x, low=0.0, low_open=True),
+        "a run with eps_g above this (or non-finite) is stopped as diverged",
+    ),
 }
 
 
 def _choice(name, value, allowed):
     if value not in allowed:
-        raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+        raise InputError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
     return value
 
 
@@ -146,20 +195,25 @@ def make_config(values, *, problems=None, prefix=""):
 def _cross_check(c, p, prefix):
     for key, units in (("teacher_v", c["M"]), ("student_v", c["K"])):
         if isinstance(c[key], tuple) and len(c[key]) != units:
-            p.add(f"{prefix}{key} must have {units} entries ({'M' if key == 'teacher_v' else 'K'}),"
-                  f" got {len(c[key])}")
+            p.add(
+                f"{prefix}{key} must have {units} entries ({'M' if key == 'teacher_v' else 'K'}),"
+                f" got {len(c[key])}"
+            )
     if c["teacher"] == "orthonormal" and c["M"] > c["d"]:
         p.add(f"{prefix}M must be <= d for an orthonormal teacher, got M={c['M']}, d={c['d']}")
     if c["method"] == "gd":
         if c["n_samples"] < 1:
             p.add(f"{prefix}n_samples must be an integer >= 1 for method gd, got {c['n_samples']}")
         elif c["batch_size"] > c["n_samples"]:
-            p.add(f"{prefix}batch_size must be <= n_samples={c['n_samples']}, "
-                  f"got {c['batch_size']}")
+            p.add(
+                f"{prefix}batch_size must be <= n_samples={c['n_samples']}, got {c['batch_size']}"
+            )
     if c["method"] in ("sgd", "gd"):
         if c["t_max"] * c["d"] < 1:
-            p.add(f"{prefix}t_max must be >= 1/d = {1 / c['d']:g} (at least one step), "
-                  f"got {c['t_max']:g}")
+            p.add(
+                f"{prefix}t_max must be >= 1/d = {1 / c['d']:g} (at least one step), "
+                f"got {c['t_max']:g}"
+            )
         else:
             p.check(check_steps, c["t_max"], c["d"], f"{prefix}t_max")
 
@@ -170,13 +224,23 @@ def load_toml(path):
         try:
             return tomllib.load(fh)
         except tomllib.TOMLDecodeError as exc:
-            raise ValueError(f"{path}: not valid TOML: {exc}") from None
+            raise InputError(f"{path}: not valid TOML: {exc}") from None
 
 
 #: Parameters that may differ between the runs of one kernel call (they only change arrays);
 #: runs that agree on all the others share a kernel shape and can be batched together.
-PER_RUN = ("lr", "label_noise", "seed", "init_scale", "init_overlap", "student_v", "teacher",
-           "teacher_v", "teacher_seed", "n_runs")
+PER_RUN = (
+    "lr",
+    "label_noise",
+    "seed",
+    "init_scale",
+    "init_overlap",
+    "student_v",
+    "teacher",
+    "teacher_v",
+    "teacher_seed",
+    "n_runs",
+)
 
 
 def batch_key(cfg):
@@ -197,8 +261,9 @@ def time_grid(cfgs):
     cfgs = [cfgs] if isinstance(cfgs, RunConfig) else list(cfgs)
     c = cfgs[0]
     discrete = [o.d for o in cfgs if o.method in ("sgd", "gd")]
-    return recording_times(c.t_max, c.n_times,
-                           common_steps_per_unit(discrete) if discrete else None)
+    return recording_times(
+        c.t_max, c.n_times, common_steps_per_unit(discrete) if discrete else None
+    )
 
 
 def networks(cfgs, replicas):
@@ -215,7 +280,7 @@ def networks(cfgs, replicas):
     c0 = cfgs[0]
     ids = np.asarray(replicas, dtype=np.int64)
     if ids.shape != (n,) or (n and ids.min() < 0):
-        raise ValueError(f"replicas must be {n} integers >= 0, got {replicas!r}")
+        raise InputError(f"replicas must be {n} integers >= 0, got {replicas!r}")
     W0, v0 = np.empty((n, c0.K, c0.d)), np.empty((n, c0.K))
     Wt, vt = np.empty((n, c0.M, c0.d)), np.empty((n, c0.M))
     teachers = {}
@@ -223,15 +288,17 @@ def networks(cfgs, replicas):
     for i, (c, r) in enumerate(zip(cfgs, ids.tolist())):
         key = (c.teacher, c.teacher_v, c.teacher_seed)
         if key not in teachers:
-            teachers[key] = make_teacher(c.d, c.M, kind=c.teacher, v=_arr(c.teacher_v),
-                                         seed=c.teacher_seed)
+            teachers[key] = make_teacher(
+                c.d, c.M, kind=c.teacher, v=_arr(c.teacher_v), seed=c.teacher_seed
+            )
         Wt[i], vt[i] = teachers[key]
         if id(c) in students:
             scale, seed, v0[i] = students[id(c)]
             W0[i] = student_weights(c.d, c.K, scale, seed, r)
         else:  # the configuration's first run: make_student checks its arguments
-            W0[i], v0[i] = make_student(c.d, c.K, scale=c.init_scale, v=_arr(c.student_v),
-                                        seed=c.seed, run_id=r)
+            W0[i], v0[i] = make_student(
+                c.d, c.K, scale=c.init_scale, v=_arr(c.student_v), seed=c.seed, run_id=r
+            )
             students[id(c)] = (float(c.init_scale), int(c.seed), v0[i].copy())
         if c.init_overlap:
             k = min(c.K, c.M)
@@ -283,23 +350,51 @@ def run_many(cfgs, replicas, *, times=None, num_threads=None):
     c = cfgs[0]
     key = batch_key(c)
     if any(batch_key(o) != key for o in {id(o): o for o in cfgs[1:]}.values()):
-        raise ValueError("run_many: the configurations differ in more than the per-run "
-                         f"parameters {PER_RUN}")
+        raise InputError(
+            f"run_many: the configurations differ in more than the per-run parameters {PER_RUN}"
+        )
     ids = np.asarray(replicas, dtype=np.int64)
     W0, v0, Wt, vt = networks(cfgs, ids)
     lr = np.array([o.lr for o in cfgs])
     sigma = np.array([o.label_noise for o in cfgs])
     seeds = np.array([o.seed for o in cfgs], dtype=np.int64)
-    common = dict(times=time_grid(c) if times is None else times, train_second_layer=c.train_second_layer,
-                  max_error=c.max_error, num_threads=num_threads)
+    common = dict(
+        times=time_grid(c) if times is None else times,
+        train_second_layer=c.train_second_layer,
+        max_error=c.max_error,
+        num_threads=num_threads,
+    )
     if c.method == "sgd":
-        return simulate_sgd(W0, v0, Wt, vt, lr, c.t_max, seeds=seeds, run_ids=ids,
-                            batch_size=c.batch_size, label_noise=sigma, sampler=c.sampler,
-                            dtype=c.dtype, **common)
+        return simulate_sgd(
+            W0,
+            v0,
+            Wt,
+            vt,
+            lr,
+            c.t_max,
+            seeds=seeds,
+            run_ids=ids,
+            batch_size=c.batch_size,
+            label_noise=sigma,
+            sampler=c.sampler,
+            dtype=c.dtype,
+            **common,
+        )
     if c.method == "gd":
-        return simulate_gd(W0, v0, Wt, vt, lr, c.t_max, n_samples=c.n_samples,
-                           batch_size=c.batch_size if c.batch_size > 1 else None,
-                           seeds=seeds, run_ids=ids, label_noise=sigma, **common)
+        return simulate_gd(
+            W0,
+            v0,
+            Wt,
+            vt,
+            lr,
+            c.t_max,
+            n_samples=c.n_samples,
+            batch_size=c.batch_size if c.batch_size > 1 else None,
+            seeds=seeds,
+            run_ids=ids,
+            label_noise=sigma,
+            **common,
+        )
     if c.method == "flow":
         return integrate_flow(W0, v0, Wt, vt, lr, c.t_max, dt=c.dt or None, **common)
     # the ODE starts from the order parameters of the very weights the simulations start from
@@ -307,9 +402,23 @@ def run_many(cfgs, replicas, *, times=None, num_threads=None):
     Q0 = np.array([o[0] for o in ops])
     R0 = np.array([o[1] for o in ops])
     T = np.array([o[2] for o in ops])
-    res = integrate_ode(Q0, R0, v0, T, vt, lr, c.t_max, dt=c.dt or None, label_noise=sigma,
-                        sgd_noise=c.sgd_noise, batch_size=c.batch_size, method=c.integrator,
-                        rtol=c.rtol, atol=c.atol, **common)
+    res = integrate_ode(
+        Q0,
+        R0,
+        v0,
+        T,
+        vt,
+        lr,
+        c.t_max,
+        dt=c.dt or None,
+        label_noise=sigma,
+        sgd_noise=c.sgd_noise,
+        batch_size=c.batch_size,
+        method=c.integrator,
+        rtol=c.rtol,
+        atol=c.atol,
+        **common,
+    )
     res.params.update(d=c.d, seed=seeds, run_id=ids)
     return res
 
@@ -319,5 +428,16 @@ def fields():
     return [(k, d, h) for k, (d, _, h) in PARAMETERS.items()]
 
 
-__all__ = ["RunConfig", "PARAMETERS", "PER_RUN", "make_config", "load_toml", "networks", "run",
-           "run_many", "batch_key", "time_grid", "fields"]
+__all__ = [
+    "RunConfig",
+    "PARAMETERS",
+    "PER_RUN",
+    "make_config",
+    "load_toml",
+    "networks",
+    "run",
+    "run_many",
+    "batch_key",
+    "time_grid",
+    "fields",
+]

@@ -42,6 +42,7 @@ _NO_SPACE = {errno.ENOSPC, errno.EDQUOT}
 
 # ------------------------------------------------------------------ checks before computing
 
+
 def check_output(path, *, overwrite, name="--out"):
     """Check that a results file can be written at ``path``; raise in one line if not.
 
@@ -100,6 +101,7 @@ def check_output(path, *, overwrite, name="--out"):
 
 # ------------------------------------------------------------------ messages
 
+
 def _reason(exc):
     return exc.strerror or str(exc).splitlines()[0]
 
@@ -117,8 +119,9 @@ def _intact(existed, hint):
 
 
 def _no_space(path, *, existed, hint="", detail=""):
-    return (f"no space left on {_mount_point(path)}{detail} to store {path}; "
-            f"{_intact(existed, hint)}")
+    return (
+        f"no space left on {_mount_point(path)}{detail} to store {path}; {_intact(existed, hint)}"
+    )
 
 
 def storage_error(exc, path, *, existed, hint=""):
@@ -145,8 +148,14 @@ def check_space(path, need, *, hint=""):
     except OSError:
         return
     if free < need:
-        raise StorageError(_no_space(path, existed=os.path.exists(path), hint=hint,
-                                     detail=f" ({_size(free)} free, {_size(need)} needed)"))
+        raise StorageError(
+            _no_space(
+                path,
+                existed=os.path.exists(path),
+                hint=hint,
+                detail=f" ({_size(free)} free, {_size(need)} needed)",
+            )
+        )
 
 
 def _size(n):
@@ -157,6 +166,7 @@ def _size(n):
 
 
 # ------------------------------------------------------------------ atomic replacement
+
 
 def temporary_name(path):
     """A fresh temporary name beside ``path`` (recognised by :func:`temporaries`)."""
@@ -258,11 +268,17 @@ def _publish_new(tmp, path, name):
         os.link(tmp, path)  # fails if path appeared meanwhile: never replaces a file
     except FileExistsError:
         how = "use --overwrite" if (name or "").startswith("--") else "pass overwrite=True"
-        raise InputError(f"{name + ': ' if name else ''}{path} exists ({how} to replace it)"
-                         ) from None
+        raise InputError(
+            f"{name + ': ' if name else ''}{path} exists ({how} to replace it)"
+        ) from None
     except OSError as exc:
-        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV,
-                             errno.EMLINK):
+        if exc.errno not in (
+            errno.EPERM,
+            errno.ENOTSUP,
+            errno.EOPNOTSUPP,
+            errno.EXDEV,
+            errno.EMLINK,
+        ):
             raise
         os.replace(tmp, path)  # no hard links on this file system
         return
@@ -270,6 +286,7 @@ def _publish_new(tmp, path, name):
 
 
 # ------------------------------------------------------------------ h5py writes that cannot fail
+
 
 class GuardedFile(io.RawIOBase):
     """A read-write file for h5py (``h5py.File(guarded_file, mode)``) whose writes never fail.
@@ -320,7 +337,7 @@ class GuardedFile(io.RawIOBase):
             data = os.pread(self._fd, on_disk - got, self._pos + got)
             if not data:
                 break
-            view[got:got + len(data)] = data
+            view[got : got + len(data)] = data
             got += len(data)
         view[got:n] = bytes(n - got)  # beyond the end: zeros, as HDF5's own drivers give
         for page in self._pages_of(self._pos, n):
@@ -357,7 +374,7 @@ class GuardedFile(io.RawIOBase):
             del self._pages[page]
         tail = self._pages.get(size // self.PAGE)
         if tail is not None:
-            tail[size % self.PAGE:] = bytes(self.PAGE - size % self.PAGE)
+            tail[size % self.PAGE :] = bytes(self.PAGE - size % self.PAGE)
         self._size = size
         return size
 
@@ -386,7 +403,7 @@ class GuardedFile(io.RawIOBase):
         start = max(pos, page * self.PAGE)
         stop = min(pos + len(view), (page + 1) * self.PAGE)
         off = page * self.PAGE
-        view[start - pos:stop - pos] = self._pages[page][start - off:stop - off]
+        view[start - pos : stop - pos] = self._pages[page][start - off : stop - off]
 
     def _keep(self, view, pos):
         while len(view):
@@ -397,10 +414,10 @@ class GuardedFile(io.RawIOBase):
                 length = min(self.PAGE, self._disk - page * self.PAGE)
                 if length > 0 and self._fd is not None:
                     on_disk = os.pread(self._fd, length, page * self.PAGE)
-                    buf[:len(on_disk)] = on_disk
+                    buf[: len(on_disk)] = on_disk
                 self._pages[page] = buf
             k = min(len(view), self.PAGE - off)
-            buf[off:off + k] = view[:k]
+            buf[off : off + k] = view[:k]
             view, pos = view[k:], pos + k
 
 
@@ -418,7 +435,7 @@ def guarded(path, *, create=False):
             yield g
         except Exception as exc:
             if g.error is not None and g.error is not exc:
-                raise g.error  # the body's exception stays attached as the context
+                raise g.error  # noqa: B904 (the body's exception stays attached as the context)
             raise
         g.check()
     finally:
@@ -426,6 +443,7 @@ def guarded(path, *, create=False):
 
 
 # ------------------------------------------------------------------ the lock
+
 
 class OutputLock:
     """An exclusive lock on a results file, held from construction until :meth:`release`.
@@ -460,8 +478,9 @@ class OutputLock:
         for _ in range(1000):
             if self._try():
                 return
-        raise InputError(f"{name}: could not lock {self.target} (its lock file {self.path} "
-                         "keeps being replaced)")
+        raise InputError(
+            f"{name}: could not lock {self.target} (its lock file {self.path} keeps being replaced)"
+        )
 
     def _try(self):
         try:
@@ -469,8 +488,9 @@ class OutputLock:
         except OSError as exc:
             if exc.errno in _NO_SPACE:
                 raise StorageError(_no_space(self.target, existed=self.target.exists())) from None
-            raise InputError(f"{self._name}: cannot write in folder {self.target.parent} "
-                             f"({_reason(exc)})") from None
+            raise InputError(
+                f"{self._name}: cannot write in folder {self.target.parent} ({_reason(exc)})"
+            ) from None
         # a file object: if this lock is dropped without release() (an object collected), the
         # descriptor is closed and the operating system releases the lock
         fh = open(fd, "r+b", buffering=0)
@@ -480,13 +500,17 @@ class OutputLock:
         except BlockingIOError:
             pid = self._holder(fh)
             fh.close()
-            raise InputError(f"{self._name}: {self.target} is being written by another "
-                             f"fastquad sweep (pid {pid}); wait for it or use another "
-                             f"{self._name}") from None
+            raise InputError(
+                f"{self._name}: {self.target} is being written by another "
+                f"fastquad sweep (pid {pid}); wait for it or use another "
+                f"{self._name}"
+            ) from None
         except OSError as exc:
             fh.close()
-            raise InputError(f"{self._name}: cannot lock {self.path} ({_reason(exc)}); the "
-                             "folder's file system does not support locks") from None
+            raise InputError(
+                f"{self._name}: cannot lock {self.path} ({_reason(exc)}); the "
+                "folder's file system does not support locks"
+            ) from None
         try:
             same = os.path.samestat(os.fstat(fh.fileno()), os.stat(self.path))
         except FileNotFoundError:
@@ -534,6 +558,17 @@ class OutputLock:
             pass
 
 
-__all__ = ["check_output", "atomic_output", "guarded", "GuardedFile", "check_space",
-           "storage_error", "OutputLock", "temporaries", "temporary_name", "fsync_dir",
-           "TMP_INFIX", "LOCK_SUFFIX"]
+__all__ = [
+    "check_output",
+    "atomic_output",
+    "guarded",
+    "GuardedFile",
+    "check_space",
+    "storage_error",
+    "OutputLock",
+    "temporaries",
+    "temporary_name",
+    "fsync_dir",
+    "TMP_INFIX",
+    "LOCK_SUFFIX",
+]

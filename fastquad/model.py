@@ -14,8 +14,10 @@ _ROLE_TEACHER, _ROLE_STUDENT = 1, 2
 
 
 def _stream_ids(seed, run_id):
-    return (V.integer("seed", seed, low=0, high=2**63 - 1),
-            V.integer("run_id", run_id, low=0, high=2**63 - 1))
+    return (
+        V.integer("seed", seed, low=0, high=2**63 - 1),
+        V.integer("run_id", run_id, low=0, high=2**63 - 1),
+    )
 
 
 def _generator(seed, role, run_id):
@@ -65,13 +67,13 @@ def make_teacher(d, M, *, kind="orthonormal", v=1.0, seed=0, run_id=0):
     d = V.integer("d", d, low=1)
     M = V.integer("M", M, low=1)
     if kind not in TEACHER_KINDS:
-        raise ValueError(f"teacher kind must be one of {TEACHER_KINDS}, got {kind!r}")
+        raise InputError(f"teacher kind must be one of {TEACHER_KINDS}, got {kind!r}")
     vt = _second_layer("v_teacher", v, M)
     rng = _generator(seed, _ROLE_TEACHER, run_id)
     G = rng.standard_normal((M, d))
     if kind == "orthonormal":
         if M > d:
-            raise ValueError(f"an orthonormal teacher needs M <= d, got M={M}, d={d}")
+            raise InputError(f"an orthonormal teacher needs M <= d, got M={M}, d={d}")
         q, r = np.linalg.qr(G.T)
         # fix the signs so the rows are a deterministic function of the draw
         q = q * np.sign(np.diag(r))[None, :]
@@ -127,22 +129,29 @@ def check_networks(W0, v0, W_teacher, v_teacher, *, allow_runs=True):
     vt = V.with_run_axis("v_teacher", vt, 1)
     K, d = W0.shape[1:]
     M = Wt.shape[1]
-    for name, arr, size, what in ((("W0", W0, K, "student unit (row)"),
-                                   ("W0", W0, d, "input (column)"),
-                                   ("W_teacher", Wt, M, "teacher unit (row)"))):
+    for name, arr, size, what in (
+        ("W0", W0, K, "student unit (row)"),
+        ("W0", W0, d, "input (column)"),
+        ("W_teacher", Wt, M, "teacher unit (row)"),
+    ):
         if size < 1:
             raise InputError(f"{name} must have at least one {what}, got shape {arr.shape}")
     if Wt.shape[2] != d:
-        raise ValueError(f"W_teacher must have d={d} columns like W0, got shape {Wt.shape[1:]}")
+        raise InputError(f"W_teacher must have d={d} columns like W0, got shape {Wt.shape[1:]}")
     if v0.shape[1] != K:
-        raise ValueError(f"v0 must have K={K} entries (one per row of W0), got {v0.shape[1]}")
+        raise InputError(f"v0 must have K={K} entries (one per row of W0), got {v0.shape[1]}")
     if vt.shape[1] != M:
-        raise ValueError(f"v_teacher must have M={M} entries (one per row of W_teacher), "
-                         f"got {vt.shape[1]}")
+        raise InputError(
+            f"v_teacher must have M={M} entries (one per row of W_teacher), got {vt.shape[1]}"
+        )
     sizes = {a.shape[0] for a in (W0, v0, Wt, vt)} - {1}
     if len(sizes) > 1:
-        raise ValueError(f"the leading run axes of W0, v0, W_teacher, v_teacher disagree: "
-                         f"{W0.shape[0]}, {v0.shape[0]}, {Wt.shape[0]}, {vt.shape[0]}")
+        raise InputError(
+            f"the leading run axes of W0, v0, W_teacher, v_teacher disagree: "
+            f"{W0.shape[0]}, {v0.shape[0]}, {Wt.shape[0]}, {vt.shape[0]}"
+        )
     n = sizes.pop() if sizes else 1
-    return tuple(V.broadcast_runs(nm, a, n) for nm, a in
-                 (("W0", W0), ("v0", v0), ("W_teacher", Wt), ("v_teacher", vt)))
+    return tuple(
+        V.broadcast_runs(nm, a, n)
+        for nm, a in (("W0", W0), ("v0", v0), ("W_teacher", Wt), ("v_teacher", vt))
+    )

@@ -1,4 +1,5 @@
-"""The order-parameter ODE of MODEL.md: its right-hand side and its integration.
+"""The order-parameter ODE (see docs/theory.md, 'The ODEs'): its right-hand side and its
+integration.
 
 The ODE follows the overlaps ``Q = W W^T / d``, ``R = W W*^T / d`` and the second layer ``v``
 in the time ``t = step / d`` of online SGD, without any dimension ``d``: the eta^1 part is the
@@ -38,8 +39,10 @@ def _symmetric(name, X):
     Xt = np.swapaxes(X, -1, -2)
     tol = _SYM_RTOL * max(1.0, float(np.abs(X).max(initial=0.0)))
     if np.abs(X - Xt).max(initial=0.0) > tol:
-        raise ValueError(f"{name} must be symmetric (|{name} - {name}^T| <= {_SYM_RTOL:g} * "
-                         f"max(1, max|{name}|)), got an asymmetry of {np.abs(X - Xt).max():.3g}")
+        raise InputError(
+            f"{name} must be symmetric (|{name} - {name}^T| <= {_SYM_RTOL:g} * "
+            f"max(1, max|{name}|)), got an asymmetry of {np.abs(X - Xt).max():.3g}"
+        )
     return np.ascontiguousarray(0.5 * (X + Xt))
 
 
@@ -65,8 +68,10 @@ def _order_parameters(names, arrays, allow_runs):
         p.add(f"{nvt} must have at least one teacher unit, got shape {vt.shape}")
     for name, arr, want in ((nQ, Q, (K, K)), (nR, R, (K, M)), (nT, T, (M, M))):
         if arr.shape[-2:] != want:
-            p.add(f"{name} must have shape ({'[n_runs,] ' if allow_runs else ''}"
-                  f"{want[0]}, {want[1]}) to match K={K} ({nv}) and M={M} ({nvt}), got {arr.shape}")
+            p.add(
+                f"{name} must have shape ({'[n_runs,] ' if allow_runs else ''}"
+                f"{want[0]}, {want[1]}) to match K={K} ({nv}) and M={M} ({nvt}), got {arr.shape}"
+            )
     p.raise_if_any()
     Q = p.check(_symmetric, nQ, Q)
     T = p.check(_symmetric, nT, T)
@@ -77,17 +82,20 @@ def _order_parameters(names, arrays, allow_runs):
 def _check_overlaps(Q, R, T):
     """Q, R, T (n, ., .) must be the overlaps of real vectors: [[Q, R], [R^T, T]] is a Gram
     matrix, so positive semi-definite (up to rounding)."""
-    G = np.concatenate([np.concatenate([Q, R], axis=2),
-                        np.concatenate([R.transpose(0, 2, 1), T], axis=2)], axis=1)
+    G = np.concatenate(
+        [np.concatenate([Q, R], axis=2), np.concatenate([R.transpose(0, 2, 1), T], axis=2)], axis=1
+    )
     low = np.linalg.eigvalsh(G)[:, 0]
     scale = np.maximum(1.0, np.abs(G).max(axis=(1, 2)))
     # a state rebuilt from rounded numbers (a fixed point, a file) may dip below 0 by rounding
     bad = np.flatnonzero(low < -1e-6 * scale)
     if bad.size:
         r = int(bad[0])
-        raise InputError(f"Q0, R0, T must be overlaps of real weight vectors ([[Q0, R0], "
-                         f"[R0^T, T]] positive semi-definite); run {r} has an eigenvalue "
-                         f"{low[r]:.3g}")
+        raise InputError(
+            f"Q0, R0, T must be overlaps of real weight vectors ([[Q0, R0], "
+            f"[R0^T, T]] positive semi-definite); run {r} has an eigenvalue "
+            f"{low[r]:.3g}"
+        )
 
 
 def _rate_scale(Q, v, T, vt, lr, noise_weight):
@@ -106,9 +114,20 @@ def _rate_scale(Q, v, T, vt, lr, noise_weight):
     return np.maximum(drift * (1.0 + noise_weight * lr * units * c * c * q), 1e-12)
 
 
-def ode_rhs(Q, R, v, T, v_teacher, lr, *, label_noise=0.0, train_second_layer=True,
-            sgd_noise=True, batch_size=1):
-    """Right-hand side of the order-parameter ODE (MODEL.md) at one state.
+def ode_rhs(
+    Q,
+    R,
+    v,
+    T,
+    v_teacher,
+    lr,
+    *,
+    label_noise=0.0,
+    train_second_layer=True,
+    sgd_noise=True,
+    batch_size=1,
+):
+    """Right-hand side of the order-parameter ODE (docs/theory.md, 'The ODEs') at one state.
 
     Parameters
     ----------
@@ -139,8 +158,9 @@ def ode_rhs(Q, R, v, T, v_teacher, lr, *, label_noise=0.0, train_second_layer=Tr
     dv : ndarray, shape (K,)
         Time derivatives per unit of ``t = step / d``.
     """
-    (Q, R, v, T, vt), K, M = _order_parameters(("Q", "R", "v", "T", "v_teacher"),
-                                                (Q, R, v, T, v_teacher), allow_runs=False)
+    (Q, R, v, T, vt), K, M = _order_parameters(
+        ("Q", "R", "v", "T", "v_teacher"), (Q, R, v, T, v_teacher), allow_runs=False
+    )
     p = V.Problems()
     lr = p.check(V.real, "lr", lr, low=0.0, low_open=True)
     sigma = p.check(V.real, "label_noise", label_noise, low=0.0)
@@ -154,9 +174,27 @@ def ode_rhs(Q, R, v, T, v_teacher, lr, *, label_noise=0.0, train_second_layer=Tr
     return dQ, dR, dv
 
 
-def integrate_ode(Q0, R0, v0, T, v_teacher, lr, t_max, *, dt=None, times=None, label_noise=0.0,
-                  train_second_layer=True, sgd_noise=True, batch_size=1, method="rk45",
-                  rtol=1e-8, atol=1e-10, max_error=1e6, num_threads=None):
+def integrate_ode(
+    Q0,
+    R0,
+    v0,
+    T,
+    v_teacher,
+    lr,
+    t_max,
+    *,
+    dt=None,
+    times=None,
+    label_noise=0.0,
+    train_second_layer=True,
+    sgd_noise=True,
+    batch_size=1,
+    method="rk45",
+    rtol=1e-8,
+    atol=1e-10,
+    max_error=1e6,
+    num_threads=None,
+):
     """Integrate the order-parameter ODE for a batch of runs (one trajectory per thread).
 
     Parameters
@@ -221,16 +259,20 @@ def integrate_ode(Q0, R0, v0, T, v_teacher, lr, t_max, *, dt=None, times=None, l
         sgd_noise, integrator, rtol, atol, max_error.
     """
     names = ("Q0", "R0", "v0", "T", "v_teacher")
-    (Q0, R0, v0, T, vt), K, M = _order_parameters(names, (Q0, R0, v0, T, v_teacher),
-                                                  allow_runs=True)
-    Q0, R0, v0, T, vt = (V.with_run_axis(nm, a, b) for nm, a, b in
-                         zip(names, (Q0, R0, v0, T, vt), (2, 2, 1, 2, 1)))
+    (Q0, R0, v0, T, vt), K, M = _order_parameters(
+        names, (Q0, R0, v0, T, v_teacher), allow_runs=True
+    )
+    Q0, R0, v0, T, vt = (
+        V.with_run_axis(nm, a, b) for nm, a, b in zip(names, (Q0, R0, v0, T, vt), (2, 2, 1, 2, 1))
+    )
     sizes = {a.shape[0] for a in (Q0, R0, v0, T, vt)}
     sizes |= {np.size(x) for x in (lr, label_noise, dt) if x is not None and np.ndim(x)}
     sizes.discard(1)
     if len(sizes) > 1:
-        raise ValueError(f"the run axes of Q0, R0, v0, T, v_teacher, lr, label_noise and dt "
-                         f"disagree: lengths {sorted(sizes)} (each must be 1 or n_runs)")
+        raise InputError(
+            f"the run axes of Q0, R0, v0, T, v_teacher, lr, label_noise and dt "
+            f"disagree: lengths {sorted(sizes)} (each must be 1 or n_runs)"
+        )
     n = sizes.pop() if sizes else 1
 
     p = V.Problems()
@@ -248,27 +290,72 @@ def integrate_ode(Q0, R0, v0, T, v_teacher, lr, t_max, *, dt=None, times=None, l
     p.raise_if_any()
     times = log_times(t_max) if times is None else V.times_grid("times", times, t_max)
     times = np.minimum(times, t_max)
-    Q0, R0, v0, T, vt = (V.broadcast_runs(nm, a, n) for nm, a in
-                         zip(names, (Q0, R0, v0, T, vt)))
+    Q0, R0, v0, T, vt = (V.broadcast_runs(nm, a, n) for nm, a in zip(names, (Q0, R0, v0, T, vt)))
     _check_overlaps(Q0, R0, T)
     if dt is None:
         dt = _DT_FRACTION / (lr * _rate_scale(Q0, v0, T, vt, lr, noise / batch))
     else:
         dt = V.per_run("dt", dt, n, low=1e-12 * t_max)
 
-    Q0, R0, v0, T, vt, lr, sigma2, times, dt = _for_kernel(Q0, R0, v0, T, vt, lr, sigma * sigma,
-                                                            times, dt)
+    Q0, R0, v0, T, vt, lr, sigma2, times, dt = _for_kernel(
+        Q0, R0, v0, T, vt, lr, sigma * sigma, times, dt
+    )
     n_rec = times.shape[0]
     Q, R, v = np.empty((n, n_rec, K, K)), np.empty((n, n_rec, K, M)), np.empty((n, n_rec, K))
     eps = np.empty((n, n_rec))
     status = np.empty(n, dtype=np.int8)
     t_stop = np.empty(n)
     n_evals = np.empty(n, dtype=np.int64)
-    call_kernel(_k.integrate_batch, Q0, R0, v0, T, vt, lr, sigma2, 1.0 / batch, train_v, noise,
-                times, dt, METHODS[method], rtol, atol, max_error, Q, R, v, eps, status, t_stop,
-                n_evals, num_threads=num_threads)
-    params = dict(lr=lr, label_noise=sigma, dt=dt, n_evals=n_evals, batch_size=batch,
-                  train_second_layer=train_v, sgd_noise=noise, integrator=method, rtol=rtol,
-                  atol=atol, max_error=max_error)
-    return Result(method="ode", t=times, eps_g=eps, Q=Q, R=R, v=v, T=T, v_teacher=vt,
-                  status=status, t_stop=t_stop, params=params)
+    call_kernel(
+        _k.integrate_batch,
+        Q0,
+        R0,
+        v0,
+        T,
+        vt,
+        lr,
+        sigma2,
+        1.0 / batch,
+        train_v,
+        noise,
+        times,
+        dt,
+        METHODS[method],
+        rtol,
+        atol,
+        max_error,
+        Q,
+        R,
+        v,
+        eps,
+        status,
+        t_stop,
+        n_evals,
+        num_threads=num_threads,
+    )
+    params = dict(
+        lr=lr,
+        label_noise=sigma,
+        dt=dt,
+        n_evals=n_evals,
+        batch_size=batch,
+        train_second_layer=train_v,
+        sgd_noise=noise,
+        integrator=method,
+        rtol=rtol,
+        atol=atol,
+        max_error=max_error,
+    )
+    return Result(
+        method="ode",
+        t=times,
+        eps_g=eps,
+        Q=Q,
+        R=R,
+        v=v,
+        T=T,
+        v_teacher=vt,
+        status=status,
+        t_stop=t_stop,
+        params=params,
+    )

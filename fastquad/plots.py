@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import InputError
 from .result import STATUS_DIVERGED, STATUS_DONE
 
 KINDS = ("curves", "order", "stages", "phase", "fixed-points")
@@ -49,8 +50,12 @@ def save(fig, out_dir, name, *, overwrite=False):
     paths = [out / f"{name}.png", out / f"{name}.pdf"]
     again = [p for p in paths if p.resolve() in _WRITTEN]
     if again and not overwrite:
-        warnings.warn(f"{', '.join(map(str, again))}: already written by an earlier plot in this "
-                      "run; overwritten by this one", RuntimeWarning, stacklevel=2)
+        warnings.warn(
+            f"{', '.join(map(str, again))}: already written by an earlier plot in this "
+            "run; overwritten by this one",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     fig.savefig(paths[0], dpi=130, bbox_inches="tight")
     fig.savefig(paths[1], bbox_inches="tight")
     _WRITTEN.update(p.resolve() for p in paths)
@@ -62,10 +67,19 @@ def sweep_axes(ds):
     """Names of the per-run coordinates that define grid points (sweep axes)."""
     named = str(ds.attrs.get("sweep_axes", "")).split()
     if named:
-        return [a if a in ds.coords else f"{a}_index" for a in named
-                if a in ds.coords or f"{a}_index" in ds.coords and a not in _NOT_GROUPING]
-    return [c for c in ds.coords if ds[c].dims == ("run",) and c not in _NOT_GROUPING
-            and c != "run" and len(np.unique(ds[c].values)) > 1]
+        return [
+            a if a in ds.coords else f"{a}_index"
+            for a in named
+            if a in ds.coords or f"{a}_index" in ds.coords and a not in _NOT_GROUPING
+        ]
+    return [
+        c
+        for c in ds.coords
+        if ds[c].dims == ("run",)
+        and c not in _NOT_GROUPING
+        and c != "run"
+        and len(np.unique(ds[c].values)) > 1
+    ]
 
 
 def groups(ds, axes=None):
@@ -122,17 +136,30 @@ def theory_curves(ds, idx):
         k = int(ds.K.values[r]) if "K" in ds.coords else K
         m = int(ds.M.values[r]) if "M" in ds.coords else M
         lr = float(ds.lr.values[r]) if "lr" in ds.coords else float(ds.attrs["lr"])
-        sigma = float(ds.label_noise.values[r]) if "label_noise" in ds.coords else float(
-            ds.attrs.get("label_noise", 0.0))
+        sigma = (
+            float(ds.label_noise.values[r])
+            if "label_noise" in ds.coords
+            else float(ds.attrs.get("label_noise", 0.0))
+        )
         batch = int(ds.attrs.get("batch_size", 1))
         train_v = bool(ds.attrs.get("train_second_layer", True))
         if "Q" in ds:
             Q0, R0, v0 = ds.Q.values[r, 0, :k, :k], ds.R.values[r, 0, :k, :m], ds.v.values[r, 0, :k]
         else:  # a sweep that stored curves only: rebuild each run's start from its seeds
             Q0, R0, v0 = sweep.initial_order_parameters(int(ds.run.values[r]))
-        res = integrate_ode(Q0, R0, v0, ds.T.values[r, :m, :m], ds.v_teacher.values[r, :m], lr,
-                            float(t[-1]), times=t, label_noise=sigma, batch_size=batch,
-                            train_second_layer=train_v)
+        res = integrate_ode(
+            Q0,
+            R0,
+            v0,
+            ds.T.values[r, :m, :m],
+            ds.v_teacher.values[r, :m],
+            lr,
+            float(t[-1]),
+            times=t,
+            label_noise=sigma,
+            batch_size=batch,
+            train_second_layer=train_v,
+        )
         out.append(res.eps_g[0])
     return np.array(out)
 
@@ -153,16 +180,29 @@ def plot_learning_curves(ds, *, theory=True, max_groups=8, title=None):
             eps = ds.eps_g.values[keep]
             mean = eps.mean(axis=0)
             note = f" ({n_out} of {len(idx)} left out: diverged)" if n_out else ""
-            ax.plot(tt, mean, color=c, lw=1.6, label=f"{label}{note}" if len(groups(ds)) > 1
-                    else f"mean over {len(keep)} runs{note}")
+            ax.plot(
+                tt,
+                mean,
+                color=c,
+                lw=1.6,
+                label=f"{label}{note}"
+                if len(groups(ds)) > 1
+                else f"mean over {len(keep)} runs{note}",
+            )
             if len(keep) > 1:
                 lo, hi = np.percentile(eps, [10, 90], axis=0)
                 ax.fill_between(tt, lo, hi, color=c, alpha=0.2, lw=0)
         if theory and is_sim and len(keep):
             th = theory_curves(ds, keep[:8])
             if th is not None:
-                ax.plot(tt, th.mean(axis=0), color=c, ls="--", lw=1.2,
-                        label="ODE theory (same starts)" if i == 0 else None)
+                ax.plot(
+                    tt,
+                    th.mean(axis=0),
+                    color=c,
+                    ls="--",
+                    lw=1.2,
+                    label="ODE theory (same starts)" if i == 0 else None,
+                )
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("time t = step / d")
@@ -176,8 +216,10 @@ def plot_learning_curves(ds, *, theory=True, max_groups=8, title=None):
 def plot_order_parameters(ds, run=0):
     """Q_jj, R_jn and v_j of one run against time."""
     if "Q" not in ds:
-        raise ValueError("kind order: this file has no order parameters over time (a sweep "
-                         "stores them with the setting order_parameters = true)")
+        raise InputError(
+            "kind order: this file has no order parameters over time (a sweep "
+            "stores them with the setting order_parameters = true)"
+        )
     plt = _plt()
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.6), sharex=True)
     t = ds.time.values
@@ -188,8 +230,9 @@ def plot_order_parameters(ds, run=0):
         axes[2].plot(tt, ds.v.values[run, :, j], label=f"$v_{j}$")
         for n in range(M):
             axes[1].plot(tt, ds.R.values[run, :, j, n], label=f"$R_{{{j}{n}}}$")
-    for ax, name in zip(axes, ("student norms $Q_{jj}$", "overlaps $R_{jn}$",
-                               "second layer $v_j$")):
+    for ax, name in zip(
+        axes, ("student norms $Q_{jj}$", "overlaps $R_{jn}$", "second layer $v_j$")
+    ):
         ax.set_xscale("log")
         ax.set_xlabel("time t = step / d")
         ax.set_title(name)
@@ -228,8 +271,14 @@ def plot_stages(ds, run=0, stages=None, levels_with_noise=None):
     for k, (lev, on, esc) in enumerate(zip(st.levels, st.onsets, st.escapes)):
         hi = esc if np.isfinite(esc) else t_last
         till = f"{esc:.4g}" if np.isfinite(esc) else f"{t_last:.4g} (not left)"
-        bands.append((on, hi, colors[(k + 1) % 10],
-                      f"plateau {k + 1}: $\\epsilon_g$ = {lev:.4g}, t = {on:.4g} to {till}"))
+        bands.append(
+            (
+                on,
+                hi,
+                colors[(k + 1) % 10],
+                f"plateau {k + 1}: $\\epsilon_g$ = {lev:.4g}, t = {on:.4g} to {till}",
+            )
+        )
     predicted = None
     T = ds.T.values[run]
     if np.allclose(T, np.eye(len(T)), atol=1e-8):
@@ -237,20 +286,39 @@ def plot_stages(ds, run=0, stages=None, levels_with_noise=None):
         predicted = predicted[predicted > 0]
 
     def draw(a, log_time):
-        a.plot(t[ok], eps[ok], color="k", lw=1.3, label=None if log_time else r"$\epsilon_g$",
-               zorder=3)
+        a.plot(
+            t[ok], eps[ok], color="k", lw=1.3, label=None if log_time else r"$\epsilon_g$", zorder=3
+        )
         for lo, hi, c, label in bands:
-            a.axvspan(max(lo, t[ok][0]) if log_time else lo, hi, color=c, alpha=0.22, lw=0,
-                      label=None if log_time else label)
+            a.axvspan(
+                max(lo, t[ok][0]) if log_time else lo,
+                hi,
+                color=c,
+                alpha=0.22,
+                lw=0,
+                label=None if log_time else label,
+            )
         for i, lev in enumerate(predicted if predicted is not None else []):
-            a.axhline(lev, color="tab:red", lw=0.7, ls="--",
-                      label="plateau levels of the lr^1 theory (T = I)"
-                      if i == 0 and not log_time else None)
+            a.axhline(
+                lev,
+                color="tab:red",
+                lw=0.7,
+                ls="--",
+                label="plateau levels of the lr^1 theory (T = I)"
+                if i == 0 and not log_time
+                else None,
+            )
         noisy = [] if levels_with_noise is None else np.asarray(levels_with_noise, float)
         for i, lev in enumerate(x for x in noisy if np.isfinite(x) and x > 0):
-            a.axhline(lev, color="tab:blue", lw=0.9, ls=":",
-                      label="plateau levels with the SGD-noise term (this run)"
-                      if i == 0 and not log_time else None)
+            a.axhline(
+                lev,
+                color="tab:blue",
+                lw=0.9,
+                ls=":",
+                label="plateau levels with the SGD-noise term (this run)"
+                if i == 0 and not log_time
+                else None,
+            )
         a.set_yscale("log")
         if log_time:
             a.set_xscale("log")
@@ -259,8 +327,7 @@ def plot_stages(ds, run=0, stages=None, levels_with_noise=None):
     ax.set_xlim(0, t_last)
     ax.set_xlabel("time t = step / d")
     ax.set_ylabel(r"generalisation error $\epsilon_g$")
-    ax.set_title(f"learning stages, run {run}: {st.n_plateaus} plateau(s), "
-                 f"{st.n_drops} drop(s)")
+    ax.set_title(f"learning stages, run {run}: {st.n_plateaus} plateau(s), {st.n_drops} drop(s)")
     ax.grid(True, which="both", alpha=0.25)
     if np.count_nonzero(ok) >= 2:
         inset = ax.inset_axes(_empty_corner(ax, t[ok], eps[ok]))
@@ -271,8 +338,7 @@ def plot_stages(ds, run=0, stages=None, levels_with_noise=None):
             axis.set_major_locator(LogLocator(numticks=4))
             axis.set_minor_formatter(NullFormatter())
         inset.grid(True, which="major", alpha=0.2)
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=1,
-              frameon=False)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=1, frameon=False)
     return fig
 
 
@@ -280,13 +346,15 @@ def _empty_corner(ax, x, y, size=(0.4, 0.36)):
     """Bounds (axes fraction) of the corner of ax the curve (x, y) least passes through,
     with room on the left and below for the inset's own tick labels."""
     fig = ax.figure
-    fig.canvas.draw()   # the limits and scales as they will be drawn
+    fig.canvas.draw()  # the limits and scales as they will be drawn
     fx, fy = ax.transAxes.inverted().transform(ax.transData.transform(np.c_[x, y])).T
     w, h = size
     left, right, low, high = 0.1, 1 - 0.03 - w, 0.1, 1 - 0.07 - h
     corners = [(right, high), (left, high), (right, low), (left, low)]
-    inside = [np.count_nonzero((fx >= x0) & (fx <= x0 + w) & (fy >= y0) & (fy <= y0 + h))
-              for x0, y0 in corners]
+    inside = [
+        np.count_nonzero((fx >= x0) & (fx <= x0 + w) & (fy >= y0) & (fy <= y0 + h))
+        for x0, y0 in corners
+    ]
     x0, y0 = corners[int(np.argmin(inside))]
     return [x0, y0, w, h]
 
@@ -300,7 +368,7 @@ def phase_quantity(ds, quantity, threshold=1e-3):
     learnt in success_rate).
     """
     if quantity not in QUANTITIES:
-        raise ValueError(f"quantity must be one of {', '.join(QUANTITIES)}, got {quantity!r}")
+        raise InputError(f"quantity must be one of {', '.join(QUANTITIES)}, got {quantity!r}")
     eps = ds.eps_g.values
     t = ds.time.values
     diverged = ds.status.values == STATUS_DIVERGED
@@ -309,8 +377,10 @@ def phase_quantity(ds, quantity, threshold=1e-3):
     if quantity == "n_plateaus":
         from .analysis.stages import detect_stages
 
-        return np.array([np.nan if dv else detect_stages(t, e).n_plateaus
-                         for e, dv in zip(eps, diverged)], dtype=float)
+        return np.array(
+            [np.nan if dv else detect_stages(t, e).n_plateaus for e, dv in zip(eps, diverged)],
+            dtype=float,
+        )
     learnt = eps <= threshold * eps[:, :1]
     first = np.where(learnt.any(axis=1), t[np.argmax(learnt, axis=1)], np.nan)
     if quantity == "time_to_learn":
@@ -324,8 +394,10 @@ def plot_phase_diagram(ds, x, y, quantity="final_eps", threshold=1e-3):
     plt = _plt()
     for name, flag in ((x, "--x"), (y, "--y")):
         if name not in ds.coords or ds[name].dims != ("run",):
-            raise ValueError(f"{flag} must name a per-run coordinate of the file "
-                             f"({', '.join(sweep_axes(ds)) or 'none'}), got {name!r}")
+            raise InputError(
+                f"{flag} must name a per-run coordinate of the file "
+                f"({', '.join(sweep_axes(ds)) or 'none'}), got {name!r}"
+            )
     q = phase_quantity(ds, quantity, threshold)
     xs = np.unique(ds[x].values)
     ys = np.unique(ds[y].values)
@@ -346,10 +418,12 @@ def plot_phase_diagram(ds, x, y, quantity="final_eps", threshold=1e-3):
     ax.set_yticks(range(len(ys)), [_fmt(v) for v in ys])
     ax.set_xlabel(x)
     ax.set_ylabel(y)
-    label = {"final_eps": r"final $\epsilon_g$ (median)",
-             "time_to_learn": f"time to reach {threshold:g} x initial error (median)",
-             "success_rate": f"fraction of runs reaching {threshold:g} x initial error",
-             "n_plateaus": "plateaus (median)"}[quantity]
+    label = {
+        "final_eps": r"final $\epsilon_g$ (median)",
+        "time_to_learn": f"time to reach {threshold:g} x initial error (median)",
+        "success_rate": f"fraction of runs reaching {threshold:g} x initial error",
+        "n_plateaus": "plateaus (median)",
+    }[quantity]
     cb = fig.colorbar(im, ax=ax)
     cb.set_label(("log10 " if log else "") + label)
     for i in range(len(ys)):
@@ -357,8 +431,15 @@ def plot_phase_diagram(ds, x, y, quantity="final_eps", threshold=1e-3):
             if np.isfinite(grid[i, j]):
                 # dark text on the bright end of viridis, light text elsewhere
                 light = im.norm(data[i, j]) < 0.6
-                ax.text(j, i, f"{grid[i, j]:.2g}", ha="center", va="center", fontsize=7,
-                        color="w" if light else "k")
+                ax.text(
+                    j,
+                    i,
+                    f"{grid[i, j]:.2g}",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="w" if light else "k",
+                )
     ax.set_title(f"phase diagram: {quantity}")
     fig.tight_layout()
     return fig
@@ -379,16 +460,24 @@ _FP_KINDS = ("stable", "degenerate", "saddle", "unstable")
 _FP_KIND_STYLE = {
     "stable": (("#1a9641", "#006837"), ("o", "s", "D"), ("-",)),
     "degenerate": (("#969696", "#404040"), ("d", "H"), ((0, (4, 1, 1, 1)),)),
-    "saddle": (("#e31a1c", "#fd8d3c", "#a6611a", "#67001f"),
-               ("v", "^", "<", ">", "p", "h", "*", "P", "X", "d", "8", "H"),
-               ("--", "-.", (0, (5, 1.5, 1, 1.5, 1, 1.5)), (0, (2.5, 1.5)),
-                (0, (7, 2, 1.5, 2)), (0, (1.2, 1.2)))),
+    "saddle": (
+        ("#e31a1c", "#fd8d3c", "#a6611a", "#67001f"),
+        ("v", "^", "<", ">", "p", "h", "*", "P", "X", "d", "8", "H"),
+        (
+            "--",
+            "-.",
+            (0, (5, 1.5, 1, 1.5, 1, 1.5)),
+            (0, (2.5, 1.5)),
+            (0, (7, 2, 1.5, 2)),
+            (0, (1.2, 1.2)),
+        ),
+    ),
     "unstable": (("#9e6ac8", "#3f007d"), ("^", "s", "v", "D"), (":", (0, (3, 1, 1, 1)))),
 }
 _FP_W0_STYLE = dict(color="#3b3b3b", ls=(0, (1, 1.4)), marker="o", mfc="white")
 _FP_CURVE_COLOURS = ("k", "#0072b2", "#56b4e9", "#009e73", "#cc79a7")
-_FP_FONT = 7.0          # points, labels at the right edge and legend
-_FP_LINE_H = 1.3        # line height, in font sizes
+_FP_FONT = 7.0  # points, labels at the right edge and legend
+_FP_LINE_H = 1.3  # line height, in font sizes
 
 
 def _fp_class_key(cls):
@@ -400,8 +489,10 @@ def _fp_class_key(cls):
 def _fp_is_dead(p):
     """w = 0: Q = 0 and R = 0, every student unit dead (a line of fixed points in v)."""
     scale = _FP_DEAD_RTOL * max(1.0, float(np.abs(np.asarray(p.T, float)).max(initial=0.0)))
-    return (float(np.abs(np.asarray(p.Q, float)).max(initial=0.0)) <= scale
-            and float(np.abs(np.asarray(p.R, float)).max(initial=0.0)) <= scale)
+    return (
+        float(np.abs(np.asarray(p.Q, float)).max(initial=0.0)) <= scale
+        and float(np.abs(np.asarray(p.R, float)).max(initial=0.0)) <= scale
+    )
 
 
 def _fp_styles(classes):
@@ -413,12 +504,15 @@ def _fp_styles(classes):
     for kind in sorted({k for k, _ in classes}, key=lambda k: _fp_class_key((k, 0))):
         ns = sorted(n for k, n in classes if k == kind)
         colours, markers, lss = _FP_KIND_STYLE.get(
-            kind, (("#000000", "#7f7f7f"), ("x", "+", "1"), ((0, (3, 3)),)))
+            kind, (("#000000", "#7f7f7f"), ("x", "+", "1"), ((0, (3, 3)),))
+        )
         ramp = LinearSegmentedColormap.from_list(f"fp-{kind}", colours)
         for i, n in enumerate(ns):
             styles[(kind, n)] = dict(
                 color=to_hex(ramp(i / (len(ns) - 1) if len(ns) > 1 else 0.0)),
-                marker=markers[i % len(markers)], ls=lss[i % len(lss)])
+                marker=markers[i % len(markers)],
+                ls=lss[i % len(lss)],
+            )
     return styles
 
 
@@ -445,8 +539,9 @@ def _fp_levels(eps, zero_tol):
                 groups[-1].append(i)
                 continue
         groups.append([i])
-    levels = [0.0 if abs(eps[g[0]]) <= zero_tol else max(0.0, float(np.mean(eps[g])))
-              for g in groups]
+    levels = [
+        0.0 if abs(eps[g[0]]) <= zero_tol else max(0.0, float(np.mean(eps[g]))) for g in groups
+    ]
     return groups, levels
 
 
@@ -481,10 +576,10 @@ def _fp_dead_description(dead):
         key = (int(np.count_nonzero(v > tiny)), int(np.count_nonzero(v < -tiny)), v.size)
         by_sign.setdefault(key, set()).add((p.kind, int(p.n_unstable)))
     phrases = []
-    for (n_pos, n_neg, K), classes in sorted(by_sign.items(), key=lambda kv: (kv[0][0],
-                                                                             -kv[0][1])):
-        kinds = " or ".join(_fp_class_name(c, short=True)
-                            for c in sorted(classes, key=_fp_class_key))
+    for (n_pos, n_neg, K), classes in sorted(by_sign.items(), key=lambda kv: (kv[0][0], -kv[0][1])):
+        kinds = " or ".join(
+            _fp_class_name(c, short=True) for c in sorted(classes, key=_fp_class_key)
+        )
         phrases.append(f"{kinds} for {_fp_sign_phrase(n_pos, n_neg, K)}")
     return phrases
 
@@ -496,8 +591,7 @@ def _fp_classes_phrase(classes):
         ns = sorted(n for k, n in classes if k == kind)
         if kind in ("saddle", "unstable"):
             plural = "s" if kind == "saddle" and len(ns) > 1 else ""
-            parts.append(f"{kind}{plural} "
-                         f"({', '.join(map(str, ns))} unst.)")
+            parts.append(f"{kind}{plural} ({', '.join(map(str, ns))} unst.)")
         else:
             parts.append(kind if len(ns) == 1 else f"{len(ns)} {kind}")
     return ", ".join(parts)
@@ -517,7 +611,7 @@ def _fp_level_label(value, live, dead, digits):
         phrases = _fp_dead_description(dead)
         lines.append(head + ": $w = 0$ (all units dead), by sign of $v$:")
         for i in range(0, len(phrases), 2):
-            lines.append("    " + ";  ".join(phrases[i:i + 2]))
+            lines.append("    " + ";  ".join(phrases[i : i + 2]))
         if live:
             lines.append("    and " + _fp_classes_phrase(classes))
     elif value == 0.0 and all(k == "stable" for k, _ in classes):
@@ -537,7 +631,7 @@ def _fp_spread(y, heights, lo, hi):
         return y
     c = np.concatenate([[0.0], np.cumsum(0.5 * (h[:-1] + h[1:]))])
     r = y - c
-    blocks = []                                 # [mean, weight]
+    blocks = []  # [mean, weight]
     for x in r:
         blocks.append([x, 1])
         while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
@@ -546,8 +640,9 @@ def _fp_spread(y, heights, lo, hi):
             blocks.append([(m1 * w1 + m2 * w2) / (w1 + w2), w1 + w2])
     fit = np.concatenate([[m] * w for m, w in blocks])
     low, high = lo + 0.5 * h[0], hi - 0.5 * h[-1] - c[-1]
-    fit = np.clip(fit, low, max(low, high)) if high >= low else np.full_like(fit, 0.5 * (
-        low + high))
+    fit = (
+        np.clip(fit, low, max(low, high)) if high >= low else np.full_like(fit, 0.5 * (low + high))
+    )
     return fit + c
 
 
@@ -557,9 +652,13 @@ def _fp_ticks(ax, linthresh, top):
     from matplotlib.ticker import FixedLocator
 
     lo, hi = int(np.ceil(np.log10(linthresh))), int(np.floor(np.log10(top)))
-    major = [0.0] + [10.0 ** k for k in range(lo, hi + 1)]
-    minor = [m * 10.0 ** k for k in range(lo - 1, hi + 1) for m in range(2, 10)
-             if linthresh < m * 10.0 ** k < top]
+    major = [0.0] + [10.0**k for k in range(lo, hi + 1)]
+    minor = [
+        m * 10.0**k
+        for k in range(lo - 1, hi + 1)
+        for m in range(2, 10)
+        if linthresh < m * 10.0**k < top
+    ]
     ax.yaxis.set_major_locator(FixedLocator(major))
     ax.yaxis.set_minor_locator(FixedLocator(minor))
 
@@ -615,8 +714,9 @@ def plot_fixed_points(points, ds=None, runs=(0,)):
         eps[dead_mask] = eps[np.flatnonzero(dead_mask)[0]]
     groups, levels = _fp_levels(eps, zero_tol)
     digits = _fp_level_digits([x for x in levels if x != 0.0])
-    classes = sorted({(p.kind, int(p.n_unstable)) for p, d in zip(points, dead_mask) if not d},
-                     key=_fp_class_key)
+    classes = sorted(
+        {(p.kind, int(p.n_unstable)) for p, d in zip(points, dead_mask) if not d}, key=_fp_class_key
+    )
     styles = _fp_styles(classes)
 
     # learning curves: finite, t > 0 (log time), clamped at 0
@@ -657,22 +757,38 @@ def plot_fixed_points(points, ds=None, runs=(0,)):
     ax_h = max(3.4, 1.08 * sum(heights) + 0.2)
     left, top_m, xlab = 0.95, 0.4, (0.45 if curves else 0.1)
     fig = plt.figure(figsize=(left + ax_w + 5.0, ax_h + top_m + 2.0))
-    ax = fig.add_axes([left / fig.get_figwidth(), 2.0 / fig.get_figheight(),
-                       ax_w / fig.get_figwidth(), ax_h / fig.get_figheight()])
+    ax = fig.add_axes(
+        [
+            left / fig.get_figwidth(),
+            2.0 / fig.get_figheight(),
+            ax_w / fig.get_figwidth(),
+            ax_h / fig.get_figheight(),
+        ]
+    )
 
-    def x_right(points_):          # axes x of a distance (points) right of the axes
+    def x_right(points_):  # axes x of a distance (points) right of the axes
         return 1.0 + points_ / 72.0 / ax_w
 
     ax.set_yscale("symlog", linthresh=linthresh, linscale=0.4)
     ax.set_ylim(*ylim)
     _fp_ticks(ax, linthresh, ylim[1])
     ax.axhspan(ylim[0], linthresh, color="0.93", lw=0, zorder=0)
-    ax.set_ylabel(r"generalisation error $\epsilon_g$" + "\n"
-                  + f"(log scale; linear below {linthresh:.2g}, shaded)")
+    ax.set_ylabel(
+        r"generalisation error $\epsilon_g$"
+        + "\n"
+        + f"(log scale; linear below {linthresh:.2g}, shaded)"
+    )
     handles = []
     for k, (r, tt, e) in enumerate(curves):
-        (line,) = ax.plot(tt, e, color=_FP_CURVE_COLOURS[k % len(_FP_CURVE_COLOURS)], lw=1.5,
-                          zorder=4, gid="learning-curve", label=f"learning curve (run {r})")
+        (line,) = ax.plot(
+            tt,
+            e,
+            color=_FP_CURVE_COLOURS[k % len(_FP_CURVE_COLOURS)],
+            lw=1.5,
+            zorder=4,
+            gid="learning-curve",
+            label=f"learning curve (run {r})",
+        )
         handles.append(line)
     if curves:
         ax.set_xscale("log")
@@ -683,37 +799,92 @@ def plot_fixed_points(points, ds=None, runs=(0,)):
 
     # levels: a line each, the markers of the classes there and a label at the right edge
     to_axes = ax.transAxes.inverted()
-    y_axes = [float(to_axes.transform(ax.transData.transform((ax.get_xlim()[0], v)))[1])
-              for v, _, _, _ in labels]
+    y_axes = [
+        float(to_axes.transform(ax.transData.transform((ax.get_xlim()[0], v)))[1])
+        for v, _, _, _ in labels
+    ]
     y_label = _fp_spread(y_axes, [h / ax_h for h in heights], 0.0, 1.0)
     texts = []
     for (value, lines, here, dead), ya, yl in zip(labels, y_axes, y_label):
         st = _FP_W0_STYLE if dead else styles[here[0]]
-        ax.axhline(value, color=st["color"], ls=st["ls"], lw=1.7 if value == 0 else 1.2,
-                   zorder=2, gid="fp-level")
-        ax.plot([1.0, x_right(5), x_right(14), x_right(17)], [ya, ya, yl, yl],
-                transform=ax.transAxes, clip_on=False, lw=0.6, color="0.55", zorder=3,
-                gid="fp-leader")
+        ax.axhline(
+            value,
+            color=st["color"],
+            ls=st["ls"],
+            lw=1.7 if value == 0 else 1.2,
+            zorder=2,
+            gid="fp-level",
+        )
+        ax.plot(
+            [1.0, x_right(5), x_right(14), x_right(17)],
+            [ya, ya, yl, yl],
+            transform=ax.transAxes,
+            clip_on=False,
+            lw=0.6,
+            color="0.55",
+            zorder=3,
+            gid="fp-leader",
+        )
         marks = ([("w0", _FP_W0_STYLE)] if dead else []) + [(c, styles[c]) for c in here]
         for j, (c, s) in enumerate(marks):
-            ax.plot([x_right(22 + 9 * j)], [yl], transform=ax.transAxes, clip_on=False,
-                    ls="none", marker=s["marker"], ms=5.5, color=s["color"],
-                    mfc=s.get("mfc", s["color"]), mew=1.0, zorder=5,
-                    gid="fp-marker:w0" if c == "w0" else f"fp-marker:{c[0]}:{c[1]}")
-        texts.append(ax.text(x_right(22 + 9 * len(marks)), yl, "\n".join(lines),
-                             transform=ax.transAxes, fontsize=_FP_FONT, va="center",
-                             ha="left", linespacing=_FP_LINE_H, clip_on=False,
-                             gid="fp-label"))
+            ax.plot(
+                [x_right(22 + 9 * j)],
+                [yl],
+                transform=ax.transAxes,
+                clip_on=False,
+                ls="none",
+                marker=s["marker"],
+                ms=5.5,
+                color=s["color"],
+                mfc=s.get("mfc", s["color"]),
+                mew=1.0,
+                zorder=5,
+                gid="fp-marker:w0" if c == "w0" else f"fp-marker:{c[0]}:{c[1]}",
+            )
+        texts.append(
+            ax.text(
+                x_right(22 + 9 * len(marks)),
+                yl,
+                "\n".join(lines),
+                transform=ax.transAxes,
+                fontsize=_FP_FONT,
+                va="center",
+                ha="left",
+                linespacing=_FP_LINE_H,
+                clip_on=False,
+                gid="fp-label",
+            )
+        )
     if dead_mask.any():
-        handles.append(Line2D([], [], color=_FP_W0_STYLE["color"], ls=_FP_W0_STYLE["ls"],
-                              marker=_FP_W0_STYLE["marker"], mfc=_FP_W0_STYLE["mfc"], lw=1.2,
-                              label="$w = 0$ (all units dead; kind by sign of $v$)"))
+        handles.append(
+            Line2D(
+                [],
+                [],
+                color=_FP_W0_STYLE["color"],
+                ls=_FP_W0_STYLE["ls"],
+                marker=_FP_W0_STYLE["marker"],
+                mfc=_FP_W0_STYLE["mfc"],
+                lw=1.2,
+                label="$w = 0$ (all units dead; kind by sign of $v$)",
+            )
+        )
     for c in classes:
         s = styles[c]
-        handles.append(Line2D([], [], color=s["color"], ls=s["ls"], marker=s["marker"],
-                              lw=1.2, ms=5.5, label=_fp_class_name(c)))
-    ax.set_title("fixed points of the order-parameter flow on the loss",
-                 loc="center" if curves else "left")
+        handles.append(
+            Line2D(
+                [],
+                [],
+                color=s["color"],
+                ls=s["ls"],
+                marker=s["marker"],
+                lw=1.2,
+                ms=5.5,
+                label=_fp_class_name(c),
+            )
+        )
+    ax.set_title(
+        "fixed points of the order-parameter flow on the loss", loc="center" if curves else "left"
+    )
     ax.grid(True, which="major", alpha=0.25)
 
     # measure: the label column's width, then a legend under the axes as wide as allowed
@@ -727,9 +898,17 @@ def plot_fixed_points(points, ds=None, runs=(0,)):
     if handles:
         below = (xlab + 0.12) / ax_h
         for ncol in range(min(len(handles), 4), 0, -1):
-            leg = ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(0.0, -below),
-                            ncol=ncol, fontsize=_FP_FONT, frameon=False, handlelength=3.2,
-                            columnspacing=1.5, borderaxespad=0.0)
+            leg = ax.legend(
+                handles=handles,
+                loc="upper left",
+                bbox_to_anchor=(0.0, -below),
+                ncol=ncol,
+                fontsize=_FP_FONT,
+                frameon=False,
+                handlelength=3.2,
+                columnspacing=1.5,
+                borderaxespad=0.0,
+            )
             box = leg.get_window_extent(renderer)
             if box.width / dpi <= ax_w + col_w or ncol == 1:
                 break
@@ -737,8 +916,7 @@ def plot_fixed_points(points, ds=None, runs=(0,)):
         width = max(width, left + box.width / dpi + 0.15)
     height = top_m + ax_h + xlab + legend_h + 0.15
     fig.set_size_inches(width, height)
-    ax.set_position([left / width, (height - top_m - ax_h) / height, ax_w / width,
-                     ax_h / height])
+    ax.set_position([left / width, (height - top_m - ax_h) / height, ax_w / width, ax_h / height])
     return fig
 
 

@@ -9,13 +9,19 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .errors import InputError
+
 #: Per-run status codes (stored as int8; ``flag_values``/``flag_meanings`` in files).
 STATUS_PENDING = -1
 STATUS_DONE = 0
 STATUS_DIVERGED = 1
 STATUS_FAILED = 2
-STATUS_NAMES = {STATUS_PENDING: "pending", STATUS_DONE: "done",
-                STATUS_DIVERGED: "diverged", STATUS_FAILED: "failed"}
+STATUS_NAMES = {
+    STATUS_PENDING: "pending",
+    STATUS_DONE: "done",
+    STATUS_DIVERGED: "diverged",
+    STATUS_FAILED: "failed",
+}
 
 
 @dataclass
@@ -83,8 +89,10 @@ class Result:
 
     def _need_order_parameters(self, what):
         if self.Q is None or self.v is None:
-            raise ValueError(f"{what}: these runs have no order parameters over time (a sweep "
-                             "stores them with the setting order_parameters = true)")
+            raise InputError(
+                f"{what}: these runs have no order parameters over time (a sweep "
+                "stores them with the setting order_parameters = true)"
+            )
 
     @property
     def K(self):
@@ -112,17 +120,23 @@ class Result:
     def summary(self):
         """A few lines that say what happened, for the CLI."""
         keep = ~self.diverged
-        lines = [f"method={self.method}  runs={self.n_runs}  t_max={self.t[-1]:g}  "
-                 f"K={self.K}  M={self.v_teacher.shape[-1]}"]
+        lines = [
+            f"method={self.method}  runs={self.n_runs}  t_max={self.t[-1]:g}  "
+            f"K={self.K}  M={self.v_teacher.shape[-1]}"
+        ]
         n_div = int(np.count_nonzero(self.diverged))
         if n_div:
-            lines.append(f"diverged: {n_div} run(s), first at t={np.nanmin(self.t_stop):.4g} "
-                         "(left out of the averages below)")
+            lines.append(
+                f"diverged: {n_div} run(s), first at t={np.nanmin(self.t_stop):.4g} "
+                "(left out of the averages below)"
+            )
         if keep.any():
             fin = self.eps_g[keep, -1]
-            lines.append(f"eps_g(t=0) mean={self.eps_g[keep, 0].mean():.6g}   "
-                         f"eps_g(t_max) mean={fin.mean():.6g}  min={fin.min():.6g}  "
-                         f"max={fin.max():.6g}  over {int(keep.sum())} run(s)")
+            lines.append(
+                f"eps_g(t=0) mean={self.eps_g[keep, 0].mean():.6g}   "
+                f"eps_g(t_max) mean={fin.mean():.6g}  min={fin.min():.6g}  "
+                f"max={fin.max():.6g}  over {int(keep.sum())} run(s)"
+            )
         return "\n".join(lines)
 
     def to_xarray(self):
@@ -144,14 +158,22 @@ class Result:
         data = {k: val for k, val in data.items() if val[1] is not None}
         if self.train_error is not None:
             data["train_error"] = (("run", "time"), self.train_error)
-        coords = {"run": np.arange(self.n_runs), "time": self.t,
-                  "student": np.arange(K), "student_b": np.arange(K),
-                  "teacher": np.arange(M), "teacher_b": np.arange(M)}
+        coords = {
+            "run": np.arange(self.n_runs),
+            "time": self.t,
+            "student": np.arange(K),
+            "student_b": np.arange(K),
+            "teacher": np.arange(M),
+            "teacher_b": np.arange(M),
+        }
         for k, val in self.params.items():
             arr = np.asarray(val)
             if arr.ndim == 1 and arr.shape[0] == self.n_runs:
                 coords[k] = ("run", arr)
-        attrs = {k: v for k, v in self.params.items()
-                 if np.ndim(v) == 0 and isinstance(v, (int, float, str, bool, np.number))}
+        attrs = {
+            k: v
+            for k, v in self.params.items()
+            if np.ndim(v) == 0 and isinstance(v, (int, float, str, bool, np.number))
+        }
         attrs["method"] = self.method
         return xr.Dataset(data, coords=coords, attrs=attrs)

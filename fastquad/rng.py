@@ -98,6 +98,8 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from .errors import InputError
+
 __all__ = [
     "STATE_WORDS",
     "run_states",
@@ -336,13 +338,13 @@ def _mix64(z):
 
 def _check_seed(seed):
     if isinstance(seed, (bool, np.bool_)):
-        raise ValueError(f"seed must be an integer in [0, 2**63-1], got {seed!r}")
+        raise InputError(f"seed must be an integer in [0, 2**63-1], got {seed!r}")
     try:
         s = operator.index(seed)
     except TypeError:
-        raise ValueError(f"seed must be an integer in [0, 2**63-1], got {seed!r}") from None
+        raise InputError(f"seed must be an integer in [0, 2**63-1], got {seed!r}") from None
     if not 0 <= s <= _MAX_SEED:
-        raise ValueError(f"seed must be an integer in [0, 2**63-1], got {s}")
+        raise InputError(f"seed must be an integer in [0, 2**63-1], got {s}")
     return s
 
 
@@ -351,30 +353,30 @@ def _check_run_ids(run_ids):
     try:
         arr = np.asarray(run_ids)
     except (TypeError, ValueError, OverflowError):
-        raise ValueError(f"{msg}, got {run_ids!r}") from None
+        raise InputError(f"{msg}, got {run_ids!r}") from None
     if arr.ndim != 1:
-        raise ValueError(f"{msg}, got an array of shape {arr.shape}")
+        raise InputError(f"{msg}, got an array of shape {arr.shape}")
     if arr.dtype == object:
         vals = []
         for v in arr:
             if isinstance(v, (bool, np.bool_)):
-                raise ValueError(f"{msg}, got the non-integer {v!r}")
+                raise InputError(f"{msg}, got the non-integer {v!r}")
             try:
                 vals.append(operator.index(v))
             except TypeError:
-                raise ValueError(f"{msg}, got the non-integer {v!r}") from None
+                raise InputError(f"{msg}, got the non-integer {v!r}") from None
         bad = [v for v in vals if not 0 <= v <= _MAX_RUN_ID]
         if bad:
-            raise ValueError(f"{msg}, got {bad[0]}")
+            raise InputError(f"{msg}, got {bad[0]}")
         return np.array(vals, dtype=np.uint64)
     if arr.size == 0 and arr.dtype.kind in "iuf":
         return np.zeros(0, dtype=np.uint64)
     if arr.dtype.kind not in "iu":
-        raise ValueError(f"{msg}, got dtype {arr.dtype}")
+        raise InputError(f"{msg}, got dtype {arr.dtype}")
     if arr.dtype.kind == "i" and arr.size and arr.min() < 0:
-        raise ValueError(f"{msg}, got {int(arr.min())}")
+        raise InputError(f"{msg}, got {int(arr.min())}")
     if arr.dtype.kind == "u" and arr.size and int(arr.max()) > _MAX_RUN_ID:
-        raise ValueError(f"{msg}, got {int(arr.max())}")
+        raise InputError(f"{msg}, got {int(arr.max())}")
     return arr.astype(np.uint64)
 
 
@@ -434,7 +436,7 @@ def run_states(seed, run_ids):
 @njit(inline="always", **JIT)
 def _check_state(state):
     if state.shape[0] != STATE_WORDS:
-        raise ValueError("state must be one row of run_states(...) (STATE_WORDS uint64 words)")
+        raise InputError("state must be one row of run_states(...) (STATE_WORDS uint64 words)")
 
 
 @njit(inline="always", **JIT)

@@ -33,21 +33,31 @@ def _seed_keys(seeds, run_ids, n_other):
     else:
         arr = np.asarray(seeds)
         if arr.ndim != 1 or arr.size == 0 or not np.issubdtype(arr.dtype, np.integer):
-            raise ValueError(f"seeds must be an integer in [0, 2**63-1] or a 1-D list of them, "
-                             f"got {seeds!r}")
-        seed_arr = np.array([V.integer(f"seeds[{i}]", int(x), low=0, high=2**63 - 1)
-                             for i, x in enumerate(arr)], dtype=np.int64)
+            raise InputError(
+                f"seeds must be an integer in [0, 2**63-1] or a 1-D list of them, got {seeds!r}"
+            )
+        seed_arr = np.array(
+            [V.integer(f"seeds[{i}]", int(x), low=0, high=2**63 - 1) for i, x in enumerate(arr)],
+            dtype=np.int64,
+        )
     ids = None
     if run_ids is not None:
         arr = np.asarray(run_ids)
-        if arr.ndim != 1 or arr.size == 0 or not np.issubdtype(arr.dtype, np.integer) or (arr < 0).any():
-            raise ValueError(f"run_ids must be a 1-D list of integers >= 0, got {run_ids!r}")
+        if (
+            arr.ndim != 1
+            or arr.size == 0
+            or not np.issubdtype(arr.dtype, np.integer)
+            or (arr < 0).any()
+        ):
+            raise InputError(f"run_ids must be a 1-D list of integers >= 0, got {run_ids!r}")
         ids = arr.astype(np.int64)
     sizes = {len(a) for a in (seed_arr, ids) if a is not None} | {n_other}
     sizes.discard(1)
     if len(sizes) > 1:
-        raise ValueError(f"the numbers of runs implied by seeds, run_ids and the per-run arrays "
-                         f"disagree: {sorted(sizes)}")
+        raise InputError(
+            f"the numbers of runs implied by seeds, run_ids and the per-run arrays "
+            f"disagree: {sorted(sizes)}"
+        )
     n = sizes.pop() if sizes else 1
     if seed_arr is None:
         seed_arr = np.full(n, s, dtype=np.int64)
@@ -78,36 +88,50 @@ def _common(W0, v0, W_teacher, v_teacher, lr, label_noise, n_hint=1):
     n_ln = np.size(label_noise) if np.ndim(label_noise) else 1
     sizes = {n_net, n_lr, n_ln, n_hint} - {1}
     if len(sizes) > 1:
-        raise ValueError(f"the run axes disagree: networks {n_net}, lr {n_lr}, "
-                         f"label_noise {n_ln}, seeds/run_ids {n_hint}")
+        raise InputError(
+            f"the run axes disagree: networks {n_net}, lr {n_lr}, "
+            f"label_noise {n_ln}, seeds/run_ids {n_hint}"
+        )
     n = sizes.pop() if sizes else 1
     lr = p.check(V.per_run, "lr", lr, n, low=0.0, low_open=True)
     sigma = p.check(V.per_run, "label_noise", label_noise, n, low=0.0)
     p.raise_if_any()
-    nets = tuple(V.broadcast_runs(nm, a, n) for nm, a in
-                 zip(("W0", "v0", "W_teacher", "v_teacher"), nets))
+    nets = tuple(
+        V.broadcast_runs(nm, a, n) for nm, a in zip(("W0", "v0", "W_teacher", "v_teacher"), nets)
+    )
     return nets, lr, sigma, n
 
 
 def _time_grid(t_max, times, d):
     t_max = V.real("t_max", t_max, low=0.0, low_open=True)
     if d is not None and t_max * d < 1:
-        raise ValueError(f"t_max must be >= 1/d = {1 / d:g} (at least one step), got {t_max:g}")
+        raise InputError(f"t_max must be >= 1/d = {1 / d:g} (at least one step), got {t_max:g}")
     if d is not None:
         check_steps(t_max, d)
-    times = recording_times(t_max, steps_per_unit=d) if times is None else V.times_grid(
-        "times", times, t_max)
+    times = (
+        recording_times(t_max, steps_per_unit=d)
+        if times is None
+        else V.times_grid("times", times, t_max)
+    )
     return t_max, times
 
 
 def _outputs(n, n_rec, K, M):
     need = 8 * n * n_rec * (1 + K * K + K * M + K)
     if need > MEMORY_SHARE * machine_memory():
-        raise InputError(f"times: recording {n} runs at {n_rec} times needs about "
-                         f"{need / 2**30:.3g} GiB (runs x times x (1 + K^2 + K M + K) numbers), "
-                         f"more than this machine's memory can hold; record fewer times or runs")
-    return (np.empty((n, n_rec)), np.empty((n, n_rec, K, K)), np.empty((n, n_rec, K, M)),
-            np.empty((n, n_rec, K)), np.empty(n, dtype=np.int8), np.empty(n, dtype=np.int64))
+        raise InputError(
+            f"times: recording {n} runs at {n_rec} times needs about "
+            f"{need / 2**30:.3g} GiB (runs x times x (1 + K^2 + K M + K) numbers), "
+            f"more than this machine's memory can hold; record fewer times or runs"
+        )
+    return (
+        np.empty((n, n_rec)),
+        np.empty((n, n_rec, K, K)),
+        np.empty((n, n_rec, K, M)),
+        np.empty((n, n_rec, K)),
+        np.empty(n, dtype=np.int8),
+        np.empty(n, dtype=np.int64),
+    )
 
 
 def _explicit(name, X, xi, n, n_steps, rows, d):
@@ -117,12 +141,16 @@ def _explicit(name, X, xi, n, n_steps, rows, d):
     xi = V.finite_array(f"{name}[1] (label noise)", xi, ndim=(2, 3))
     X = V.with_run_axis(f"{name}[0] (inputs)", X, 3, n)
     xi = V.with_run_axis(f"{name}[1] (label noise)", xi, 2, n)
-    if X.shape[1:] [1:] != (rows, d) or X.shape[1] < n_steps:
-        raise ValueError(f"{name}[0] (inputs) must have shape ([n_runs,] >={n_steps}, {rows}, {d}), "
-                         f"got {X.shape}")
+    if X.shape[1:][1:] != (rows, d) or X.shape[1] < n_steps:
+        raise InputError(
+            f"{name}[0] (inputs) must have shape ([n_runs,] >={n_steps}, {rows}, {d}), "
+            f"got {X.shape}"
+        )
     if xi.shape[1] < n_steps or xi.shape[2] != rows:
-        raise ValueError(f"{name}[1] (label noise) must have shape ([n_runs,] >={n_steps}, {rows}), "
-                         f"got {xi.shape}")
+        raise InputError(
+            f"{name}[1] (label noise) must have shape ([n_runs,] >={n_steps}, {rows}), "
+            f"got {xi.shape}"
+        )
     X = V.broadcast_runs(name, X[:, :n_steps], n)
     xi = V.broadcast_runs(name, xi[:, :n_steps], n)
     flat = np.concatenate([X.reshape(n, n_steps, rows * d), xi], axis=2)
@@ -134,14 +162,44 @@ def _finish(method, t, outs, nets, d, extra, stop_time):
     W, vv, Wt, vt = nets
     T = np.matmul(Wt, Wt.transpose(0, 2, 1)) / d
     t_stop = np.where(status == _k.STATUS_DIVERGED, stop_time, np.nan)
-    return Result(method=method, t=t, eps_g=eps, Q=Q, R=R, v=v, T=T, v_teacher=vt.copy(),
-                  status=status, t_stop=t_stop, W=W, v_final=vv, params=extra)
+    return Result(
+        method=method,
+        t=t,
+        eps_g=eps,
+        Q=Q,
+        R=R,
+        v=v,
+        T=T,
+        v_teacher=vt.copy(),
+        status=status,
+        t_stop=t_stop,
+        W=W,
+        v_final=vv,
+        params=extra,
+    )
 
 
-def simulate_sgd(W0, v0, W_teacher, v_teacher, lr, t_max, *, seeds=0, run_ids=None, times=None,
-                 batch_size=1, label_noise=0.0, train_second_layer=True, samples=None,
-                 max_error=1e6, check_every=None, num_threads=None, dtype="float64",
-                 sampler="direct"):
+def simulate_sgd(
+    W0,
+    v0,
+    W_teacher,
+    v_teacher,
+    lr,
+    t_max,
+    *,
+    seeds=0,
+    run_ids=None,
+    times=None,
+    batch_size=1,
+    label_noise=0.0,
+    train_second_layer=True,
+    samples=None,
+    max_error=1e6,
+    check_every=None,
+    num_threads=None,
+    dtype="float64",
+    sampler="direct",
+):
     """Online SGD: one fresh Gaussian sample (or mini-batch) per step, time ``t = step / d``.
 
     ``w_j <- w_j - lr * dl/dw_j`` and ``v_j <- v_j - (lr / d) * dl/dv_j`` on the per-sample loss
@@ -188,9 +246,10 @@ def simulate_sgd(W0, v0, W_teacher, v_teacher, lr, t_max, *, seeds=0, run_ids=No
         change of coordinates, exact in law, in which the teacher's rows span the first M
         coordinates, so labels cost M^2 instead of M d multiply-adds); ``W`` is returned in
         the original coordinates, and explicit ``samples`` are used as given.
-        ``"exact"``: the exact dimension-free sampler (MODEL.md): the law of online SGD depends on
-        the weights only through the Gram matrix of the K + M rows, which is updated exactly at
-        a cost per step independent of d (float64; needs d >= K + M; no final weights ``W``).
+        ``"exact"``: the exact dimension-free sampler (see docs/theory.md, 'The exact
+        dimension-free sampler'): the law of online SGD depends on the weights only through
+        the Gram matrix of the K + M rows, which is updated exactly at a cost per step
+        independent of d (float64; needs d >= K + M; no final weights ``W``).
         Same law, not the same draws, as the direct kernel. ``"auto"``: exact when d >= K + M
         and d > 4 (K + M)^2 and no explicit samples are given, else direct.
 
@@ -213,7 +272,9 @@ def simulate_sgd(W0, v0, W_teacher, v_teacher, lr, t_max, *, seeds=0, run_ids=No
     batch = p.check(V.integer, "batch_size", batch_size, low=1)
     train_v = p.check(V.boolean, "train_second_layer", train_second_layer)
     max_error = p.check(V.real, "max_error", max_error, low=0.0, low_open=True)
-    check_every = d if check_every is None else p.check(V.integer, "check_every", check_every, low=1)
+    check_every = (
+        d if check_every is None else p.check(V.integer, "check_every", check_every, low=1)
+    )
     keys = p.check(_seed_keys, seeds, run_ids, n)
     grid = p.check(_time_grid, t_max, times, d)
     if dtype not in ("float64", "float32", np.float64, np.float32):
@@ -222,22 +283,45 @@ def simulate_sgd(W0, v0, W_teacher, v_teacher, lr, t_max, *, seeds=0, run_ids=No
         p.add(f"sampler must be 'direct', 'exact' or 'auto', got {sampler!r}")
     p.raise_if_any()
     if batch > 1 and 16 * batch * (d + 1) * (num_threads or 1) > MEMORY_SHARE * machine_memory():
-        raise InputError(f"batch_size must fit in memory: {batch} samples of d = {d} inputs need "
-                         f"about {16 * batch * (d + 1) / 2**30:.3g} GiB per thread")
+        raise InputError(
+            f"batch_size must fit in memory: {batch} samples of d = {d} inputs need "
+            f"about {16 * batch * (d + 1) / 2**30:.3g} GiB per thread"
+        )
     r = K + M
     if sampler == "auto":
-        sampler = "exact" if (d >= r and d > 4 * r * r and samples is None
-                              and np.dtype(dtype) == np.float64) else "direct"
+        sampler = (
+            "exact"
+            if (d >= r and d > 4 * r * r and samples is None and np.dtype(dtype) == np.float64)
+            else "direct"
+        )
     if sampler == "exact":
         if d < r:
-            raise ValueError(f"sampler='exact' needs d >= K + M = {r}, got d={d} "
-                             "(use 'direct' or 'auto')")
+            raise InputError(
+                f"sampler='exact' needs d >= K + M = {r}, got d={d} (use 'direct' or 'auto')"
+            )
         if samples is not None:
-            raise ValueError("samples: explicit samples need sampler='direct'")
+            raise InputError("samples: explicit samples need sampler='direct'")
         if np.dtype(dtype) != np.float64:
-            raise ValueError("dtype: the exact sampler runs in float64 only")
-        return _sgd_exact(W.copy(), v, Wt.copy(), vt, lr_arr, sigma, n, K, M, d, batch,
-                          train_v, max_error, check_every, keys, grid, num_threads)
+            raise InputError("dtype: the exact sampler runs in float64 only")
+        return _sgd_exact(
+            W.copy(),
+            v,
+            Wt.copy(),
+            vt,
+            lr_arr,
+            sigma,
+            n,
+            K,
+            M,
+            d,
+            batch,
+            train_v,
+            max_error,
+            check_every,
+            keys,
+            grid,
+            num_threads,
+        )
     real = np.dtype(dtype)
     Wt_orig = Wt
     frame, support = None, d
@@ -259,24 +343,68 @@ def simulate_sgd(W0, v0, W_teacher, v_teacher, lr, t_max, *, seeds=0, run_ids=No
         smp = np.zeros((1, 1, 1), dtype=real)
     else:
         if not (isinstance(samples, tuple) and len(samples) == 2):
-            raise ValueError("samples must be a tuple (X, xi) of inputs and label-noise draws")
+            raise InputError("samples must be a tuple (X, xi) of inputs and label-noise draws")
         smp = _explicit("samples", samples[0], samples[1], n, int(steps[-1]), batch, d)
         smp = np.ascontiguousarray(smp, dtype=real)
     states = _streams(seed_arr, id_arr)
     outs = _outputs(n, len(steps), K, M)
-    call_kernel(_k.sgd_batch, W, v, Wt, support, vt, lr_arr, sigma, train_v, batch, steps,
-                check_every, max_error, states, smp, *outs, num_threads=num_threads)
+    call_kernel(
+        _k.sgd_batch,
+        W,
+        v,
+        Wt,
+        support,
+        vt,
+        lr_arr,
+        sigma,
+        train_v,
+        batch,
+        steps,
+        check_every,
+        max_error,
+        states,
+        smp,
+        *outs,
+        num_threads=num_threads,
+    )
     if frame is not None:
         W = from_frame(W, frame).astype(real, copy=False)
-    params = dict(d=d, K=K, M=M, lr=lr_arr, label_noise=sigma, seed=seed_arr, run_id=id_arr,
-                  batch_size=batch, train_second_layer=train_v, max_error=max_error,
-                  dtype=real.name)
+    params = dict(
+        d=d,
+        K=K,
+        M=M,
+        lr=lr_arr,
+        label_noise=sigma,
+        seed=seed_arr,
+        run_id=id_arr,
+        batch_size=batch,
+        train_second_layer=train_v,
+        max_error=max_error,
+        dtype=real.name,
+    )
     Wt64, vt64 = (a.astype(np.float64) for a in (Wt_orig, vt))
     return _finish("sgd", t, outs, (W, v, Wt64, vt64), d, params, outs[5] / d)
 
 
-def _sgd_exact(W, v, Wt, vt, lr_arr, sigma, n, K, M, d, batch, train_v, max_error,
-               check_every, keys, grid, num_threads):
+def _sgd_exact(
+    W,
+    v,
+    Wt,
+    vt,
+    lr_arr,
+    sigma,
+    n,
+    K,
+    M,
+    d,
+    batch,
+    train_v,
+    max_error,
+    check_every,
+    keys,
+    grid,
+    num_threads,
+):
     """simulate_sgd by the exact dimension-free sampler (validated inputs)."""
     from .kernels import gram as _g
 
@@ -289,19 +417,67 @@ def _sgd_exact(W, v, Wt, vt, lr_arr, sigma, n, K, M, d, batch, train_v, max_erro
     vt = np.ascontiguousarray(vt, dtype=np.float64)
     states = _streams(seed_arr, id_arr)
     eps, Q, R, vo, status, stop = _outputs(n, len(uniq), K, M)
-    call_kernel(_g.gram_sgd_batch, F, vv, vt, K, d, lr_arr, sigma, train_v, batch, uniq,
-                check_every, max_error, states, eps, Q, R, vo, status, stop,
-                num_threads=num_threads)
-    params = dict(d=d, K=K, M=M, lr=lr_arr, label_noise=sigma, seed=seed_arr, run_id=id_arr,
-                  batch_size=batch, train_second_layer=train_v, max_error=max_error,
-                  dtype="float64", sampler="exact")
+    call_kernel(
+        _g.gram_sgd_batch,
+        F,
+        vv,
+        vt,
+        K,
+        d,
+        lr_arr,
+        sigma,
+        train_v,
+        batch,
+        uniq,
+        check_every,
+        max_error,
+        states,
+        eps,
+        Q,
+        R,
+        vo,
+        status,
+        stop,
+        num_threads=num_threads,
+    )
+    params = dict(
+        d=d,
+        K=K,
+        M=M,
+        lr=lr_arr,
+        label_noise=sigma,
+        seed=seed_arr,
+        run_id=id_arr,
+        batch_size=batch,
+        train_second_layer=train_v,
+        max_error=max_error,
+        dtype="float64",
+        sampler="exact",
+    )
     outs = (eps[:, where], Q[:, where], R[:, where], vo[:, where], status, stop)
     return _finish("sgd", t, outs, (None, vv, Wt, vt), d, params, stop / d)
 
 
-def simulate_gd(W0, v0, W_teacher, v_teacher, lr, t_max, *, n_samples, batch_size=None,
-                seeds=0, run_ids=None, times=None, label_noise=0.0, train_second_layer=True,
-                data=None, max_error=1e6, check_every=None, num_threads=None):
+def simulate_gd(
+    W0,
+    v0,
+    W_teacher,
+    v_teacher,
+    lr,
+    t_max,
+    *,
+    n_samples,
+    batch_size=None,
+    seeds=0,
+    run_ids=None,
+    times=None,
+    label_noise=0.0,
+    train_second_layer=True,
+    data=None,
+    max_error=1e6,
+    check_every=None,
+    num_threads=None,
+):
     """Training on a fixed dataset of ``n_samples`` Gaussian inputs per run.
 
     ``batch_size=None`` (or ``n_samples``) is full-batch gradient descent; a smaller batch is
@@ -328,11 +504,16 @@ def simulate_gd(W0, v0, W_teacher, v_teacher, lr, t_max, *, n_samples, batch_siz
     M = Wt.shape[1]
     p = V.Problems()
     n_samples = p.check(V.integer, "n_samples", n_samples, low=1)
-    batch = n_samples if batch_size is None or n_samples is None else p.check(
-        V.integer, "batch_size", batch_size, low=1, high=n_samples)
+    batch = (
+        n_samples
+        if batch_size is None or n_samples is None
+        else p.check(V.integer, "batch_size", batch_size, low=1, high=n_samples)
+    )
     train_v = p.check(V.boolean, "train_second_layer", train_second_layer)
     max_error = p.check(V.real, "max_error", max_error, low=0.0, low_open=True)
-    check_every = d if check_every is None else p.check(V.integer, "check_every", check_every, low=1)
+    check_every = (
+        d if check_every is None else p.check(V.integer, "check_every", check_every, low=1)
+    )
     keys = p.check(_seed_keys, seeds, run_ids, n)
     grid = p.check(_time_grid, t_max, times, d)
     p.raise_if_any()
@@ -342,26 +523,70 @@ def simulate_gd(W0, v0, W_teacher, v_teacher, lr, t_max, *, n_samples, batch_siz
         dat = np.zeros((1, 1))
     else:
         if not (isinstance(data, tuple) and len(data) == 2):
-            raise ValueError("data must be a tuple (X, xi) of inputs and label-noise draws")
+            raise InputError("data must be a tuple (X, xi) of inputs and label-noise draws")
         X = np.asarray(data[0], dtype=float)
         xi = np.asarray(data[1], dtype=float)
         dat = _explicit("data", X[..., None, :, :], xi[..., None, :], n, 1, n_samples, d)[:, 0]
     states = _streams(seed_arr, id_arr)
     eps, Q, R, vo, status, stop = _outputs(n, len(steps), K, M)
     tr = np.empty_like(eps)
-    call_kernel(_k.gd_batch, W, v, Wt, vt, lr_arr, sigma, train_v, n_samples, batch, steps,
-                check_every, max_error, states, np.ascontiguousarray(dat), eps, tr, Q, R, vo,
-                status, stop, num_threads=num_threads)
-    params = dict(d=d, K=K, M=M, lr=lr_arr, label_noise=sigma, seed=seed_arr, run_id=id_arr,
-                  n_samples=n_samples, batch_size=batch, train_second_layer=train_v,
-                  max_error=max_error)
+    call_kernel(
+        _k.gd_batch,
+        W,
+        v,
+        Wt,
+        vt,
+        lr_arr,
+        sigma,
+        train_v,
+        n_samples,
+        batch,
+        steps,
+        check_every,
+        max_error,
+        states,
+        np.ascontiguousarray(dat),
+        eps,
+        tr,
+        Q,
+        R,
+        vo,
+        status,
+        stop,
+        num_threads=num_threads,
+    )
+    params = dict(
+        d=d,
+        K=K,
+        M=M,
+        lr=lr_arr,
+        label_noise=sigma,
+        seed=seed_arr,
+        run_id=id_arr,
+        n_samples=n_samples,
+        batch_size=batch,
+        train_second_layer=train_v,
+        max_error=max_error,
+    )
     res = _finish("gd", t, (eps, Q, R, vo, status, stop), (W, v, Wt, vt), d, params, stop / d)
     res.train_error = tr
     return res
 
 
-def integrate_flow(W0, v0, W_teacher, v_teacher, lr, t_max, *, dt=None, times=None,
-                   train_second_layer=True, max_error=1e6, num_threads=None):
+def integrate_flow(
+    W0,
+    v0,
+    W_teacher,
+    v_teacher,
+    lr,
+    t_max,
+    *,
+    dt=None,
+    times=None,
+    train_second_layer=True,
+    max_error=1e6,
+    num_threads=None,
+):
     """Population gradient flow in parameter space, by classic RK4.
 
     ``dW/dt = -lr * d * dL/dW``, ``dv/dt = -lr * dL/dv`` with L = eps_g: the continuous-time
@@ -397,8 +622,24 @@ def integrate_flow(W0, v0, W_teacher, v_teacher, lr, t_max, *, dt=None, times=No
     dt = np.minimum(0.05, 0.01 / lr_arr) if dt is None else np.full(n, dt)
     eps, Q, R, vo, status, _ = _outputs(n, len(t), K, M)
     t_stop = np.empty(n)
-    call_kernel(_k.flow_batch, W, v, Wt, vt, lr_arr, train_v, t, dt, max_error, eps, Q, R, vo,
-                status, t_stop, num_threads=num_threads)
-    params = dict(d=d, K=K, M=M, lr=lr_arr, dt=dt, train_second_layer=train_v,
-                  max_error=max_error)
+    call_kernel(
+        _k.flow_batch,
+        W,
+        v,
+        Wt,
+        vt,
+        lr_arr,
+        train_v,
+        t,
+        dt,
+        max_error,
+        eps,
+        Q,
+        R,
+        vo,
+        status,
+        t_stop,
+        num_threads=num_threads,
+    )
+    params = dict(d=d, K=K, M=M, lr=lr_arr, dt=dt, train_second_layer=train_v, max_error=max_error)
     return _finish("flow", t, (eps, Q, R, vo, status, None), (W, v, Wt, vt), d, params, t_stop)

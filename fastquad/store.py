@@ -71,8 +71,23 @@ def _attach(ds, dims, f):
         ds.dims[i].attach_scale(f[name])
 
 
-def create(path, *, n_runs, times, d, K, M, method, per_run=None, attrs=None,
-           train_error=False, weights=False, messages=False, order_parameters=True, mode="w-"):
+def create(
+    path,
+    *,
+    n_runs,
+    times,
+    d,
+    K,
+    M,
+    method,
+    per_run=None,
+    attrs=None,
+    train_error=False,
+    weights=False,
+    messages=False,
+    order_parameters=True,
+    mode="w-",
+):
     """Create a results file with every array preallocated (status pending).
 
     Parameters
@@ -100,17 +115,43 @@ def create(path, *, n_runs, times, d, K, M, method, per_run=None, attrs=None,
     """
     f = h5py.File(path, mode)
     try:
-        _fill(f, n_runs=n_runs, times=times, d=d, K=K, M=M, method=method, per_run=per_run,
-              attrs=attrs, train_error=train_error, weights=weights, messages=messages,
-              order_parameters=order_parameters)
+        _fill(
+            f,
+            n_runs=n_runs,
+            times=times,
+            d=d,
+            K=K,
+            M=M,
+            method=method,
+            per_run=per_run,
+            attrs=attrs,
+            train_error=train_error,
+            weights=weights,
+            messages=messages,
+            order_parameters=order_parameters,
+        )
     except BaseException:
         f.close()  # an open file would be closed (and written) again at interpreter exit
         raise
     return f
 
 
-def _fill(f, *, n_runs, times, d, K, M, method, per_run, attrs, train_error, weights,
-          messages, order_parameters):
+def _fill(
+    f,
+    *,
+    n_runs,
+    times,
+    d,
+    K,
+    M,
+    method,
+    per_run,
+    attrs,
+    train_error,
+    weights,
+    messages,
+    order_parameters,
+):
     n_t = len(times)
     _scale(f, "time", np.asarray(times, dtype=np.float64))
     f["time"].attrs["long_name"] = "time t = step / d"
@@ -178,9 +219,19 @@ def _fill(f, *, n_runs, times, d, K, M, method, per_run, attrs, train_error, wei
 
 def result_arrays(res):
     """The per-run arrays of a Result, by dataset name (None where absent)."""
-    return {"eps_g": res.eps_g, "train_error": res.train_error, "Q": res.Q, "R": res.R,
-            "v": res.v, "T": res.T, "v_teacher": res.v_teacher, "W_final": res.W,
-            "v_final": res.v_final, "t_stop": res.t_stop, "status": res.status}
+    return {
+        "eps_g": res.eps_g,
+        "train_error": res.train_error,
+        "Q": res.Q,
+        "R": res.R,
+        "v": res.v,
+        "T": res.T,
+        "v_teacher": res.v_teacher,
+        "W_final": res.W,
+        "v_final": res.v_final,
+        "t_stop": res.t_stop,
+        "status": res.status,
+    }
 
 
 def write_arrays(f, index, arrays):
@@ -210,8 +261,19 @@ def write_arrays(f, index, arrays):
             val = val.astype(object)
         ds[(sel,) + tail] = val
 
-    for name in ("eps_g", "train_error", "Q", "R", "v", "T", "v_teacher", "W_final", "v_final",
-                 "t_stop", "message"):
+    for name in (
+        "eps_g",
+        "train_error",
+        "Q",
+        "R",
+        "v",
+        "T",
+        "v_teacher",
+        "W_final",
+        "v_final",
+        "t_stop",
+        "message",
+    ):
         put(name)
     f.flush()
     put("status")
@@ -242,18 +304,37 @@ def save(path, res, *, attrs=None, weights=False, overwrite=False):
     K = res.K
     M = res.v_teacher.shape[-1]
     d = int(res.params.get("d", res.W.shape[-1] if res.W is not None else 0))
-    per_run = {k: np.asarray(v) for k, v in res.params.items()
-               if np.ndim(v) == 1 and np.shape(v)[0] == res.n_runs}
-    scal = {k: v for k, v in res.params.items()
-            if np.ndim(v) == 0 and isinstance(v, (bool, int, float, str, np.number, np.bool_))}
+    per_run = {
+        k: np.asarray(v)
+        for k, v in res.params.items()
+        if np.ndim(v) == 1 and np.shape(v)[0] == res.n_runs
+    }
+    scal = {
+        k: v
+        for k, v in res.params.items()
+        if np.ndim(v) == 0 and isinstance(v, (bool, int, float, str, np.number, np.bool_))
+    }
     scal = {k: (int(v) if isinstance(v, (bool, np.bool_)) else v) for k, v in scal.items()}
     scal.update(attrs or {})
-    with files.atomic_output(path, overwrite=overwrite, name="path") as tmp, \
-            files.guarded(tmp, create=True) as g:
-        with create(g, n_runs=res.n_runs, times=res.t, d=d, K=K, M=M, method=res.method,
-                    per_run=per_run, attrs=scal, train_error=res.train_error is not None,
-                    weights=weights and res.W is not None, order_parameters=res.Q is not None,
-                    mode="w") as f:
+    with (
+        files.atomic_output(path, overwrite=overwrite, name="path") as tmp,
+        files.guarded(tmp, create=True) as g,
+    ):
+        with create(
+            g,
+            n_runs=res.n_runs,
+            times=res.t,
+            d=d,
+            K=K,
+            M=M,
+            method=res.method,
+            per_run=per_run,
+            attrs=scal,
+            train_error=res.train_error is not None,
+            weights=weights and res.W is not None,
+            order_parameters=res.Q is not None,
+            mode="w",
+        ) as f:
             write_runs(f, np.arange(res.n_runs), res)
 
 
@@ -261,8 +342,20 @@ def save(path, res, *, attrs=None, weights=False, overwrite=False):
 
 #: Datasets every results file has, and the per-run ones among them (leading ``run`` axis).
 REQUIRED = ("time", "run", "eps_g", "T", "v_teacher", "status", "t_stop")
-_PER_RUN = ("eps_g", "train_error", "Q", "R", "v", "T", "v_teacher", "W_final", "v_final",
-            "status", "t_stop", "message")
+_PER_RUN = (
+    "eps_g",
+    "train_error",
+    "Q",
+    "R",
+    "v",
+    "T",
+    "v_teacher",
+    "W_final",
+    "v_final",
+    "status",
+    "t_stop",
+    "message",
+)
 # what h5py, numpy and xarray raise on a damaged file
 _READ_ERRORS = (OSError, KeyError, ValueError, TypeError, RuntimeError, IndexError)
 
@@ -280,27 +373,33 @@ def damaged(path, exc):
 def check_layout(f, path):
     """Raise :class:`InputError` unless the open h5py file ``f`` is a complete results file."""
     if "layout_version" not in f.attrs:
-        raise InputError(f"{path} is not a fastquad results file (it has no layout_version "
-                         "attribute)")
+        raise InputError(
+            f"{path} is not a fastquad results file (it has no layout_version attribute)"
+        )
     version = f.attrs["layout_version"]
     if np.ndim(version) != 0 or not np.issubdtype(np.asarray(version).dtype, np.integer):
         raise InputError(f"{path} is damaged: its layout_version is {version!r}, not a number")
     if int(version) > LAYOUT_VERSION:
-        raise InputError(f"{path} has results layout {version}, newer than the layouts this "
-                         f"fastquad reads (up to {LAYOUT_VERSION}); update fastquad")
+        raise InputError(
+            f"{path} has results layout {version}, newer than the layouts this "
+            f"fastquad reads (up to {LAYOUT_VERSION}); update fastquad"
+        )
     missing = [name for name in REQUIRED if not isinstance(f.get(name), h5py.Dataset)]
     missing += [f"attribute {name}" for name in ("method",) if name not in f.attrs]
     if missing:
-        raise InputError(f"{path} is an incomplete fastquad results file (missing "
-                         f"{', '.join(missing)})")
+        raise InputError(
+            f"{path} is an incomplete fastquad results file (missing {', '.join(missing)})"
+        )
     n = f["run"].shape[0] if f["run"].ndim == 1 else -1
     for name in _PER_RUN:
         if name in f and (not f[name].shape or f[name].shape[0] != n):
-            raise InputError(f"{path} is damaged: {name} has shape {f[name].shape}, but the "
-                             f"file has {n} runs")
+            raise InputError(
+                f"{path} is damaged: {name} has shape {f[name].shape}, but the file has {n} runs"
+            )
     if f["eps_g"].shape[1:] != f["time"].shape:
-        raise InputError(f"{path} is damaged: eps_g has shape {f['eps_g'].shape} for "
-                         f"{f['time'].shape[0]} times")
+        raise InputError(
+            f"{path} is damaged: eps_g has shape {f['eps_g'].shape} for {f['time'].shape[0]} times"
+        )
 
 
 def open_results(path):
@@ -353,19 +452,48 @@ def read(path):
 
 def _read(f):
     g = lambda name: f[name][()] if name in f else None  # noqa: E731
-    params = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()
-              if k not in ("versions", "config")}
+    params = {
+        k: (v.decode() if isinstance(v, bytes) else v)
+        for k, v in f.attrs.items()
+        if k not in ("versions", "config")
+    }
     n = f["run"].shape[0]
     for name in f:
         ds = f[name]
-        if (isinstance(ds, h5py.Dataset) and ds.ndim == 1 and ds.shape[0] == n and name not in
-                ("run", "status", "t_stop", "time", "student", "student_b", "teacher",
-                 "teacher_b", "input")):
+        if (
+            isinstance(ds, h5py.Dataset)
+            and ds.ndim == 1
+            and ds.shape[0] == n
+            and name
+            not in (
+                "run",
+                "status",
+                "t_stop",
+                "time",
+                "student",
+                "student_b",
+                "teacher",
+                "teacher_b",
+                "input",
+            )
+        ):
             params[name] = ds[()]
-    return Result(method=str(params.pop("method")), t=g("time"), eps_g=g("eps_g"),
-                  Q=g("Q"), R=g("R"), v=g("v"), T=g("T"), v_teacher=g("v_teacher"),
-                  status=g("status"), t_stop=g("t_stop"), train_error=g("train_error"),
-                  W=g("W_final"), v_final=g("v_final"), params=params)
+    return Result(
+        method=str(params.pop("method")),
+        t=g("time"),
+        eps_g=g("eps_g"),
+        Q=g("Q"),
+        R=g("R"),
+        v=g("v"),
+        T=g("T"),
+        v_teacher=g("v_teacher"),
+        status=g("status"),
+        t_stop=g("t_stop"),
+        train_error=g("train_error"),
+        W=g("W_final"),
+        v_final=g("v_final"),
+        params=params,
+    )
 
 
 def load(path, *, lazy=False):

@@ -32,8 +32,11 @@ def log_times(t_max, n_times=121, t_first=None):
     """
     t_max = V.real("t_max", t_max, low=0.0, low_open=True)
     n_times = V.integer("n_times", n_times, low=2)
-    t_first = t_max * 1e-3 if t_first is None else V.real(
-        "t_first", t_first, low=0.0, high=t_max, low_open=True)
+    t_first = (
+        t_max * 1e-3
+        if t_first is None
+        else V.real("t_first", t_first, low=0.0, high=t_max, low_open=True)
+    )
     if n_times == 2:
         return np.array([0.0, t_max])
     return np.concatenate([[0.0], np.geomspace(t_first, t_max, n_times - 1)])
@@ -43,9 +46,11 @@ def check_steps(t_max, steps_per_unit, name="t_max"):
     """Raise :class:`InputError` unless ``t_max * steps_per_unit`` is a representable step count."""
     n = t_max * steps_per_unit
     if not n <= MAX_STEPS:
-        raise InputError(f"{name} must be <= {MAX_STEPS / steps_per_unit:.6g} at d = "
-                         f"{steps_per_unit} (at most 2^53 = {MAX_STEPS:.3g} steps of 1/d), "
-                         f"got {t_max:g}")
+        raise InputError(
+            f"{name} must be <= {MAX_STEPS / steps_per_unit:.6g} at d = "
+            f"{steps_per_unit} (at most 2^53 = {MAX_STEPS:.3g} steps of 1/d), "
+            f"got {t_max:g}"
+        )
     return n
 
 

@@ -43,20 +43,26 @@ def make_cluster(kind, args):
     from fastquad.sweep.run import NoHttpScheduler
 
     cls = {"slurm": dask_jobqueue.SLURMCluster, "pbs": dask_jobqueue.PBSCluster}[kind]
-    kw = dict(cores=args.cores, processes=args.cores, memory=args.memory,
-              walltime=args.walltime, queue=args.queue,
-              job_script_prologue=["export NUMBA_NUM_THREADS=1", "export OMP_NUM_THREADS=1"]
-              + ([f"source {args.activate}"] if args.activate else []),
-              log_directory=args.log_directory,
-              # TLS (tls:// addresses) with a certificate made now; the jobs' workers get it
-              # through files in the shared folder, named in their command line
-              security=Security.temporary(),
-              shared_temp_directory=os.path.abspath(args.shared_temp_directory or os.getcwd()),
-              scheduler_cls=NoHttpScheduler,
-              worker_extra_args=["--no-dashboard",
-                                 "--worker-class", "fastquad.sweep.run.NoHttpWorker"],
-              scheduler_options={"dashboard_address": None,
-                                 **({"host": args.scheduler_host} if args.scheduler_host else {})})
+    kw = dict(
+        cores=args.cores,
+        processes=args.cores,
+        memory=args.memory,
+        walltime=args.walltime,
+        queue=args.queue,
+        job_script_prologue=["export NUMBA_NUM_THREADS=1", "export OMP_NUM_THREADS=1"]
+        + ([f"source {args.activate}"] if args.activate else []),
+        log_directory=args.log_directory,
+        # TLS (tls:// addresses) with a certificate made now; the jobs' workers get it
+        # through files in the shared folder, named in their command line
+        security=Security.temporary(),
+        shared_temp_directory=os.path.abspath(args.shared_temp_directory or os.getcwd()),
+        scheduler_cls=NoHttpScheduler,
+        worker_extra_args=["--no-dashboard", "--worker-class", "fastquad.sweep.run.NoHttpWorker"],
+        scheduler_options={
+            "dashboard_address": None,
+            **({"host": args.scheduler_host} if args.scheduler_host else {}),
+        },
+    )
     if args.account:
         kw["account"] = args.account
     if kind == "pbs" and args.resource_spec:
@@ -64,8 +70,11 @@ def make_cluster(kind, args):
     return cls(**kw)
 
 
-_CREDENTIAL_FILES = (("ca_file", ".ca.pem"), ("cert", ".client-cert.pem"),
-                     ("key", ".client-key.pem"))
+_CREDENTIAL_FILES = (
+    ("ca_file", ".ca.pem"),
+    ("cert", ".client-cert.pem"),
+    ("key", ".client-key.pem"),
+)
 
 
 def _write_private(path, text):
@@ -83,10 +92,12 @@ def write_client_credentials(security, scheduler_file):
     for field, suffix in _CREDENTIAL_FILES:
         paths[field] = os.path.abspath(str(scheduler_file) + suffix)
         _write_private(paths[field], tls[field])
-    return {"DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION": "True",
-            "DASK_DISTRIBUTED__COMM__TLS__CA_FILE": paths["ca_file"],
-            "DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT": paths["cert"],
-            "DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY": paths["key"]}
+    return {
+        "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION": "True",
+        "DASK_DISTRIBUTED__COMM__TLS__CA_FILE": paths["ca_file"],
+        "DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT": paths["cert"],
+        "DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY": paths["key"],
+    }
 
 
 def remove_client_credentials(scheduler_file):
@@ -99,9 +110,11 @@ def remove_client_credentials(scheduler_file):
 
 
 def parser():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog=__doc__.split("\n\n", 1)[1])
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
+    )
     p.add_argument("kind", choices=["slurm", "pbs"])
     p.add_argument("--jobs", type=int, default=1, help="batch jobs to start")
     p.add_argument("--cores", type=int, default=8, help="cores (= worker processes) per job")
@@ -110,14 +123,23 @@ def parser():
     p.add_argument("--queue", default=None)
     p.add_argument("--account", default=None)
     p.add_argument("--resource-spec", default=None, help="PBS resource spec")
-    p.add_argument("--activate", default=None,
-                   help="a venv activate script the jobs source before starting workers")
+    p.add_argument(
+        "--activate",
+        default=None,
+        help="a venv activate script the jobs source before starting workers",
+    )
     p.add_argument("--log-directory", default=None)
-    p.add_argument("--scheduler-host", default=None,
-                   help="address the scheduler listens on (default: the login node's)")
-    p.add_argument("--shared-temp-directory", default=None,
-                   help="folder the compute nodes also see, for the cluster's temporary TLS "
-                        "certificate (default: the current folder)")
+    p.add_argument(
+        "--scheduler-host",
+        default=None,
+        help="address the scheduler listens on (default: the login node's)",
+    )
+    p.add_argument(
+        "--shared-temp-directory",
+        default=None,
+        help="folder the compute nodes also see, for the cluster's temporary TLS "
+        "certificate (default: the current folder)",
+    )
     p.add_argument("--sweep", help="sweep file to run")
     p.add_argument("--out", help="results file")
     p.add_argument("--scheduler-file", help="only start the cluster and write this file")
@@ -128,8 +150,9 @@ def parser():
 def main(argv=None):
     args = parser().parse_args(argv)
     if not args.dry_run and not args.scheduler_file and not (args.sweep and args.out):
-        print("jobqueue: give --sweep and --out, or --scheduler-file, or --dry-run",
-              file=sys.stderr)
+        print(
+            "jobqueue: give --sweep and --out, or --scheduler-file, or --dry-run", file=sys.stderr
+        )
         return 2
     cluster = make_cluster(args.kind, args)
     try:
@@ -144,9 +167,11 @@ def main(argv=None):
             client.write_scheduler_file(args.scheduler_file)
             creds = write_client_credentials(cluster.security, args.scheduler_file)
             try:
-                print(f"scheduler file written to {args.scheduler_file}; the cluster admits "
-                      "only clients with its certificate: in the shell that runs the sweep, "
-                      "first")
+                print(
+                    f"scheduler file written to {args.scheduler_file}; the cluster admits "
+                    "only clients with its certificate: in the shell that runs the sweep, "
+                    "first"
+                )
                 for name, value in creds.items():
                     print(f"  export {name}={shlex.quote(value)}")
                 print("Ctrl-C to stop the cluster")

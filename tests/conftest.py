@@ -14,8 +14,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def runner_module(name):
     """The script ``runners/<name>.py`` imported as a module (the runners are no package)."""
-    spec = importlib.util.spec_from_file_location(f"fastquad_runner_{name}",
-                                                  ROOT / "runners" / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(
+        f"fastquad_runner_{name}", ROOT / "runners" / f"{name}.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -1,7 +1,8 @@
 """Slow, obviously correct NumPy references for every fast kernel of fastquad.
 
-Written straight from the formulas of MODEL.md, with dense d x d matrices where that is the
-clearest way to say it. Never used by the package itself; only the tests compare against them.
+Written straight from the formulas of docs/theory.md, with dense d x d matrices where that is
+the clearest way to say it. Never used by the package itself; only the tests compare against
+them.
 """
 
 import numpy as np
@@ -18,7 +19,8 @@ def network_matrix(W, v):
 
 
 def generalization_error(W, v, Wt, vt):
-    """eps_g = E[(x^T D x)^2] / 2 = ((tr D)^2 + 2 tr D^2) / 2, with D = A - A*, from d x d matrices."""
+    """eps_g = E[(x^T D x)^2] / 2 = ((tr D)^2 + 2 tr D^2) / 2, with D = A - A*, from d x d
+    matrices."""
     D = network_matrix(W, v) - network_matrix(Wt, vt)
     return 0.5 * (np.trace(D) ** 2 + 2.0 * np.trace(D @ D))
 
@@ -92,20 +94,24 @@ def rk4(f, y, dt):
 
 
 def ode_rhs(Q, R, v, T, vt, lr, sigma=0.0, train_v=True, sgd_noise=True, batch_size=1):
-    """The order-parameter ODE of MODEL.md, term by term with dense matrix products."""
+    """The order-parameter ODE (docs/theory.md, 'The ODEs'), term by term with dense matrix
+    products."""
     Dv, Dt = np.diag(v), np.diag(vt)
     trD = v @ np.diag(Q) - vt @ np.diag(T)
-    trD2 = (np.sum(np.outer(v, v) * Q**2) - 2 * np.sum(np.outer(v, vt) * R**2)
-            + np.sum(np.outer(vt, vt) * T**2))
+    trD2 = (
+        np.sum(np.outer(v, v) * Q**2)
+        - 2 * np.sum(np.outer(v, vt) * R**2)
+        + np.sum(np.outer(vt, vt) * T**2)
+    )
     P = Q @ Dv @ Q - R @ Dt @ R.T
     S = Q @ Dv @ R - R @ Dt @ T
-    U = (Q @ Dv @ Q @ Dv @ Q - Q @ Dv @ R @ Dt @ R.T - R @ Dt @ R.T @ Dv @ Q
-         + R @ Dt @ T @ Dt @ R.T)
+    U = Q @ Dv @ Q @ Dv @ Q - Q @ Dv @ R @ Dt @ R.T - R @ Dt @ R.T @ Dv @ Q + R @ Dt @ T @ Dt @ R.T
     vv = v[:, None] + v[None, :]
     dQ = -2 * lr * vv * (trD * Q + 2 * P)
     if sgd_noise:
         dQ = dQ + 4 * lr**2 / batch_size * np.outer(v, v) * (
-            (trD**2 + 2 * trD2 + sigma**2) * Q + 4 * trD * P + 8 * U)
+            (trD**2 + 2 * trD2 + sigma**2) * Q + 4 * trD * P + 8 * U
+        )
     dR = -2 * lr * v[:, None] * (trD * R + 2 * S)
     dv = -lr * (trD * np.diag(Q) + 2 * np.diag(P)) if train_v else np.zeros_like(v)
     return dQ, dR, dv

@@ -1,7 +1,8 @@
 """Slow NumPy references for the exact dimension-free sampler (fastquad.kernels.gram).
 
-Written from the formulas of MODEL.md with dense matrices and library factorisations (QR,
-Cholesky) instead of Givens rotations, so that they share no code path with the kernel.
+Written from the formulas of docs/theory.md ('The exact dimension-free sampler') with dense
+matrices and library factorisations (QR, Cholesky) instead of Givens rotations, so that they
+share no code path with the kernel.
 Rows are ordered teacher first: A = [W*; W] / sqrt(d), r = M + K.
 """
 
@@ -36,7 +37,7 @@ def split_inputs(X, V):
     if d == r:
         return z, np.zeros((X.shape[0], 0))
     _, Rg = np.linalg.qr(G.T)  # G^T = q Rg, G G^T = Rg^T Rg
-    L = Rg.T[:, :min(X.shape[0], d - r)]
+    L = Rg.T[:, : min(X.shape[0], d - r)]
     return z, L
 
 
@@ -81,5 +82,5 @@ def bartlett(rng, B, n):
     L = np.zeros((B, nL))
     for j in range(nL):
         L[j, j] = np.sqrt(rng.chisquare(n - j))
-        L[j + 1:, j] = rng.standard_normal(B - 1 - j)
+        L[j + 1 :, j] = rng.standard_normal(B - 1 - j)
     return L

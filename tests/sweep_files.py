@@ -43,7 +43,7 @@ init_scale = [0.1, 0.3]
 
 [sweep]
 chunk_runs = 2
-order_parameters = {'true' if order_parameters else 'false'}
+order_parameters = {"true" if order_parameters else "false"}
 """
 
 

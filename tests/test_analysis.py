@@ -1,6 +1,7 @@
 """fastquad.analysis: fixed points, conserved quantities and failures, stages of the curves.
 
-Every expected number comes from MODEL.md's facts or from an independent computation here
+Every expected number comes from the facts of docs/theory.md or from an independent
+computation here
 (brute-force symmetry search, scipy minimisation, analytic sigmoid crossings), never from the
 code under test.
 """
@@ -13,11 +14,20 @@ import pytest
 from scipy import optimize
 
 import fastquad as fq
-from fastquad.analysis import (add_fixed_points_parser, canonical_form, conserved_drift,
-                               detect_stages, detect_stages_batch, find_fixed_points,
-                               fixed_point_table, parameter_space_hessian,
-                               phase_diagram_failure, plateau_levels, predict_failure,
-                               weights_from_order_parameters)
+from fastquad.analysis import (
+    add_fixed_points_parser,
+    canonical_form,
+    conserved_drift,
+    detect_stages,
+    detect_stages_batch,
+    find_fixed_points,
+    fixed_point_table,
+    parameter_space_hessian,
+    phase_diagram_failure,
+    plateau_levels,
+    predict_failure,
+    weights_from_order_parameters,
+)
 from fastquad.analysis.fixed_points import Symmetry, _System, pack, unpack
 
 # K = M = 1 with T != 1, v* != 1 and lr != 1, so that every factor of the formulas is tested
@@ -43,6 +53,7 @@ def _physical(Q, R, T):
 
 # ------------------------------------------------------------------------- coordinates
 
+
 def test_the_fast_right_hand_side_is_the_public_one(rng):
     for K, M, train_v, noise in [(1, 1, True, False), (3, 2, True, True), (2, 3, False, True)]:
         W = rng.standard_normal((K, 9))
@@ -52,13 +63,14 @@ def test_the_fast_right_hand_side_is_the_public_one(rng):
         sys_ = _System(K, M, T, vt, 0.3, train_v, noise, 0.2, None if train_v else v)
         x = pack(Q, R, v, train_v)
         np.testing.assert_allclose(unpack(x, K, M, None if train_v else v)[0], Q)
-        dQ, dR, dv = fq.ode_rhs(Q, R, v, T, vt, 0.3, label_noise=0.2, sgd_noise=noise,
-                                train_second_layer=train_v)
-        np.testing.assert_allclose(sys_.rhs(x), pack(dQ, dR, dv, train_v), rtol=1e-13,
-                                   atol=1e-14)
+        dQ, dR, dv = fq.ode_rhs(
+            Q, R, v, T, vt, 0.3, label_noise=0.2, sgd_noise=noise, train_second_layer=train_v
+        )
+        np.testing.assert_allclose(sys_.rhs(x), pack(dQ, dR, dv, train_v), rtol=1e-13, atol=1e-14)
 
 
 # ------------------------------------------------------------------------- K = M = 1
+
 
 def test_k1_m1_finds_exactly_the_fixed_points_of_model_md(points_11):
     assert len(points_11) == 4, fixed_point_table(points_11)
@@ -133,6 +145,7 @@ def K_D(K, d):
 
 # ------------------------------------------------------------------------- K < M
 
+
 def test_k1_m2_has_a_stable_point_above_the_minimum_and_saddles(points_12):
     table = fixed_point_table(points_12)
     eps = np.array([fp.eps_g for fp in points_12])
@@ -176,21 +189,34 @@ def test_leaving_a_saddle_along_its_unstable_direction_lowers_eps(points_12):
         times = np.linspace(0, 40, 81)
         for size in (1e-4, -1e-4):
             Q, R, v = fp.perturbed(size, mode=0)
-            res = fq.integrate_ode(_physical(Q, R, T), R, v, T, vt, 1.0, 40.0, times=times,
-                                   sgd_noise=False, rtol=1e-10, atol=1e-12)
+            res = fq.integrate_ode(
+                _physical(Q, R, T),
+                R,
+                v,
+                T,
+                vt,
+                1.0,
+                40.0,
+                times=times,
+                sgd_noise=False,
+                rtol=1e-10,
+                atol=1e-12,
+            )
             e = res.eps_g[0]
-            assert np.all(np.diff(e) <= 1e-9 * fp.eps_g)     # a gradient flow
-            assert e[-1] < fp.eps_g - 0.1                   # it left the saddle
+            assert np.all(np.diff(e) <= 1e-9 * fp.eps_g)  # a gradient flow
+            assert e[-1] < fp.eps_g - 0.1  # it left the saddle
             assert e[-1] >= best - 1e-9
         # along a stable direction it stays: the test above can tell the two apart
         stable_mode = int(np.flatnonzero(fp.eigenvalues.real < -1e-3)[0])
         Q, R, v = fp.perturbed(1e-4, mode=stable_mode)
-        res = fq.integrate_ode(_physical(Q, R, T), R, v, T, vt, 1.0, 5.0,
-                               times=np.linspace(0, 5, 6), sgd_noise=False)
+        res = fq.integrate_ode(
+            _physical(Q, R, T), R, v, T, vt, 1.0, 5.0, times=np.linspace(0, 5, 6), sgd_noise=False
+        )
         assert abs(res.eps_g[0, -1] - fp.eps_g) < 1e-3
 
 
 # ------------------------------------------------------------------------- symmetries
+
 
 def _random_state(rng, K, M):
     W = rng.standard_normal((K, K + M))
@@ -209,8 +235,8 @@ def test_symmetric_copies_share_one_canonical_form(rng):
         for perm in itertools.permutations(range(K)):
             p = np.array(perm)
             s = rng.choice([-1.0, 1.0], K)
-            c = rng.choice([-1.0, 1.0], M)       # T = I: a reflection of each teacher vector
-            a = rng.uniform(0.5, 2.0, K)         # rescaling w -> a w, v -> v / a^2
+            c = rng.choice([-1.0, 1.0], M)  # T = I: a reflection of each teacher vector
+            a = rng.uniform(0.5, 2.0, K)  # rescaling w -> a w, v -> v / a^2
             Q2 = (Q[np.ix_(p, p)] * np.outer(s, s)) * np.outer(a, a)
             R2 = R[p] * np.outer(s, c) * a[:, None]
             v2 = v[p] / a**2
@@ -227,16 +253,19 @@ def test_symmetric_copies_share_one_canonical_form(rng):
         assert not sym.same(key, sym.canonical(Q3, R, v)[3])
     # without rescaling the values of v are compared
     Qc, Rc, vc, key = canonical_form(Q, R, v, T, vt, rescale=False)
-    assert not Symmetry(T, vt, rescale=False).same(key, canonical_form(Q * 4, R * 2, v / 4, T,
-                                                                      vt, rescale=False)[3])
+    assert not Symmetry(T, vt, rescale=False).same(
+        key, canonical_form(Q * 4, R * 2, v / 4, T, vt, rescale=False)[3]
+    )
 
 
 def _equivalent(a, b):
     """Brute force over permutations and all sign flips, in rescaling invariants."""
     K, M = a.R.shape
+
     def inv(fp):
         s = np.sqrt(np.abs(fp.v))
         return np.sign(fp.v), fp.Q * np.outer(s, s), fp.R * s[:, None]
+
     la, Qa, Ra = inv(a)
     lb, Qb, Rb = inv(b)
     for perm in itertools.permutations(range(K)):
@@ -244,9 +273,11 @@ def _equivalent(a, b):
         for s in itertools.product([-1, 1], repeat=K):
             for c in itertools.product([-1, 1], repeat=M):
                 s_, c_ = np.array(s), np.array(c)
-                if (np.allclose(lb[p], la) and np.allclose(Qb[np.ix_(p, p)] * np.outer(s_, s_),
-                                                           Qa, atol=1e-6)
-                        and np.allclose(Rb[p] * np.outer(s_, c_), Ra, atol=1e-6)):
+                if (
+                    np.allclose(lb[p], la)
+                    and np.allclose(Qb[np.ix_(p, p)] * np.outer(s_, s_), Qa, atol=1e-6)
+                    and np.allclose(Rb[p] * np.outer(s_, c_), Ra, atol=1e-6)
+                ):
                     return True
     return False
 
@@ -263,8 +294,9 @@ def test_trajectory_plateaus_seed_the_search():
     plateau (and end) lead the search to the saddle and the minimum."""
     T, vt = np.eye(1), np.array([1.0])
     times = fq.log_times(100.0, 150, t_first=0.1)
-    traj = fq.integrate_ode([[0.5]], [[1e-6]], [0.6], T, vt, 1.0, 100.0, times=times,
-                            sgd_noise=False)
+    traj = fq.integrate_ode(
+        [[0.5]], [[1e-6]], [0.6], T, vt, 1.0, 100.0, times=times, sgd_noise=False
+    )
     plain = find_fixed_points(1, 1, T, vt, n_starts=1, seed=0)
     seeded = find_fixed_points(1, 1, T, vt, n_starts=1, seed=0, trajectories=traj)
     assert not any(fp.kind == "saddle" for fp in plain)
@@ -275,9 +307,14 @@ def test_trajectory_plateaus_seed_the_search():
 
 # ------------------------------------------------------------------------- conserved
 
+
 def test_conserved_quantities_are_kept_by_the_flow_and_raised_by_sgd_noise(rng):
-    W, v, Wt, vt = rng.standard_normal((2, 30)) * 0.5, np.array([0.4, -0.3]), \
-        rng.standard_normal((2, 30)), np.array([1.0, 0.5])
+    W, v, Wt, vt = (
+        rng.standard_normal((2, 30)) * 0.5,
+        np.array([0.4, -0.3]),
+        rng.standard_normal((2, 30)),
+        np.array([1.0, 0.5]),
+    )
     Q, R, T = fq.order_parameters(W, Wt)
     flow = fq.integrate_ode(Q, R, v, T, vt, 0.2, 20.0, sgd_noise=False, rtol=1e-10, atol=1e-12)
     drift = conserved_drift(flow)
@@ -290,15 +327,19 @@ def test_conserved_quantities_are_kept_by_the_flow_and_raised_by_sgd_noise(rng):
     noisy.Q[0, 5:] = np.nan
     noisy.v[0, 5:] = np.nan
     d3 = conserved_drift(noisy)
-    np.testing.assert_allclose(d3.final_change[0],
-                               np.diag(noisy.Q[0, 4]) - 2 * noisy.v[0, 4] ** 2 - d3.initial[0])
+    np.testing.assert_allclose(
+        d3.final_change[0], np.diag(noisy.Q[0, 4]) - 2 * noisy.v[0, 4] ** 2 - d3.initial[0]
+    )
 
 
 def test_predict_failure_rules():
     vt = np.array([1.0])
     # K = M = 1: sign right; wrong with C > 0; wrong with C < 0
-    pred = predict_failure(np.array([[0.5], [-0.5], [-0.5], [0.0]]), vt,
-                           Q0=np.array([[[0.1]], [[1.0]], [[0.1]], [[0.3]]]))
+    pred = predict_failure(
+        np.array([[0.5], [-0.5], [-0.5], [0.0]]),
+        vt,
+        Q0=np.array([[[0.1]], [[1.0]], [[0.1]], [[0.3]]]),
+    )
     np.testing.assert_array_equal(pred.success, [True, True, False, True])
     assert pred.exact.all()
     assert "never cross" in pred.reason[2] and "crosses" in pred.reason[1]
@@ -320,8 +361,7 @@ def test_predict_failure_rules():
 def test_failure_predictor_matches_the_flow_away_from_c_zero():
     v0 = np.linspace(-1.5, 1.5, 9)
     q0 = np.geomspace(0.05, 4.0, 8)
-    pd = phase_diagram_failure(v0, q0, v_teacher=1.0, T=1.0, overlap=0.1, t_max=200.0,
-                               margin=0.05)
+    pd = phase_diagram_failure(v0, q0, v_teacher=1.0, T=1.0, overlap=0.1, t_max=200.0, margin=0.05)
     away = np.abs(pd.C0) > pd.margin
     assert pd.agreement_away == 1.0
     np.testing.assert_array_equal(pd.predicted[away], pd.simulated[away])
@@ -343,6 +383,7 @@ def test_failure_predictor_matches_the_parameter_flow_at_small_d():
 
 
 # ------------------------------------------------------------------------- stages
+
 
 def _sigmoid_curve(t, levels, centres, widths):
     """ln eps steps between levels by logistic functions of ln t."""
@@ -404,7 +445,7 @@ def test_stages_on_a_linear_grid_and_curves_without_plateaus():
     assert st.n_plateaus == 4
     np.testing.assert_allclose(st.levels, LEVELS[1:], rtol=0.01)
     tl = np.geomspace(1, 1e4, 200)
-    assert detect_stages(tl, tl ** -0.7).n_plateaus == 0          # a power law: no plateau
+    assert detect_stages(tl, tl**-0.7).n_plateaus == 0  # a power law: no plateau
     assert detect_stages(tl, 3 * np.exp(-tl / 50)).n_plateaus == 1  # flat, then converges
     flat = detect_stages(tl, np.full(tl.size, 0.4))
     assert flat.n_plateaus == 1 and np.isnan(flat.escapes[0]) and flat.n_drops == 0
@@ -422,6 +463,7 @@ def test_plateau_levels_are_the_optima_with_l_directions_learnt():
     # independently: L units on the L largest teacher directions, effective weights c_j
     # optimised with the closed-form eps_g
     for L in range(4):
+
         def eps(c, L=L):
             K = max(L, 1)
             R = np.zeros((K, 3))
@@ -429,6 +471,7 @@ def test_plateau_levels_are_the_optima_with_l_directions_learnt():
             Q = np.eye(K) if L else np.zeros((1, 1))
             v = np.asarray(c)[:K] if L else np.zeros(1)
             return fq.generalization_error(Q, R, np.eye(3), v, vt)
+
         best = optimize.minimize(eps, np.ones(max(L, 1)), tol=1e-12).fun
         np.testing.assert_allclose(levels[L], best, rtol=1e-7, atol=1e-9)
     np.testing.assert_allclose(plateau_levels([0.3, 1.0, 0.6]), levels)
@@ -453,10 +496,10 @@ def test_stages_of_the_ode_from_a_small_start_follow_plateau_levels():
     np.testing.assert_array_equal(batch.n_plateaus, [3, 3, 1])
     assert batch.levels.shape == (3, 3) and np.isnan(batch.levels[2, 1:]).all()
     np.testing.assert_allclose(batch.levels[1], want[:3], rtol=0.05)
-    assert batch.converged.tolist() == [True, True, False]   # noise at the floor is still the floor
+    assert batch.converged.tolist() == [True, True, False]  # noise at the floor is still the floor
     fixed = detect_stages_batch(res.t, res.eps_g, max_plateaus=5, max_drops=2)
     assert fixed.levels.shape == (1, 5) and fixed.drop_depths.shape == (1, 2)
-    assert fixed.n_drops[0] == 3   # counted in full even when the padding is shorter
+    assert fixed.n_drops[0] == 3  # counted in full even when the padding is shorter
 
 
 def _saddle_curve(t, levels, drops, widths, starts, sags):
@@ -485,18 +528,22 @@ def _shifted_log_grid(phase, t_max=1000.0, n=400):
 
 # 20 phases of the grid relative to the curves' features
 GRID_PHASES = np.random.default_rng(0).uniform(0.0, 1.0, 20)
-# K = M = 3, v* = (1, 0.6, 0.3), T = I: MODEL.md's plateaus (before the last, learnt level 0)
+# K = M = 3, v* = (1, 0.6, 0.3), T = I: the plateaus of docs/theory.md, 'Fixed points,
+# plateaus and stages' (before the last, learnt level 0)
 SADDLE_LEVELS = np.array([3.255, 0.72, 0.1125])
 
 
-@pytest.mark.parametrize("drops, sags", [
-    # the middle plateau sags by 1.5% before a sharp drop (about 0.25 of its onset long)
-    ([392.0, 530.0, 900.0], [0.015, 0.015]),
-    # the last plateau starts late and escapes after about 0.2 of its onset
-    ([395.0, 545.0, 745.0], [0.015, 0.02]),
-    # the last plateau lasts to near the end of the record, sagging by 3% by then
-    ([395.0, 545.0, 980.0], [0.015, 0.03]),
-])
+@pytest.mark.parametrize(
+    "drops, sags",
+    [
+        # the middle plateau sags by 1.5% before a sharp drop (about 0.25 of its onset long)
+        ([392.0, 530.0, 900.0], [0.015, 0.015]),
+        # the last plateau starts late and escapes after about 0.2 of its onset
+        ([395.0, 545.0, 745.0], [0.015, 0.02]),
+        # the last plateau lasts to near the end of the record, sagging by 3% by then
+        ([395.0, 545.0, 980.0], [0.015, 0.03]),
+    ],
+)
 def test_stages_of_drifting_plateaus_do_not_depend_on_the_grid_phase(drops, sags):
     # regression: the band's stretch of a plateau reached a few records down the next drop;
     # that tail tilted the fitted slope past `flat`, and instead of ending the stretch before
@@ -505,8 +552,9 @@ def test_stages_of_drifting_plateaus_do_not_depend_on_the_grid_phase(drops, sags
     levels = np.append(SADDLE_LEVELS, 1e-13)
     for phase in GRID_PHASES:
         t = _shifted_log_grid(phase)
-        st = detect_stages(t, _saddle_curve(t, levels, drops, [2.0, 4.0, 10.0], [400.0, 575.0],
-                                            sags))
+        st = detect_stages(
+            t, _saddle_curve(t, levels, drops, [2.0, 4.0, 10.0], [400.0, 575.0], sags)
+        )
         assert st.n_plateaus == 3 and st.n_drops == 3, (phase, st.levels)
         np.testing.assert_allclose(st.levels, SADDLE_LEVELS, rtol=0.02)
         assert st.onsets[0] == 0.0
@@ -529,8 +577,9 @@ def test_stages_of_the_noiseless_ode_do_not_depend_on_the_grid_phase():
     T = overlaps[0][2]
     want = plateau_levels(vt)
     for phase in GRID_PHASES:
-        res = fq.integrate_ode(Q0, R0, v0, T, vt, 0.05, 1000.0, times=_shifted_log_grid(phase),
-                               sgd_noise=False)
+        res = fq.integrate_ode(
+            Q0, R0, v0, T, vt, 0.05, 1000.0, times=_shifted_log_grid(phase), sgd_noise=False
+        )
         for eps, which in zip(res.eps_g, seeds.values()):
             st = detect_stages(res.t, eps)
             assert st.n_plateaus == len(which), (phase, st.levels)
@@ -542,10 +591,11 @@ def test_a_slow_power_law_has_no_plateau_on_any_grid():
     # everywhere: no part of it, however the grid cuts it, is a plateau
     for phase in GRID_PHASES:
         t = _shifted_log_grid(phase)[1:]
-        assert detect_stages(t, t ** -0.2).n_plateaus == 0
+        assert detect_stages(t, t**-0.2).n_plateaus == 0
 
 
 # ------------------------------------------------------------------------- CLI
+
 
 def _parser():
     parser = argparse.ArgumentParser(prog="fastquad")
@@ -555,25 +605,46 @@ def _parser():
 
 
 def test_fixed_points_subcommand_prints_the_table(capsys):
-    args = _parser().parse_args(["fixed-points", "--K", "1", "--teacher-v", "1,0.5",
-                                 "--n-starts", "60", "--seed", "2"])
+    args = _parser().parse_args(
+        ["fixed-points", "--K", "1", "--teacher-v", "1,0.5", "--n-starts", "60", "--seed", "2"]
+    )
     assert args.func(args) == 0
     out = capsys.readouterr().out
     assert "saddle" in out and "stable" in out and "eps_g" in out
-    assert "0.333333" in out     # the K = 1 minimum
-    args = _parser().parse_args(["fixed-points", "--K", "2", "--M", "1", "--teacher-v", "1",
-                                 "--freeze-second-layer", "--student-v", "1,-1",
-                                 "--n-starts", "20"])
+    assert "0.333333" in out  # the K = 1 minimum
+    args = _parser().parse_args(
+        [
+            "fixed-points",
+            "--K",
+            "2",
+            "--M",
+            "1",
+            "--teacher-v",
+            "1",
+            "--freeze-second-layer",
+            "--student-v",
+            "1,-1",
+            "--n-starts",
+            "20",
+        ]
+    )
     assert args.func(args) == 0
     assert "(Q[triu], R)" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("argv, flag", [
-    (["--K", "0"], "--K"), (["--K", "x"], "--K"), (["--teacher-v", "1,a"], "--teacher-v"),
-    (["--M", "3", "--teacher-v", "1,2"], "--teacher-v"), (["--lr", "0"], "--lr"),
-    (["--n-starts", "-1"], "--n-starts"), (["--seed", "-2"], "--seed"),
-    (["--freeze-second-layer", "--student-v", "1,2,3"], "--student-v"),
-])
+@pytest.mark.parametrize(
+    "argv, flag",
+    [
+        (["--K", "0"], "--K"),
+        (["--K", "x"], "--K"),
+        (["--teacher-v", "1,a"], "--teacher-v"),
+        (["--M", "3", "--teacher-v", "1,2"], "--teacher-v"),
+        (["--lr", "0"], "--lr"),
+        (["--n-starts", "-1"], "--n-starts"),
+        (["--seed", "-2"], "--seed"),
+        (["--freeze-second-layer", "--student-v", "1,2,3"], "--student-v"),
+    ],
+)
 def test_fixed_points_subcommand_names_the_bad_flag(argv, flag):
     args = _parser().parse_args(["fixed-points", *argv])
     with pytest.raises(ValueError, match=flag):
@@ -589,60 +660,76 @@ _res = None
 def _result():
     global _res
     if _res is None:
-        _res = fq.integrate_ode(np.eye(1), np.ones((1, 1)) * 0.5, [0.5], np.eye(1), [1.0], 1.0,
-                                1.0, times=[0.0, 1.0], sgd_noise=False)
+        _res = fq.integrate_ode(
+            np.eye(1),
+            np.ones((1, 1)) * 0.5,
+            [0.5],
+            np.eye(1),
+            [1.0],
+            1.0,
+            1.0,
+            times=[0.0, 1.0],
+            sgd_noise=False,
+        )
     return _res
 
 
-@pytest.mark.parametrize("call, name", [
-    (lambda: find_fixed_points(0, 2, T2, V2), "K"),
-    (lambda: find_fixed_points(1, 2, T2, V2, lr=-1), "lr"),
-    (lambda: find_fixed_points(1, 2, T2, V2, n_starts=0), "n_starts"),
-    (lambda: find_fixed_points(1, 2, T2, V2, seed=-1), "seed"),
-    (lambda: find_fixed_points(1, 2, T2, V2, tol=0), "tol"),
-    (lambda: find_fixed_points(1, 2, T2, V2, max_abs=0), "max_abs"),
-    (lambda: find_fixed_points(1, 2, T2, [1.0]), "v_teacher"),
-    (lambda: find_fixed_points(1, 2, [[1, 0.5], [0, 1]], V2), "T"),
-    (lambda: find_fixed_points(1, 2, [[1, 2], [2, 1]], V2), "T"),
-    (lambda: find_fixed_points(1, 2, T2, V2, label_noise=-1), "label_noise"),
-    (lambda: find_fixed_points(1, 2, T2, V2, train_second_layer=1), "train_second_layer"),
-    (lambda: find_fixed_points(1, 2, T2, V2, v_student=[1.0]), "v_student"),
-    (lambda: find_fixed_points(2, 2, T2, V2, train_second_layer=False, v_student=[1.0]),
-     "v_student"),
-    (lambda: find_fixed_points(1, 2, T2, V2, conserved=[0, 0]), "conserved"),
-    (lambda: find_fixed_points(1, 2, T2, V2, zero_tol=2), "zero_tol"),
-    (lambda: find_fixed_points(1, 2, T2, V2, trajectories=3), "trajectories"),
-    (lambda: find_fixed_points(2, 2, T2, V2, trajectories=_result()), "trajectories"),
-    (lambda: canonical_form(np.eye(2), np.ones((2, 3)), [1, 1], T2, V2), "R"),
-    (lambda: weights_from_order_parameters(np.eye(2), np.zeros((2, 2)), T2, 3), "d"),
-    (lambda: weights_from_order_parameters(np.eye(1), [[2.0]], [[1.0]], 4), "Gram"),
-    (lambda: parameter_space_hessian(np.ones((1, 3)), [1.0], np.ones((1, 4)), [1.0]),
-     "W_teacher"),
-    (lambda: parameter_space_hessian(np.ones((1, 3)), [1.0, 2.0], np.ones((1, 3)), [1.0]), "v"),
-    (lambda: conserved_drift(3), "result"),
-    (lambda: predict_failure([1.0], [1.0]), "Q0"),
-    (lambda: predict_failure([1.0], [1.0], Q0=[[1.0]], C0=[1.0]), "Q0"),
-    (lambda: predict_failure([1.0], [1.0], Q0=[[-1.0]]), "Q0"),
-    (lambda: predict_failure([1.0, 1.0], [1.0], C0=[1.0]), "C0"),
-    (lambda: predict_failure([1.0], [1.0], C0=[1.0], T=np.eye(2)), "T"),
-    (lambda: predict_failure([1.0], [1.0], C0=[1.0], R0=np.ones((1, 2))), "R0"),
-    (lambda: predict_failure([np.nan], [1.0], C0=[1.0]), "v0"),
-    (lambda: phase_diagram_failure([1.0], [1.0], method="sgd"), "method"),
-    (lambda: phase_diagram_failure([1.0], [-1.0]), "Q0_values"),
-    (lambda: phase_diagram_failure([1.0], [1.0], overlap=0), "overlap"),
-    (lambda: phase_diagram_failure([1.0], [1.0], v_teacher=0), "v_teacher"),
-    (lambda: phase_diagram_failure([1.0], [1.0], t_max=-1), "t_max"),
-    (lambda: detect_stages([0.0, 2.0, 1.0], [1.0, 1.0, 1.0]), "t"),
-    (lambda: detect_stages([0.0, 1.0, 2.0], [1.0, 1.0]), "eps_g"),
-    (lambda: detect_stages([0.0, 1.0, 2.0], [1.0, 1.0, 1.0], band=0), "band"),
-    (lambda: detect_stages([0.0, 1.0, 2.0], [1.0, 1.0, 1.0], floor=1.5), "floor"),
-    (lambda: detect_stages([0.0, 1.0, 2.0], [1.0, 1.0, 1.0], min_points=1), "min_points"),
-    (lambda: detect_stages_batch([0.0, 1.0], [1.0, 1.0]), "eps_g"),
-    (lambda: detect_stages_batch([0.0, 1.0], [[1.0, 1.0]], max_plateaus=0), "max_plateaus"),
-    (lambda: detect_stages_batch([0.0, 1.0], [[1.0, 1.0]], bandwidth=1), "bandwidth"),
-    (lambda: plateau_levels([1.0, 0.5], order=[0, 0]), "order"),
-    (lambda: plateau_levels([[1.0]]), "v_teacher"),
-])
+@pytest.mark.parametrize(
+    "call, name",
+    [
+        (lambda: find_fixed_points(0, 2, T2, V2), "K"),
+        (lambda: find_fixed_points(1, 2, T2, V2, lr=-1), "lr"),
+        (lambda: find_fixed_points(1, 2, T2, V2, n_starts=0), "n_starts"),
+        (lambda: find_fixed_points(1, 2, T2, V2, seed=-1), "seed"),
+        (lambda: find_fixed_points(1, 2, T2, V2, tol=0), "tol"),
+        (lambda: find_fixed_points(1, 2, T2, V2, max_abs=0), "max_abs"),
+        (lambda: find_fixed_points(1, 2, T2, [1.0]), "v_teacher"),
+        (lambda: find_fixed_points(1, 2, [[1, 0.5], [0, 1]], V2), "T"),
+        (lambda: find_fixed_points(1, 2, [[1, 2], [2, 1]], V2), "T"),
+        (lambda: find_fixed_points(1, 2, T2, V2, label_noise=-1), "label_noise"),
+        (lambda: find_fixed_points(1, 2, T2, V2, train_second_layer=1), "train_second_layer"),
+        (lambda: find_fixed_points(1, 2, T2, V2, v_student=[1.0]), "v_student"),
+        (
+            lambda: find_fixed_points(2, 2, T2, V2, train_second_layer=False, v_student=[1.0]),
+            "v_student",
+        ),
+        (lambda: find_fixed_points(1, 2, T2, V2, conserved=[0, 0]), "conserved"),
+        (lambda: find_fixed_points(1, 2, T2, V2, zero_tol=2), "zero_tol"),
+        (lambda: find_fixed_points(1, 2, T2, V2, trajectories=3), "trajectories"),
+        (lambda: find_fixed_points(2, 2, T2, V2, trajectories=_result()), "trajectories"),
+        (lambda: canonical_form(np.eye(2), np.ones((2, 3)), [1, 1], T2, V2), "R"),
+        (lambda: weights_from_order_parameters(np.eye(2), np.zeros((2, 2)), T2, 3), "d"),
+        (lambda: weights_from_order_parameters(np.eye(1), [[2.0]], [[1.0]], 4), "Gram"),
+        (
+            lambda: parameter_space_hessian(np.ones((1, 3)), [1.0], np.ones((1, 4)), [1.0]),
+            "W_teacher",
+        ),
+        (lambda: parameter_space_hessian(np.ones((1, 3)), [1.0, 2.0], np.ones((1, 3)), [1.0]), "v"),
+        (lambda: conserved_drift(3), "result"),
+        (lambda: predict_failure([1.0], [1.0]), "Q0"),
+        (lambda: predict_failure([1.0], [1.0], Q0=[[1.0]], C0=[1.0]), "Q0"),
+        (lambda: predict_failure([1.0], [1.0], Q0=[[-1.0]]), "Q0"),
+        (lambda: predict_failure([1.0, 1.0], [1.0], C0=[1.0]), "C0"),
+        (lambda: predict_failure([1.0], [1.0], C0=[1.0], T=np.eye(2)), "T"),
+        (lambda: predict_failure([1.0], [1.0], C0=[1.0], R0=np.ones((1, 2))), "R0"),
+        (lambda: predict_failure([np.nan], [1.0], C0=[1.0]), "v0"),
+        (lambda: phase_diagram_failure([1.0], [1.0], method="sgd"), "method"),
+        (lambda: phase_diagram_failure([1.0], [-1.0]), "Q0_values"),
+        (lambda: phase_diagram_failure([1.0], [1.0], overlap=0), "overlap"),
+        (lambda: phase_diagram_failure([1.0], [1.0], v_teacher=0), "v_teacher"),
+        (lambda: phase_diagram_failure([1.0], [1.0], t_max=-1), "t_max"),
+        (lambda: detect_stages([0.0, 2.0, 1.0], [1.0, 1.0, 1.0]), "t"),
+        (lambda: detect_stages([0.0, 1.0, 2.0], [1.0, 1.0]), "eps_g"),
+        (lambda: detect_stages([0.0, 1.0, 2.0], [1.0, 1.0, 1.0], band=0), "band"),
+        (lambda: detect_stages([0.0, 1.0, 2.0], [1.0, 1.0, 1.0], floor=1.5), "floor"),
+        (lambda: detect_stages([0.0, 1.0, 2.0], [1.0, 1.0, 1.0], min_points=1), "min_points"),
+        (lambda: detect_stages_batch([0.0, 1.0], [1.0, 1.0]), "eps_g"),
+        (lambda: detect_stages_batch([0.0, 1.0], [[1.0, 1.0]], max_plateaus=0), "max_plateaus"),
+        (lambda: detect_stages_batch([0.0, 1.0], [[1.0, 1.0]], bandwidth=1), "bandwidth"),
+        (lambda: plateau_levels([1.0, 0.5], order=[0, 0]), "order"),
+        (lambda: plateau_levels([[1.0]]), "v_teacher"),
+    ],
+)
 def test_every_validation_error_names_its_parameter(call, name):
     with pytest.raises(ValueError, match=name):
         call()

@@ -36,6 +36,7 @@ N_CASES = 60
 
 # ----------------------------------------------------------------------------- problems
 
+
 def _teacher(rng, M):
     """(T, v*): T a random positive definite matrix (never the identity), v* of mixed signs
     from a small set, so ties are common."""
@@ -80,12 +81,18 @@ def _signs(rng, n):
 # The relabellings, on (Q, R, v, T, v*). Student unit j of the new labelling is s_j a_j times
 # unit pi_j of the old one (second layer v_pi_j / a_j^2); teacher unit n is c_n times unit p_n.
 
+
 def _students(Q, R, v, T, vt, pi=None, s=None, a=None):
     K = v.size
     pi = np.arange(K) if pi is None else pi
     f = (np.ones(K) if s is None else s) * (np.ones(K) if a is None else a)
-    return (np.outer(f, f) * Q[np.ix_(pi, pi)], f[:, None] * R[pi],
-            v[pi] / (np.ones(K) if a is None else a) ** 2, T, vt)
+    return (
+        np.outer(f, f) * Q[np.ix_(pi, pi)],
+        f[:, None] * R[pi],
+        v[pi] / (np.ones(K) if a is None else a) ** 2,
+        T,
+        vt,
+    )
 
 
 def _teachers(Q, R, v, T, vt, p=None, c=None):
@@ -100,6 +107,7 @@ def _eps(Q, R, v, T, vt):
 
 
 # ----------------------------------------------------------------------------- eps_g
+
 
 def test_eps_g_is_invariant_under_relabelling_and_rescaling_of_units():
     """N_CASES random problems, each relabelled in every way and all at once: eps_g of the
@@ -120,10 +128,17 @@ def test_eps_g_is_invariant_under_relabelling_and_rescaling_of_units():
             "all at once": _teachers(*_students(*x, pi=pi, s=s, a=a), p=p, c=c),
         }
         for name, y in relabelled.items():
-            np.testing.assert_allclose(_eps(*y), want, rtol=1e-12, atol=1e-14,
-                                       err_msg=f"case {case} (K={K}, M={M}): {name}")
-        for name, y in {"student reflections": _students(*x, s=s),
-                        "teacher reflections": _teachers(*x, c=c)}.items():
+            np.testing.assert_allclose(
+                _eps(*y),
+                want,
+                rtol=1e-12,
+                atol=1e-14,
+                err_msg=f"case {case} (K={K}, M={M}): {name}",
+            )
+        for name, y in {
+            "student reflections": _students(*x, s=s),
+            "teacher reflections": _teachers(*x, c=c),
+        }.items():
             assert _eps(*y) == want, f"case {case} (K={K}, M={M}): {name}"
         # the closed-form module is the public function
         assert closed_form.generalization_error(x[0], x[1], T, x[2], vt) == want
@@ -142,22 +157,29 @@ def test_weight_level_closed_forms_follow_the_relabelling():
         v = rng.choice([-1.0, 1.0], K) * rng.uniform(0.1, 1.5, K)
         pi, s, a = _nontrivial_permutation(rng, K), _signs(rng, K), rng.uniform(0.3, 3.0, K)
         p, c = _nontrivial_permutation(rng, M), _signs(rng, M)
-        W2, v2, Wt2 = (s * a)[:, None] * W[pi], v[pi] / a ** 2, c[:, None] * Wt[p]
+        W2, v2, Wt2 = (s * a)[:, None] * W[pi], v[pi] / a**2, c[:, None] * Wt[p]
         Q, R, T = closed_form.order_parameters(W, Wt)
         Q2, R2, T2 = closed_form.order_parameters(W2, Wt2)
         wQ, wR, _, wT, wvt = _teachers(*_students(Q, R, v, T, vt, pi=pi, s=s, a=a), p=p, c=c)
         msg = f"case {case} (K={K}, M={M})"
         for got, want in ((Q2, wQ), (R2, wR), (T2, wT)):
             np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-13, err_msg=msg)
-        np.testing.assert_allclose(_eps(Q2, R2, v2, T2, wvt), _eps(Q, R, v, T, vt),
-                                   rtol=1e-12, err_msg=msg)
+        np.testing.assert_allclose(
+            _eps(Q2, R2, v2, T2, wvt), _eps(Q, R, v, T, vt), rtol=1e-12, err_msg=msg
+        )
         gW, gv = closed_form.population_gradients(W, v, Wt, vt)
         gW2, gv2 = closed_form.population_gradients(W2, v2, Wt2, wvt)
         scale = np.abs(gW).max()
-        np.testing.assert_allclose(gW2, (s / a)[:, None] * gW[pi], rtol=1e-10,
-                                   atol=1e-12 * scale, err_msg=msg)
-        np.testing.assert_allclose(gv2, a ** 2 * gv[pi], rtol=1e-10,
-                                   atol=1e-12 * np.abs(gv).max() * a.max() ** 2, err_msg=msg)
+        np.testing.assert_allclose(
+            gW2, (s / a)[:, None] * gW[pi], rtol=1e-10, atol=1e-12 * scale, err_msg=msg
+        )
+        np.testing.assert_allclose(
+            gv2,
+            a**2 * gv[pi],
+            rtol=1e-10,
+            atol=1e-12 * np.abs(gv).max() * a.max() ** 2,
+            err_msg=msg,
+        )
 
 
 def test_a_wrong_relabelling_changes_eps_g():
@@ -173,8 +195,8 @@ def test_a_wrong_relabelling_changes_eps_g():
         want = _eps(*x)
         p = _nontrivial_permutation(rng, M)
         Q, R, v, T2, vt2 = _teachers(*x, p=p)
-        np.testing.assert_allclose(_eps(Q, R, v, T2, vt2), want, rtol=1e-12)   # right
-        wrong = _eps(Q, R, v, T2, vt)                                          # v* left behind
+        np.testing.assert_allclose(_eps(Q, R, v, T2, vt2), want, rtol=1e-12)  # right
+        wrong = _eps(Q, R, v, T2, vt)  # v* left behind
         if not np.array_equal(vt[p], vt):
             considered += 1
             changed += abs(wrong - want) > 1e-6 * want
@@ -186,6 +208,7 @@ def test_a_wrong_relabelling_changes_eps_g():
 
 
 # ----------------------------------------------------------------------------- failures
+
 
 def test_failure_prediction_does_not_depend_on_the_labels_of_the_units():
     """N_CASES random starts (a few with R0 = 0), each relabelled by a student permutation, a
@@ -204,23 +227,36 @@ def test_failure_prediction_does_not_depend_on_the_labels_of_the_units():
         x = (Q, R, v, T, vt)
         pi, s = _nontrivial_permutation(rng, K), _signs(rng, K)
         p, c = _nontrivial_permutation(rng, M), _signs(rng, M)
-        variants = [x, _students(*x, pi=pi), _teachers(*x, p=p), _students(*x, s=s),
-                    _teachers(*x, c=c), _teachers(*_students(*x, pi=pi, s=s), p=p, c=c)]
+        variants = [
+            x,
+            _students(*x, pi=pi),
+            _teachers(*x, p=p),
+            _students(*x, s=s),
+            _teachers(*x, c=c),
+            _teachers(*_students(*x, pi=pi, s=s), p=p, c=c),
+        ]
         student_order = [np.arange(K), pi, np.arange(K), np.arange(K), np.arange(K), pi]
         Qs, Rs, vs, Ts, vts = (np.stack(z) for z in zip(*variants))
         pred = predict_failure(vs, vts, Q0=Qs, R0=Rs, T=Ts)
         alone = predict_failure(v, vt, Q0=Q, R0=R, T=T)
         msg = f"case {case} (K={K}, M={M}, v*={vt}, C0={alone.C0[0]})"
         for name in ("success", "exact", "reason"):
-            np.testing.assert_array_equal(getattr(pred, name),
-                                          np.repeat(getattr(alone, name), len(variants)),
-                                          err_msg=f"{msg}: {name}")
+            np.testing.assert_array_equal(
+                getattr(pred, name),
+                np.repeat(getattr(alone, name), len(variants)),
+                err_msg=f"{msg}: {name}",
+            )
         for k, order in enumerate(student_order):
             np.testing.assert_array_equal(pred.C0[k], alone.C0[0][order], err_msg=msg)
-            np.testing.assert_array_equal(pred.can_cross[k], alone.can_cross[0][order],
-                                          err_msg=msg)
-        outcomes.add((bool(alone.success[0]), bool(alone.exact[0]),
-                      bool(np.any(alone.can_cross)), bool(np.all(alone.can_cross))))
+            np.testing.assert_array_equal(pred.can_cross[k], alone.can_cross[0][order], err_msg=msg)
+        outcomes.add(
+            (
+                bool(alone.success[0]),
+                bool(alone.exact[0]),
+                bool(np.any(alone.can_cross)),
+                bool(np.all(alone.can_cross)),
+            )
+        )
     # every kind of answer was exercised: certain failures, certain successes (K = M = 1),
     # possible successes, with units free and stuck
     assert {o[:2] for o in outcomes} == {(False, True), (True, True), (True, False)}
@@ -241,11 +277,12 @@ def test_conserved_quantities_follow_the_rescaling_and_the_prediction_does_not()
         Qa, Ra, va, _, _ = _students(*x, a=a)
         before = predict_failure(v, vt, Q0=Q, R0=R, T=T)
         after = predict_failure(va, vt, Q0=Qa, R0=Ra, T=T)
-        want = a ** 2 * np.diag(Q) - 2 * v ** 2 / a ** 4
-        np.testing.assert_allclose(after.C0[0], want, rtol=1e-12, atol=1e-14,
-                                   err_msg=f"case {case}")
+        want = a**2 * np.diag(Q) - 2 * v**2 / a**4
+        np.testing.assert_allclose(
+            after.C0[0], want, rtol=1e-12, atol=1e-14, err_msg=f"case {case}"
+        )
         np.testing.assert_array_equal(after.can_cross[0], want > 0)
-        np.testing.assert_allclose(before.C0[0], np.diag(Q) - 2 * v ** 2, rtol=1e-12)
+        np.testing.assert_allclose(before.C0[0], np.diag(Q) - 2 * v**2, rtol=1e-12)
         flipped += np.any(np.sign(want) != np.sign(before.C0[0]))
         changed += before.success[0] != after.success[0]
     assert flipped >= N_CASES // 4 and changed >= 1, (flipped, changed)
@@ -269,30 +306,46 @@ def test_k1_m1_prediction_on_both_sides_of_a_rescaling_matches_the_flow():
         wrong = case % 5 != 0
         v0 = (-1.0 if wrong else 1.0) * np.sign(vt) * rng.uniform(0.2, 1.5)
         # Q0 = C + 2 v0^2 >= 0.02
-        C = (rng.uniform(0.05, 1.0) if rng.random() < 0.5
-             else -rng.uniform(0.05, min(1.0, 2 * v0 ** 2 - 0.02)))
-        Q0 = C + 2 * v0 ** 2
+        C = (
+            rng.uniform(0.05, 1.0)
+            if rng.random() < 0.5
+            else -rng.uniform(0.05, min(1.0, 2 * v0**2 - 0.02))
+        )
+        Q0 = C + 2 * v0**2
         cos = rng.choice([-1.0, 1.0]) * rng.uniform(0.05, 0.9)
         # C(a) = a^2 Q0 - 2 v0^2 / a^4 increases from -inf to inf, through 0 at a0
-        a0 = (2 * v0 ** 2 / Q0) ** (1 / 6)
+        a0 = (2 * v0**2 / Q0) ** (1 / 6)
         for _ in range(100):
             a = a0 * (rng.uniform(1.2, 2.0) if C < 0 else rng.uniform(0.5, 0.85))
-            Ca = a ** 2 * Q0 - 2 * v0 ** 2 / a ** 4
+            Ca = a**2 * Q0 - 2 * v0**2 / a**4
             if abs(Ca) > 0.05:
                 break
         assert np.sign(Ca) == -np.sign(C) and abs(Ca) > 0.05, (case, Q0, v0, a)
         R0 = cos * np.sqrt(Q0 * T)
         rows.append((Q0, R0, v0, T, vt))
-        rows.append((a ** 2 * Q0, a * R0, v0 / a ** 2, T, vt))
+        rows.append((a**2 * Q0, a * R0, v0 / a**2, T, vt))
     Q0, R0, v0, T, vt = (np.array(z) for z in zip(*rows))
     n = Q0.size
-    pred = predict_failure(v0[:, None], vt[:, None], Q0=Q0.reshape(n, 1, 1),
-                           R0=R0.reshape(n, 1, 1), T=T.reshape(n, 1, 1))
-    np.testing.assert_allclose(pred.C0[:, 0], Q0 - 2 * v0 ** 2, rtol=1e-12)
+    pred = predict_failure(
+        v0[:, None],
+        vt[:, None],
+        Q0=Q0.reshape(n, 1, 1),
+        R0=R0.reshape(n, 1, 1),
+        T=T.reshape(n, 1, 1),
+    )
+    np.testing.assert_allclose(pred.C0[:, 0], Q0 - 2 * v0**2, rtol=1e-12)
     assert np.all(np.abs(pred.C0) > 0.05) and pred.exact.all()
-    res = fq.integrate_ode(Q0.reshape(n, 1, 1), R0.reshape(n, 1, 1), v0[:, None],
-                           T.reshape(n, 1, 1), vt[:, None], 1.0, K1_T_MAX,
-                           times=[0.0, K1_T_MAX], sgd_noise=False)
+    res = fq.integrate_ode(
+        Q0.reshape(n, 1, 1),
+        R0.reshape(n, 1, 1),
+        v0[:, None],
+        T.reshape(n, 1, 1),
+        vt[:, None],
+        1.0,
+        K1_T_MAX,
+        times=[0.0, K1_T_MAX],
+        sgd_noise=False,
+    )
     assert np.all(res.status == fq.STATUS_DONE)
     # the same function at the start: eps_g(0) is invariant under the rescaling
     np.testing.assert_allclose(res.eps_g[1::2, 0], res.eps_g[0::2, 0], rtol=1e-12)
@@ -320,16 +373,27 @@ def _small_start(rng, K, M):
     lam, U = np.linalg.eigh(T)
     Wt = np.zeros((M, K + M))
     Wt[:, :M] = U * np.sqrt(lam)
-    W = np.hstack([1e-3 * rng.standard_normal((K, M)),
-                   np.sqrt(1e-3 / K) * rng.standard_normal((K, K))])
+    W = np.hstack(
+        [1e-3 * rng.standard_normal((K, M)), np.sqrt(1e-3 / K) * rng.standard_normal((K, K))]
+    )
     v = 0.05 * rng.permutation(np.sign(vt)) * rng.uniform(0.8, 1.2, K)
     return W @ W.T, W @ Wt.T, v, T, vt
 
 
 def _stage_fields(st):
-    return {name: getattr(st, name) for name in
-            ("levels", "onsets", "escapes", "durations", "drop_starts", "drop_ends",
-             "drop_depths", "final_eps")}
+    return {
+        name: getattr(st, name)
+        for name in (
+            "levels",
+            "onsets",
+            "escapes",
+            "durations",
+            "drop_starts",
+            "drop_ends",
+            "drop_depths",
+            "final_eps",
+        )
+    }
 
 
 @pytest.mark.parametrize("seed,K", [(1, 3), (7, 3), (8, 2)])
@@ -367,18 +431,19 @@ def test_stages_of_the_flow_do_not_depend_on_the_labels_of_the_units(seed, K):
         "everything": _teachers(*_students(*x, pi=pi, s=s), p=p, c=c),
     }
     Q0, R0, v0, T, vt = (np.stack(z) for z in zip(*variants.values()))
-    res = fq.integrate_ode(Q0, R0, v0, T, vt, 1.0, STAGE_T_MAX, times=STAGE_TIMES,
-                           sgd_noise=False)
+    res = fq.integrate_ode(Q0, R0, v0, T, vt, 1.0, STAGE_T_MAX, times=STAGE_TIMES, sgd_noise=False)
     assert np.all(res.status == fq.STATUS_DONE)
     stages = [detect_stages(res.t, e) for e in res.eps_g]
     base = stages[0]
     # a curve with stages to compare: a first plateau the flow escapes, and a later one
-    assert base.n_plateaus >= 2 and np.isfinite(base.escapes[0]) and base.n_drops >= 2, \
-        base.table()
+    assert base.n_plateaus >= 2 and np.isfinite(base.escapes[0]) and base.n_drops >= 2, base.table()
     for k, (name, st) in enumerate(zip(variants, stages)):
         msg = f"seed {seed}, {name}"
-        assert (st.n_plateaus, st.n_drops, st.converged) == \
-            (base.n_plateaus, base.n_drops, base.converged), msg
+        assert (st.n_plateaus, st.n_drops, st.converged) == (
+            base.n_plateaus,
+            base.n_drops,
+            base.converged,
+        ), msg
         got, want = _stage_fields(st), _stage_fields(base)
         if "reflections" in name or name == "as written":
             np.testing.assert_array_equal(res.eps_g[k], res.eps_g[0], err_msg=msg)
@@ -390,17 +455,21 @@ def test_stages_of_the_flow_do_not_depend_on_the_labels_of_the_units(seed, K):
         else:
             # once converged, eps_g is the round-off of terms of the size of eps_g(0) that
             # cancel: compared to 1e-13 of eps_g(0) there
-            np.testing.assert_allclose(res.eps_g[k], res.eps_g[0], rtol=1e-9,
-                                       atol=1e-13 * res.eps_g[0, 0], err_msg=msg)
+            np.testing.assert_allclose(
+                res.eps_g[k], res.eps_g[0], rtol=1e-9, atol=1e-13 * res.eps_g[0, 0], err_msg=msg
+            )
             for field in ("onsets", "escapes", "durations", "drop_starts", "drop_ends"):
                 np.testing.assert_array_equal(got[field], want[field], err_msg=f"{msg}: {field}")
             np.testing.assert_allclose(got["levels"], want["levels"], rtol=1e-9, err_msg=msg)
-            np.testing.assert_allclose(got["drop_depths"], want["drop_depths"], rtol=0,
-                                       atol=1e-9, err_msg=msg)
+            np.testing.assert_allclose(
+                got["drop_depths"], want["drop_depths"], rtol=0, atol=1e-9, err_msg=msg
+            )
         # the trajectory itself is the relabelled one, at every record
         if name == "everything":
             f = s
-            np.testing.assert_allclose(res.Q[k], np.outer(f, f) * res.Q[0][:, pi][:, :, pi],
-                                       rtol=1e-7, atol=1e-12)
-            np.testing.assert_allclose(res.R[k], f[:, None] * res.R[0][:, pi][:, :, p] * c,
-                                       rtol=1e-7, atol=1e-12)
+            np.testing.assert_allclose(
+                res.Q[k], np.outer(f, f) * res.Q[0][:, pi][:, :, pi], rtol=1e-7, atol=1e-12
+            )
+            np.testing.assert_allclose(
+                res.R[k], f[:, None] * res.R[0][:, pi][:, :, p] * c, rtol=1e-7, atol=1e-12
+            )

@@ -102,8 +102,7 @@ def test_every_simulate_parameter_has_a_row():
 def test_simulate_output_folder_is_checked_before_computing(tmp_path, capsys):
     _one_line(capsys, 2, ["simulate", "--out", str(tmp_path / "no" / "x.h5")], "--out")
     (tmp_path / "dir.h5").mkdir()
-    _one_line(capsys, 2, ["simulate", "--out", str(tmp_path / "dir.h5"), "--overwrite"],
-              "--out")
+    _one_line(capsys, 2, ["simulate", "--out", str(tmp_path / "dir.h5"), "--overwrite"], "--out")
 
 
 SWEEP_TEXT = """
@@ -121,23 +120,45 @@ SWEEP = [
     (["--workers", "0"], SWEEP_TEXT, "--workers"),
     (["--workers", "100000"], SWEEP_TEXT, "--workers"),
     (["--chunk-runs", "0"], SWEEP_TEXT, "--chunk-runs must be"),
-    (["--scheduler", "tcp://127.0.0.1:1", "--scheduler-file", "s.json"], SWEEP_TEXT,
-     "give one, not both"),
+    (
+        ["--scheduler", "tcp://127.0.0.1:1", "--scheduler-file", "s.json"],
+        SWEEP_TEXT,
+        "give one, not both",
+    ),
     (["--scheduler-file", "missing.json"], SWEEP_TEXT, "--scheduler-file: no such file"),
     ([], "", "the sweep file sets no parameter"),
     ([], "# only a comment\n[sweep]\nchunk_runs = 4\n", "the sweep file sets no parameter"),
-    ([], "[axes]\n" + "\n".join(f"{k} = {list(range(1, 1001))}"
-                                for k in ("seed", "teacher_seed", "K")),
-     "axes: the grid has 1e+09 points"),
-    ([], "[fixed]\nn_runs = 100000\n[axes]\nseed = " + str(list(range(1000))),
-     "n_runs: 1000 points x 100000 replicas"),
+    (
+        [],
+        "[axes]\n"
+        + "\n".join(f"{k} = {list(range(1, 1001))}" for k in ("seed", "teacher_seed", "K")),
+        "axes: the grid has 1e+09 points",
+    ),
+    (
+        [],
+        "[fixed]\nn_runs = 100000\n[axes]\nseed = " + str(list(range(1000))),
+        "n_runs: 1000 points x 100000 replicas",
+    ),
     ([], SWEEP_TEXT.replace("t_max = 2.0", "t_max = 1e300"), "t_max must be <="),
-    ([], SWEEP_TEXT.replace("d = 20", "d = 1000").replace("t_max = 2.0", "t_max = 1e8"),
-     "t_max: t_max=1e+08"),
-    ([], SWEEP_TEXT.replace("d = 20", "d = 1000").replace("t_max = 2.0", "t_max = 1e7")
-     .replace("n_runs = 2", "n_runs = 8"), "n_runs: the sweep's 16 runs would take"),
-    ([], SWEEP_TEXT.replace("[axes]", "[axes]\nd = [10, 1001]").replace("d = 20\n", "")
-     .replace("t_max = 2.0", "t_max = 0.5"), "t_max must be >= 1 in this sweep"),
+    (
+        [],
+        SWEEP_TEXT.replace("d = 20", "d = 1000").replace("t_max = 2.0", "t_max = 1e8"),
+        "t_max: t_max=1e+08",
+    ),
+    (
+        [],
+        SWEEP_TEXT.replace("d = 20", "d = 1000")
+        .replace("t_max = 2.0", "t_max = 1e7")
+        .replace("n_runs = 2", "n_runs = 8"),
+        "n_runs: the sweep's 16 runs would take",
+    ),
+    (
+        [],
+        SWEEP_TEXT.replace("[axes]", "[axes]\nd = [10, 1001]")
+        .replace("d = 20\n", "")
+        .replace("t_max = 2.0", "t_max = 0.5"),
+        "t_max must be >= 1 in this sweep",
+    ),
     ([], SWEEP_TEXT.replace("n_runs = 2", "n_runs = 10000000"), "n_runs: 2 points x 10000000"),
 ]
 
@@ -195,8 +216,12 @@ def test_stages_of_a_run_that_did_not_finish_is_one_line_and_all_skips_it(tmp_pa
     assert list(res.status) == [fq.STATUS_DONE, fq.STATUS_DIVERGED]
     path = tmp_path / "d.h5"
     fq.save(path, res)
-    _one_line(capsys, 2, ["plot", str(path), "--kind", "stages", "--run", "1", "--out",
-                          str(tmp_path)], "run 1 is diverged")
+    _one_line(
+        capsys,
+        2,
+        ["plot", str(path), "--kind", "stages", "--run", "1", "--out", str(tmp_path)],
+        "run 1 is diverged",
+    )
     assert main(["plot", str(path), "--kind", "all", "--run", "1", "--out", str(tmp_path)]) == 0
     captured = capsys.readouterr()
     assert "skipped stages" in captured.err and "curves" in captured.out
@@ -260,12 +285,17 @@ def test_a_results_file_whose_stored_sweep_is_huge_is_refused_at_once(tmp_path, 
     res.Q = res.R = res.v = None  # a curves-only file: plot rebuilds starts from the config
     path = tmp_path / "crafted.h5"
     fq.save(path, res)
-    huge = "[axes]\n" + "\n".join(f"{k} = {list(range(1, 1001))}"
-                                  for k in ("seed", "teacher_seed", "K"))
+    huge = "[axes]\n" + "\n".join(
+        f"{k} = {list(range(1, 1001))}" for k in ("seed", "teacher_seed", "K")
+    )
     with h5py.File(path, "r+") as f:
         f.attrs["config"] = huge
         f.attrs["sweep_digest"] = "0" * 64
     t0 = time.perf_counter()
-    _one_line(capsys, 2, ["plot", str(path), "--kind", "curves", "--out", str(tmp_path)],
-              "axes: the grid has 1e+09 points")
+    _one_line(
+        capsys,
+        2,
+        ["plot", str(path), "--kind", "curves", "--out", str(tmp_path)],
+        "axes: the grid has 1e+09 points",
+    )
     assert time.perf_counter() - t0 < 30

@@ -1,11 +1,11 @@
 """Closed forms: against dense NumPy formulas (exact) and against Monte Carlo (physics)."""
 
+import naive
 import numpy as np
 import pytest
+from conftest import random_networks
 
 import fastquad as fq
-import naive
-from conftest import random_networks
 
 
 def test_order_parameters_match_dense(rng):
@@ -19,7 +19,8 @@ def test_generalization_error_matches_dense_trace_formula(rng, K, M, d):
     W, v, Wt, vt = random_networks(rng, K, M, d)
     Q, R, T = fq.order_parameters(W, Wt)
     assert fq.generalization_error(Q, R, T, v, vt) == pytest.approx(
-        naive.generalization_error(W, v, Wt, vt), rel=1e-12)
+        naive.generalization_error(W, v, Wt, vt), rel=1e-12
+    )
 
 
 def test_generalization_error_matches_monte_carlo(rng):

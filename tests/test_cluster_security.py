@@ -17,10 +17,10 @@ import h5py
 import numpy as np
 import psutil
 import pytest
-
-import fastquad as fq
 import sweep_files
 from conftest import runner_module
+
+import fastquad as fq
 from fastquad.errors import InputError
 from fastquad.sweep import load_sweep, parse_sweep, run_sweep
 from fastquad.sweep import run as sweep_run
@@ -75,8 +75,9 @@ def _listening_ports(pids):
     for pid in pids:
         try:
             proc = psutil.Process(pid)
-            conns = (proc.net_connections if hasattr(proc, "net_connections")
-                     else proc.connections)(kind="inet")
+            conns = (
+                proc.net_connections if hasattr(proc, "net_connections") else proc.connections
+            )(kind="inet")
         except psutil.Error:
             continue
         ports |= {c.laddr.port for c in conns if c.status == psutil.CONN_LISTEN}
@@ -161,8 +162,12 @@ asyncio.run(main(json.loads(sys.argv[1])))
 
 
 def _probe(ports):
-    proc = subprocess.run([sys.executable, "-c", _PROBE, json.dumps(sorted(ports))],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", _PROBE, json.dumps(sorted(ports))],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
 
@@ -170,8 +175,11 @@ def _probe(ports):
 def _assert_closed_to_outsiders(found):
     http = [(r["port"], r["http"]) for r in found if r["http"]]
     assert not http, f"ports answering HTTP: {http}"
-    let_in = [(r["port"], r["plain_client"] or r["other_certificate_client"]) for r in found
-              if r["plain_client"] or r["other_certificate_client"]]
+    let_in = [
+        (r["port"], r["plain_client"] or r["other_certificate_client"])
+        for r in found
+        if r["plain_client"] or r["other_certificate_client"]
+    ]
     assert not let_in, f"ports that let a process without the certificate in: {let_in}"
     not_tls = [r["port"] for r in found if not r["tls"]]
     assert not not_tls, f"ports that are not TLS servers: {not_tls}"
@@ -181,15 +189,22 @@ def test_embedded_cluster_serves_no_http_and_lets_no_uncertified_process_in(tmp_
     """While a sweep runs, every port of its process tree is probed from outside."""
     sweep_file = sweep_files.write(tmp_path, sweep_files.slow(t_max=3000.0))  # killed once probed
     out = tmp_path / "r.h5"
-    code = ("import sys; from fastquad.sweep import load_sweep, run_sweep; "
-            "run_sweep(load_sweep(sys.argv[1]), sys.argv[2], workers=2, progress=False)")
+    code = (
+        "import sys; from fastquad.sweep import load_sweep, run_sweep; "
+        "run_sweep(load_sweep(sys.argv[1]), sys.argv[2], workers=2, progress=False)"
+    )
     err_path = tmp_path / "stderr.txt"
     with open(err_path, "w") as err:
-        proc = subprocess.Popen([sys.executable, "-c", code, str(sweep_file), str(out)],
-                                stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", code, str(sweep_file), str(out)],
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            start_new_session=True,
+        )
     try:
-        sweep_files.wait_for(lambda: proc.poll() is not None or _stored(out) > 0, 180,
-                             "first results")
+        sweep_files.wait_for(
+            lambda: proc.poll() is not None or _stored(out) > 0, 180, "first results"
+        )
         assert proc.poll() is None, err_path.read_text()
         ports = _listening_ports(_tree(proc.pid))
         # the scheduler, and a nanny and a worker per worker process at least
@@ -207,7 +222,8 @@ def test_embedded_cluster_serves_no_http_and_lets_no_uncertified_process_in(tmp_
 
 
 def test_the_embedded_cluster_works_for_its_own_client_and_can_serve_a_dashboard(
-        tmp_path, monkeypatch, capsys):
+    tmp_path, monkeypatch, capsys
+):
     """The certificate is also the client's: a sweep completes. Asked for, a dashboard is
     served on loopback while the sweep runs, and its address printed."""
     import urllib.request
@@ -218,7 +234,7 @@ def test_the_embedded_cluster_works_for_its_own_client_and_can_serve_a_dashboard
         def add(self, index, arrays):
             if not answers:  # the cluster is up: a result just came back
                 text = capsys.readouterr().out
-                link = text[text.index("http://127.0.0.1:"):].split()[0]
+                link = text[text.index("http://127.0.0.1:") :].split()[0]
                 answers.append(urllib.request.urlopen(link, timeout=10).status)
             super().add(index, arrays)
 
@@ -238,15 +254,22 @@ def test_ctrl_c_stores_every_finished_run_and_the_same_command_resumes(tmp_path)
     sweep = load_sweep(sweep_file)
     total = sweep.total_runs
     out = tmp_path / "r.h5"
-    cmd = FASTQUAD + ["sweep", str(sweep_file), "--out", str(out), "--workers", "2",
-                      "--no-progress"]
+    cmd = FASTQUAD + [
+        "sweep",
+        str(sweep_file),
+        "--out",
+        str(out),
+        "--workers",
+        "2",
+        "--no-progress",
+    ]
     err_path = tmp_path / "stderr.txt"
     with open(err_path, "w") as err:
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err,
-                                start_new_session=True)
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
         try:
-            sweep_files.wait_for(lambda: proc.poll() is not None or _stored(out) > 0, 180,
-                             "first results")
+            sweep_files.wait_for(
+                lambda: proc.poll() is not None or _stored(out) > 0, 180, "first results"
+            )
             time.sleep(0.5)
             assert proc.poll() is None, "the sweep ended before it could be interrupted"
             children = _tree(proc.pid)[1:]
@@ -258,9 +281,16 @@ def test_ctrl_c_stores_every_finished_run_and_the_same_command_resumes(tmp_path)
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
     stderr = err_path.read_text()
-    sweep_files.wait_for(lambda: not any(psutil.pid_exists(p) and psutil.Process(p).status()
-                              != psutil.STATUS_ZOMBIE for p in children), 30,
-              "the worker processes to end")
+    sweep_files.wait_for(
+        lambda: (
+            not any(
+                psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+                for p in children
+            )
+        ),
+        30,
+        "the worker processes to end",
+    )
     assert not Path(str(out) + ".journal").exists(), "the journal was not folded into the file"
     status = fq.read(out).status
     stored = _finished(status)
@@ -292,24 +322,47 @@ def test_an_unreachable_scheduler_is_one_line_within_the_timeout_and_leaves_noth
     sweep_file = sweep_files.write(tmp_path, TINY)
     out = tmp_path / "r.h5"
     t0 = time.time()
-    proc = subprocess.run(FASTQUAD + ["sweep", str(sweep_file), "--out", str(out),
-                                      "--scheduler", "tcp://127.0.0.1:1", "--no-progress"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        FASTQUAD
+        + [
+            "sweep",
+            str(sweep_file),
+            "--out",
+            str(out),
+            "--scheduler",
+            "tcp://127.0.0.1:1",
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     seconds = time.time() - t0
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
-    assert lines[0].startswith("fastquad: error: --scheduler: cannot reach a Dask scheduler at "
-                               "tcp://127.0.0.1:1 within 10 s ("), lines[0]
+    assert lines[0].startswith(
+        "fastquad: error: --scheduler: cannot reach a Dask scheduler at "
+        "tcp://127.0.0.1:1 within 10 s ("
+    ), lines[0]
     assert seconds < 25
     assert _nothing_written(out)
 
 
-@pytest.mark.parametrize("content", ["random text, not JSON\n", '{"type": "Scheduler"}',
-                                     "", "[1, 2, 3]", b"\x89HDF\r\n\x1a\n\x00\xff",
-                                     '{"address": 8786}'])
-def test_a_file_that_is_not_a_scheduler_file_is_an_input_error_and_leaves_nothing(tmp_path,
-                                                                                 content):
+@pytest.mark.parametrize(
+    "content",
+    [
+        "random text, not JSON\n",
+        '{"type": "Scheduler"}',
+        "",
+        "[1, 2, 3]",
+        b"\x89HDF\r\n\x1a\n\x00\xff",
+        '{"address": 8786}',
+    ],
+)
+def test_a_file_that_is_not_a_scheduler_file_is_an_input_error_and_leaves_nothing(
+    tmp_path, content
+):
     sched = tmp_path / "scheduler.json"
     if isinstance(content, bytes):
         sched.write_bytes(content)
@@ -333,8 +386,10 @@ def test_a_scheduler_file_naming_a_gone_scheduler_is_an_input_error(tmp_path, mo
     with pytest.raises(InputError) as err:
         run_sweep(parse_sweep(TINY), out, scheduler_file=str(sched), progress=False)
     assert time.time() - t0 < 15
-    assert str(err.value).startswith(f"--scheduler-file: cannot reach the Dask scheduler "
-                                     f"tcp://127.0.0.1:1 named in {sched} within 2 s ("), err.value
+    assert str(err.value).startswith(
+        f"--scheduler-file: cannot reach the Dask scheduler "
+        f"tcp://127.0.0.1:1 named in {sched} within 2 s ("
+    ), err.value
     assert _nothing_written(out)
 
 
@@ -343,8 +398,9 @@ class _ClusterStarted(Exception):
 
 
 @pytest.mark.parametrize("workers", [0, -3, 4 * (os.cpu_count() or 1) + 1, 100_000, 2.5])
-def test_workers_outside_the_range_are_refused_before_anything_starts(tmp_path, monkeypatch,
-                                                                      workers):
+def test_workers_outside_the_range_are_refused_before_anything_starts(
+    tmp_path, monkeypatch, workers
+):
     from distributed.deploy.spec import SpecCluster
 
     def no_cluster(self, *args, **kwargs):
@@ -358,8 +414,9 @@ def test_workers_outside_the_range_are_refused_before_anything_starts(tmp_path, 
     assert _nothing_written(out)
     # the largest count allowed gets as far as starting the cluster
     with pytest.raises(_ClusterStarted):
-        run_sweep(parse_sweep(TINY), tmp_path / "ok.h5", workers=4 * (os.cpu_count() or 1),
-                  progress=False)
+        run_sweep(
+            parse_sweep(TINY), tmp_path / "ok.h5", workers=4 * (os.cpu_count() or 1), progress=False
+        )
 
 
 # ---------------------------------------------------------------------------- jobqueue runner
@@ -369,30 +426,57 @@ def _jobqueue_runner():
 
 @pytest.mark.parametrize("kind", ["slurm", "pbs"])
 def test_jobqueue_job_script_starts_tls_workers_without_http(kind, tmp_path):
-    proc = subprocess.run([sys.executable, str(ROOT / "runners" / "jobqueue.py"), kind,
-                           "--dry-run", "--cores", "2", "--scheduler-host", "127.0.0.1",
-                           "--shared-temp-directory", str(tmp_path)],
-                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "runners" / "jobqueue.py"),
+            kind,
+            "--dry-run",
+            "--cores",
+            "2",
+            "--scheduler-host",
+            "127.0.0.1",
+            "--shared-temp-directory",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     script = proc.stdout
     assert "tls://127.0.0.1:" in script and "tcp://" not in script
-    for option in ("--tls-ca-file", "--tls-cert", "--tls-key", "--no-dashboard",
-                   "--worker-class fastquad.sweep.run.NoHttpWorker"):
+    for option in (
+        "--tls-ca-file",
+        "--tls-cert",
+        "--tls-key",
+        "--no-dashboard",
+        "--worker-class fastquad.sweep.run.NoHttpWorker",
+    ):
         assert option in script, option
     # the temporary certificate lives as long as the cluster that made it
     assert not list(tmp_path.glob(".dask-jobqueue*"))
 
 
-def test_jobqueue_cluster_is_tls_only_and_its_scheduler_file_works_with_the_credentials(
-        tmp_path):
+def test_jobqueue_cluster_is_tls_only_and_its_scheduler_file_works_with_the_credentials(tmp_path):
     """The runner's scheduler with a worker started by the job script's own command line:
     nothing answers HTTP or lets an uncertified process in; `fastquad sweep --scheduler-file`
     with the credentials the runner writes runs a sweep on it."""
     import shlex
 
     runner = _jobqueue_runner()
-    args = runner.parser().parse_args(["slurm", "--cores", "1", "--scheduler-host", "127.0.0.1",
-                                       "--shared-temp-directory", str(tmp_path)])
+    args = runner.parser().parse_args(
+        [
+            "slurm",
+            "--cores",
+            "1",
+            "--scheduler-host",
+            "127.0.0.1",
+            "--shared-temp-directory",
+            str(tmp_path),
+        ]
+    )
     before = _listening_ports([os.getpid()])
     cluster = runner.make_cluster("slurm", args)
     worker = None
@@ -404,8 +488,13 @@ def test_jobqueue_cluster_is_tls_only_and_its_scheduler_file_works_with_the_cred
             if word in ("--tls-key", "--tls-cert", "--tls-ca-file"):
                 assert os.stat(command[i + 1]).st_mode & 0o077 == 0, word
         env = dict(os.environ, NUMBA_NUM_THREADS="1", OMP_NUM_THREADS="1")
-        worker = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL, start_new_session=True)
+        worker = subprocess.Popen(
+            command,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         from distributed import Client
 
         with Client(cluster) as client:
@@ -422,19 +511,29 @@ def test_jobqueue_cluster_is_tls_only_and_its_scheduler_file_works_with_the_cred
             assert os.stat(path).st_mode & 0o077 == 0, path
         sweep_file = sweep_files.write(tmp_path, TINY)
         out = tmp_path / "r.h5"
-        def cmd(out):
-            return FASTQUAD + ["sweep", str(sweep_file), "--out", str(out), "--scheduler-file",
-                               str(sched), "--no-progress"]
 
-        done = subprocess.run(cmd(out), env=dict(os.environ, **creds), capture_output=True,
-                              text=True, timeout=300)
+        def cmd(out):
+            return FASTQUAD + [
+                "sweep",
+                str(sweep_file),
+                "--out",
+                str(out),
+                "--scheduler-file",
+                str(sched),
+                "--no-progress",
+            ]
+
+        done = subprocess.run(
+            cmd(out), env=dict(os.environ, **creds), capture_output=True, text=True, timeout=300
+        )
         assert done.returncode == 0, done.stderr
         assert (fq.read(out).status == fq.STATUS_DONE).all()
         # without them: refused in one line, nothing written
         out2 = tmp_path / "r2.h5"
         refused = subprocess.run(cmd(out2), capture_output=True, text=True, timeout=300)
-        assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1, \
+        assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1, (
             refused.stderr
+        )
         assert "--scheduler-file: cannot reach the Dask scheduler tls://" in refused.stderr
         assert _nothing_written(out2)
         runner.remove_client_credentials(str(sched))
@@ -448,3 +547,26 @@ def test_jobqueue_cluster_is_tls_only_and_its_scheduler_file_works_with_the_cred
                 os.killpg(worker.pid, signal.SIGKILL)
                 worker.wait()
         cluster.close()
+
+
+def test_one_embedded_cluster_serves_several_sweeps_and_is_stopped_after(tmp_path):
+    """``embedded_cluster()`` is the cluster ``run_sweep`` embeds (one Numba thread per worker,
+    TLS on loopback); several sweeps share it and it is gone when the block ends."""
+    from fastquad.sweep import embedded_cluster
+
+    sweep = parse_sweep(TINY)
+    with embedded_cluster(2) as client:
+        info = client.scheduler_info()
+        assert len(info["workers"]) == 2
+        assert all(a.startswith("tls://127.0.0.1:") for a in info["workers"])
+        threads = client.run(lambda: os.environ.get("NUMBA_NUM_THREADS"))
+        assert set(threads.values()) == {"1"}
+        first = run_sweep(sweep, tmp_path / "a.h5", client=client, progress=False)
+        second = run_sweep(sweep, tmp_path / "b.h5", client=client, progress=False)
+        assert first.ok and second.ok and first.done == second.done == sweep.total_runs
+    assert client.status == "closed"
+    a, b = fq.load(tmp_path / "a.h5"), fq.load(tmp_path / "b.h5")
+    np.testing.assert_array_equal(a.eps_g.values, b.eps_g.values)
+    with pytest.raises(InputError, match="--workers"):
+        with embedded_cluster(0):
+            pass

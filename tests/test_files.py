@@ -12,16 +12,15 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
+import sweep_files
 
 import fastquad as fq
-import sweep_files
 from fastquad.cli import main
 from fastquad.config import run_many
 from fastquad.errors import InputError, StorageError
@@ -59,13 +58,26 @@ order_parameters = true
 chunk_runs = 5
 """
 
-SIMULATE = ["--method", "sgd", "--d", "100", "--K", "2", "--M", "2", "--t-max", "5",
-            "--n-runs", "40"]  # a file of about 290 kB
+SIMULATE = [
+    "--method",
+    "sgd",
+    "--d",
+    "100",
+    "--K",
+    "2",
+    "--M",
+    "2",
+    "--t-max",
+    "5",
+    "--n-runs",
+    "40",
+]  # a file of about 290 kB
 
 
 def _direct(sweep):
-    return np.concatenate([run_many([c] * c.n_runs, np.arange(c.n_runs)).eps_g
-                           for c in sweep.points])
+    return np.concatenate(
+        [run_many([c] * c.n_runs, np.arange(c.n_runs)).eps_g for c in sweep.points]
+    )
 
 
 def _write(path, text):
@@ -76,8 +88,11 @@ def _write(path, text):
 def _env():
     # Dask warns when another program holds its default HTTP port (other test sessions on
     # the same machine): not a line of ours
-    return dict(os.environ, PYTHONUNBUFFERED="1",
-                PYTHONWARNINGS="ignore:Port 8787 is already in use:UserWarning")
+    return dict(
+        os.environ,
+        PYTHONUNBUFFERED="1",
+        PYTHONWARNINGS="ignore:Port 8787 is already in use:UserWarning",
+    )
 
 
 def _one_line_error(proc, code, needle):
@@ -102,11 +117,15 @@ def _leftovers(folder, keep=()):
 
 # ------------------------------------------------------------------ a small disk
 
+
 def _mount_tmpfs(path, options):
     path.mkdir(exist_ok=True)
     try:
-        proc = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
-                              capture_output=True, text=True)
+        proc = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
+            capture_output=True,
+            text=True,
+        )
         why = proc.stderr.strip() or f"exit code {proc.returncode}"
         ok = proc.returncode == 0
     except FileNotFoundError:
@@ -153,9 +172,18 @@ def _fill(disk, leave=0):
 
 # ------------------------------------------------------------------ item 4: one --out, two sweeps
 
+
 def _sweep_cmd(sweep_file, out, *extra):
-    return FASTQUAD + ["sweep", str(sweep_file), "--out", str(out), "--workers", "1",
-                       "--no-progress", *extra]
+    return FASTQUAD + [
+        "sweep",
+        str(sweep_file),
+        "--out",
+        str(out),
+        "--workers",
+        "1",
+        "--no-progress",
+        *extra,
+    ]
 
 
 def _assert_complete(out, sweep):
@@ -170,15 +198,21 @@ def test_a_second_sweep_on_the_same_out_is_refused_while_the_first_completes(tmp
     sweep_file = _write(tmp_path / "s.toml", LONG)
     sweep = parse_sweep(LONG)
     out = tmp_path / "r.h5"
-    first = subprocess.Popen(_sweep_cmd(sweep_file, out), stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE, text=True, env=_env())
+    first = subprocess.Popen(
+        _sweep_cmd(sweep_file, out),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
+    )
     try:
         t0 = time.time()
         while not out.exists() and first.poll() is None and time.time() - t0 < 120:
             time.sleep(0.05)
         assert first.poll() is None, "the first sweep ended before the test could start another"
-        second = subprocess.run(_sweep_cmd(sweep_file, out), capture_output=True, text=True,
-                                env=_env(), timeout=300)
+        second = subprocess.run(
+            _sweep_cmd(sweep_file, out), capture_output=True, text=True, env=_env(), timeout=300
+        )
         assert first.poll() is None, "the first sweep ended before the second one was checked"
         line = _one_line_error(second, 2, "is being written by another fastquad sweep")
         assert f"(pid {first.pid})" in line and str(out) in line and "--out" in line
@@ -195,8 +229,16 @@ def test_two_sweeps_started_together_one_runs_and_the_other_is_refused(tmp_path)
     sweep_file = _write(tmp_path / "s.toml", LONG)
     sweep = parse_sweep(LONG)
     out = tmp_path / "r.h5"
-    procs = [subprocess.Popen(_sweep_cmd(sweep_file, out), stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True, env=_env()) for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            _sweep_cmd(sweep_file, out),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=_env(),
+        )
+        for _ in range(2)
+    ]
     try:
         results = [(p, p.communicate(timeout=300)[1]) for p in procs]
     finally:
@@ -225,14 +267,17 @@ def test_the_lock_goes_with_a_killed_holder_and_a_closed_store_leaves_no_lock_fi
     sweep_file = _write(tmp_path / "s.toml", SMALL)
     sweep = parse_sweep(SMALL)
     out = tmp_path / "r.h5"
-    holder = subprocess.Popen([sys.executable, "-c", _HOLD, str(out), str(sweep_file)],
-                              stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD, str(out), str(sweep_file)], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(InputError) as err:
             SweepStore(out, sweep)
-        assert str(err.value) == (f"--out: {out} is being written by another fastquad sweep "
-                                  f"(pid {holder.pid}); wait for it or use another --out")
+        assert str(err.value) == (
+            f"--out: {out} is being written by another fastquad sweep "
+            f"(pid {holder.pid}); wait for it or use another --out"
+        )
     finally:
         holder.kill()
         holder.wait()
@@ -245,14 +290,18 @@ def test_the_lock_goes_with_a_killed_holder_and_a_closed_store_leaves_no_lock_fi
 
 # ------------------------------------------------------------------ item 4: duplicate journal
 
+
 def _arrays(sweep, runs):
     from fastquad.store import result_arrays
 
     cfgs = [sweep.run_config(int(r))[0] for r in runs]
     reps = [sweep.run_config(int(r))[1] for r in runs]
     res = run_many(cfgs, np.array(reps))
-    return {k: v for k, v in result_arrays(res).items()
-            if k not in ("W_final", "v_final", "Q", "R", "v") and v is not None}
+    return {
+        k: v
+        for k, v in result_arrays(res).items()
+        if k not in ("W_final", "v_final", "Q", "R", "v") and v is not None
+    }
 
 
 def test_the_fold_keeps_one_of_duplicate_journal_entries_for_the_same_runs(tmp_path):
@@ -282,6 +331,7 @@ def test_the_fold_keeps_one_of_duplicate_journal_entries_for_the_same_runs(tmp_p
 
 
 # ------------------------------------------------------------------ item 6: glob characters
+
 
 @pytest.mark.parametrize("name", ["r[1].h5", "*", "r?.h5"])
 def test_out_names_with_glob_characters_remove_only_their_own_temporaries(tmp_path, name):
@@ -316,9 +366,12 @@ except StorageError as exc:
 
 
 def _save_in_subprocess(out, overwrite):
-    return subprocess.run([sys.executable, "-c", _SAVE, str(out),
-                           "overwrite" if overwrite else "new"],
-                          capture_output=True, text=True, env=_env())
+    return subprocess.run(
+        [sys.executable, "-c", _SAVE, str(out), "overwrite" if overwrite else "new"],
+        capture_output=True,
+        text=True,
+        env=_env(),
+    )
 
 
 def test_simulate_overwrite_on_a_full_disk_keeps_the_previous_file(small_disk):
@@ -327,8 +380,12 @@ def test_simulate_overwrite_on_a_full_disk_keeps_the_previous_file(small_disk):
     before, res = _digest(out), fq.read(out)
     _fill(small_disk, leave=16 * 1024)
     # the new file does not fit even in the old one's place (the old code truncated it first)
-    proc = subprocess.run(FASTQUAD + ["simulate", *SIMULATE, "--out", str(out), "--overwrite"],
-                          capture_output=True, text=True, env=_env())
+    proc = subprocess.run(
+        FASTQUAD + ["simulate", *SIMULATE, "--out", str(out), "--overwrite"],
+        capture_output=True,
+        text=True,
+        env=_env(),
+    )
     line = _one_line_error(proc, 1, "no space left on")
     assert str(out) in line and "the previous file is intact" in line
     assert _digest(out) == before
@@ -354,7 +411,8 @@ def test_a_new_file_on_a_full_disk_leaves_nothing_and_the_retry_works(small_disk
 
 
 def test_a_sweep_that_fills_the_disk_stops_in_one_line_and_resumes_when_there_is_space(
-        small_disk, tmp_path):
+    small_disk, tmp_path
+):
     sweep_file = _write(tmp_path / "s.toml", LARGE)
     sweep = parse_sweep(LARGE)
     out = small_disk / "r.h5"
@@ -408,15 +466,21 @@ finally:
 
 
 def test_hdf5_writes_that_fail_mid_fold_end_in_one_line_with_file_and_journal_intact(
-        small_disk, tmp_path):
+    small_disk, tmp_path
+):
     """The copy fits, HDF5's writes into it do not: without the guard, HDF5 could not close
     the copy and the process crashed at exit."""
     sweep_file = _write(tmp_path / "s.toml", LARGE)
     sweep = parse_sweep(LARGE)
     out = small_disk / "r.h5"
-    proc = subprocess.Popen([sys.executable, "-c", _FOLD, str(out), str(sweep_file), "0"],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=_env())
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _FOLD, str(out), str(sweep_file), "0"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
+    )
     assert proc.stdout.readline().strip() == "journaled", proc.stderr.read()
     before = _digest(out)
     journal = sorted(p.name for p in Path(str(out) + ".journal").iterdir())
@@ -424,8 +488,9 @@ def test_hdf5_writes_that_fail_mid_fold_end_in_one_line_with_file_and_journal_in
     _, err = proc.communicate("go\n", timeout=300)
     result = subprocess.CompletedProcess(proc.args, proc.returncode, "", err)
     line = _one_line_error(result, 1, "no space left on")
-    assert line.endswith(f"to store {out}; the previous file is intact and the sweep resumes "
-                         "when run again")
+    assert line.endswith(
+        f"to store {out}; the previous file is intact and the sweep resumes when run again"
+    )
     assert _digest(out) == before
     assert sorted(p.name for p in Path(str(out) + ".journal").iterdir()) == journal
     assert _leftovers(small_disk, keep=("r.h5", "r.h5.journal", "filler")) == []
@@ -478,8 +543,12 @@ def test_an_injected_enospc_at_any_point_of_a_save_keeps_the_previous_file(tmp_p
     which crashed the interpreter); the previous file is untouched, no temporary is left."""
     out = tmp_path / "r.h5"
     out.write_bytes(b"previous contents")
-    proc = subprocess.run([sys.executable, "-c", _INJECTED, str(out), str(budget)],
-                          capture_output=True, text=True, env=_env())
+    proc = subprocess.run(
+        [sys.executable, "-c", _INJECTED, str(out), str(budget)],
+        capture_output=True,
+        text=True,
+        env=_env(),
+    )
     line = _one_line_error(proc, 1, "no space left on")
     assert line.endswith(f"to store {out}; the previous file is intact")
     assert out.read_bytes() == b"previous contents"
@@ -525,8 +594,8 @@ def test_a_guarded_file_reads_back_what_was_written_after_a_failed_write(tmp_pat
             buf = bytearray(int(rng.integers(1, 40_000)))
             g.seek(start)
             g.readinto(buf)
-            want = model.getvalue()[start:start + len(buf)]
-            assert bytes(buf[:len(want)]) == want and not any(buf[len(want):])
+            want = model.getvalue()[start : start + len(buf)]
+            assert bytes(buf[: len(want)]) == want and not any(buf[len(want) :])
         assert g.error is not None and g.error.errno == errno.ENOSPC
         with pytest.raises(OSError):
             g.check()
@@ -550,9 +619,10 @@ def test_a_failed_fold_keeps_the_file_and_journal_and_close_is_safe(tmp_path, mo
     monkeypatch.setattr(SS.shutil, "copyfile", full)
     with pytest.raises(StorageError) as err:
         store.consolidate()
-    assert str(err.value) .startswith("no space left on ")
-    assert str(err.value).endswith(f"to store {out}; the previous file is intact and the sweep "
-                                   "resumes when run again")
+    assert str(err.value).startswith("no space left on ")
+    assert str(err.value).endswith(
+        f"to store {out}; the previous file is intact and the sweep resumes when run again"
+    )
     store.close()  # after a failure: releases the lock, does not fail again
     store.close()
     assert _digest(out) == before
@@ -564,7 +634,8 @@ def test_a_failed_fold_keeps_the_file_and_journal_and_close_is_safe(tmp_path, mo
 
 
 def test_a_journal_entry_that_does_not_fit_is_one_line_and_leaves_no_temporary(
-        tmp_path, monkeypatch):
+    tmp_path, monkeypatch
+):
     from fastquad.sweep import store as SS
 
     sweep = parse_sweep(SMALL)
@@ -581,8 +652,9 @@ def test_a_journal_entry_that_does_not_fit_is_one_line_and_leaves_no_temporary(
     monkeypatch.setattr(SS.np, "savez", savez)
     with pytest.raises(StorageError) as err:
         store.add(np.arange(3, 6), _arrays(sweep, np.arange(3, 6)))
-    assert str(err.value).endswith(f"to store {out}; the previous file is intact and the sweep "
-                                   "resumes when run again")
+    assert str(err.value).endswith(
+        f"to store {out}; the previous file is intact and the sweep resumes when run again"
+    )
     monkeypatch.undo()
     store.close()
     assert sorted(p.name for p in Path(str(out) + ".journal").iterdir()) == journal
@@ -600,8 +672,9 @@ def test_the_fold_checks_free_space_before_copying(tmp_path, monkeypatch):
     store._fold_runs = 10**9
     store.add(np.arange(3), _arrays(sweep, np.arange(3)))
     usage = _shutil.disk_usage(tmp_path)
-    monkeypatch.setattr(files.shutil, "disk_usage",
-                        lambda p: usage._replace(free=out.stat().st_size))
+    monkeypatch.setattr(
+        files.shutil, "disk_usage", lambda p: usage._replace(free=out.stat().st_size)
+    )
     copies = []
     monkeypatch.setattr(files.shutil, "copyfile", lambda *a: copies.append(a))
     with pytest.raises(StorageError, match="no space left on .* to store .* file is intact"):
@@ -614,6 +687,7 @@ def test_the_fold_checks_free_space_before_copying(tmp_path, monkeypatch):
 
 
 # ------------------------------------------------------------------ item 8: --out and damaged files
+
 
 def test_check_output_refuses_what_cannot_be_written_in_one_line(tmp_path):
     from fastquad.files import check_output
@@ -717,11 +791,13 @@ def _flipped_signature(tmp_path):
     return path
 
 
-BAD_FILES = {"foreign": (_foreign, "is not a fastquad results file"),
-             "incomplete": (_incomplete, "is an incomplete fastquad results file (missing eps_g)"),
-             "truncated": (_truncated, "is damaged or not an HDF5 file"),
-             "bit-flipped chunk": (_flipped_chunk, "is damaged"),
-             "bit-flipped signature": (_flipped_signature, "is damaged or not an HDF5 file")}
+BAD_FILES = {
+    "foreign": (_foreign, "is not a fastquad results file"),
+    "incomplete": (_incomplete, "is an incomplete fastquad results file (missing eps_g)"),
+    "truncated": (_truncated, "is damaged or not an HDF5 file"),
+    "bit-flipped chunk": (_flipped_chunk, "is damaged"),
+    "bit-flipped signature": (_flipped_signature, "is damaged or not an HDF5 file"),
+}
 
 
 @pytest.mark.parametrize("kind", list(BAD_FILES))
@@ -772,8 +848,13 @@ def test_single_byte_flips_anywhere_read_or_raise_input_error(tmp_path):
     """A damaged file reads (a flip in the numbers goes unnoticed: HDF5 has no checksums in
     this layout) or raises InputError; never another exception, never a crash."""
     path, _ = _good_file(tmp_path)
-    proc = subprocess.run([sys.executable, "-c", _FLIPS, str(path)], capture_output=True,
-                          text=True, env=_env(), timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-c", _FLIPS, str(path)],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     caught, tried = map(int, proc.stdout.split())
     assert 0 < caught < tried

@@ -31,8 +31,17 @@ def _point(template, eps, kind, n_unstable, v, dead=False):
     K = v.size
     Q = np.zeros((K, K)) if dead else np.eye(K)
     R = np.zeros((K, 2)) if dead else np.full((K, 2), 0.3)
-    return replace(template, Q=Q, R=R, v=v, eps_g=eps, kind=kind, n_unstable=n_unstable,
-                   T=np.eye(2), v_teacher=np.array([1.0, 0.5]))
+    return replace(
+        template,
+        Q=Q,
+        R=R,
+        v=v,
+        eps_g=eps,
+        kind=kind,
+        n_unstable=n_unstable,
+        T=np.eye(2),
+        v_teacher=np.array([1.0, 0.5]),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -58,18 +67,18 @@ def points(template):
 def _fake_ds():
     t = np.concatenate([[0.0], np.logspace(-1, 3, 200)])
     e = W0_EPS * np.exp(-t / 50.0)
-    e[-40:] = np.array([-1e-15, 0.0, 3e-16, -2e-12] * 10)       # round-off around 0
+    e[-40:] = np.array([-1e-15, 0.0, 3e-16, -2e-12] * 10)  # round-off around 0
     e2 = e.copy()
     e2[5] = np.nan
-    return SimpleNamespace(time=SimpleNamespace(values=t),
-                           eps_g=SimpleNamespace(values=np.array([e, e2])))
+    return SimpleNamespace(
+        time=SimpleNamespace(values=t), eps_g=SimpleNamespace(values=np.array([e, e2]))
+    )
 
 
 @pytest.fixture(params=["no-ds", "ds"])
 def fig(request, points):
     ds = _fake_ds() if request.param == "ds" else None
-    f = plots.plot_fixed_points(points, ds, runs=(0, 1)) if ds else plots.plot_fixed_points(
-        points)
+    f = plots.plot_fixed_points(points, ds, runs=(0, 1)) if ds else plots.plot_fixed_points(points)
     f.canvas.draw()
     yield f
     plt.close(f)
@@ -97,19 +106,27 @@ def test_one_style_per_class_of_kind_and_unstable_directions(fig, points):
     ax = fig.axes[0]
     dead = [float(np.abs(p.Q).max()) == 0 for p in points]
     classes = {(p.kind, p.n_unstable) for p, d in zip(points, dead) if not d}
-    n_styles = len(classes) + 1                         # + w = 0, a style of its own
+    n_styles = len(classes) + 1  # + w = 0, a style of its own
     markers = _gid(ax.lines, "fp-marker:")
-    styles = {m.get_gid(): (to_hex(m.get_color()), m.get_marker(), to_hex(m.get_mfc()))
-              for m in markers}
+    styles = {
+        m.get_gid(): (to_hex(m.get_color()), m.get_marker(), to_hex(m.get_mfc())) for m in markers
+    }
     assert set(styles) == {f"fp-marker:{k}:{n}" for k, n in classes} | {"fp-marker:w0"}
     assert len(set(styles.values())) == n_styles
     # the legend: one entry per class, each in its own style (and the two learning curves)
     leg = ax.get_legend()
-    fp_handles = [(h, t.get_text()) for h, t in zip(leg.legend_handles, leg.get_texts())
-                  if not t.get_text().startswith("learning curve")]
+    fp_handles = [
+        (h, t.get_text())
+        for h, t in zip(leg.legend_handles, leg.get_texts())
+        if not t.get_text().startswith("learning curve")
+    ]
     assert len(fp_handles) == n_styles
-    assert len({(to_hex(h.get_color()), h.get_marker(), str(h.get_linestyle()))
-                for h, _ in fp_handles}) == n_styles
+    assert (
+        len(
+            {(to_hex(h.get_color()), h.get_marker(), str(h.get_linestyle())) for h, _ in fp_handles}
+        )
+        == n_styles
+    )
     names = [t for _, t in fp_handles]
     assert "saddle, 1 unstable direction" in names and "saddle, 3 unstable directions" in names
 
@@ -142,7 +159,7 @@ def test_eps_zero_is_on_a_symlog_axis_and_labelled(fig):
     lo, hi = ax.get_ylim()
     assert lo <= 0.0 < W0_EPS < hi
     linthresh = ax.yaxis.get_transform().linthresh
-    assert 0.1 * 0.3125 < linthresh < 0.3125          # a bit below the smallest positive level
+    assert 0.1 * 0.3125 < linthresh < 0.3125  # a bit below the smallest positive level
     assert 0.0 in _levels(fig)
     assert sum("global minimum" in t for t in _labels(fig)) == 1
     # every level lies inside the axis, apart from the others
@@ -179,14 +196,15 @@ def test_learning_curves_clamped_at_zero_on_log_time(points):
     assert np.all(x > 0) and x.size == ds.time.values.size - 1
     assert np.all(y[-40:] >= 0) and np.any(y[-40:] == 0)
     np.testing.assert_allclose(y[:-40], ds.eps_g.values[0, 1:-40])
-    assert np.isnan(curves[1].get_ydata()[4])           # non-finite left out, not drawn
+    assert np.isnan(curves[1].get_ydata()[4])  # non-finite left out, not drawn
     plt.close(f)
 
 
 def test_labels_do_not_overlap_and_fit_the_figure(fig):
     r = fig.canvas.get_renderer()
-    boxes = sorted((t.get_window_extent(r) for t in _gid(fig.axes[0].texts, "fp-label")),
-                   key=lambda b: b.y0)
+    boxes = sorted(
+        (t.get_window_extent(r) for t in _gid(fig.axes[0].texts, "fp-label")), key=lambda b: b.y0
+    )
     assert all(a.y1 <= b.y0 + 0.5 for a, b in zip(boxes, boxes[1:]))
     W, H = fig.get_size_inches() * fig.dpi
     assert all(b.x1 <= W and b.y0 >= 0 and b.y1 <= H for b in boxes)

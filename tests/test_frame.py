@@ -1,12 +1,12 @@
 """The teacher's frame (fastquad.frame) against explicit d x d matrices, and the direct SGD
 kernel's draws in that frame against the same inputs given explicitly in the original frame."""
 
+import naive
 import numpy as np
 import pytest
+from conftest import random_networks
 
 import fastquad as fq
-import naive
-from conftest import random_networks
 from fastquad.frame import from_frame, teacher_frame, to_frame
 from fastquad.kernels.sgd import POOL_NUMBERS
 from fastquad.rng import normal_fill, run_states
@@ -19,13 +19,12 @@ def test_frame_is_an_orthogonal_map_that_puts_the_teacher_in_the_first_M_columns
     U, Wt_rot = teacher_frame(Wt)
     for r in range(n):
         # O^T as an explicit matrix: the rows of I O^T
-        Ot = to_frame(np.eye(d)[None], U[r:r + 1])[0]
+        Ot = to_frame(np.eye(d)[None], U[r : r + 1])[0]
         np.testing.assert_allclose(Ot.T @ Ot, np.eye(d), atol=1e-13)
         np.testing.assert_allclose(Wt[r] @ Ot, Wt_rot[r], atol=1e-13)
         assert np.all(Wt_rot[r][:, M:] == 0.0)
         assert np.all(np.triu(Wt_rot[r][:, :M], 1) == 0.0)
-        np.testing.assert_allclose(Wt_rot[r] @ Wt_rot[r].T, Wt[r] @ Wt[r].T, rtol=1e-13,
-                                   atol=1e-12)
+        np.testing.assert_allclose(Wt_rot[r] @ Wt_rot[r].T, Wt[r] @ Wt[r].T, rtol=1e-13, atol=1e-12)
     W = rng.standard_normal((n, 4, d))
     np.testing.assert_allclose(from_frame(to_frame(W, U), U), W, atol=1e-13)
     # a shared frame (one row of U) acts like the per-run frame, bit for bit
@@ -56,8 +55,18 @@ def test_direct_sgd_draws_in_the_teacher_frame(rng, sigma, train_v):
     steps = 2 * per_draw + per_draw // 2
     W, v, Wt, vt = random_networks(rng, K, M, d)
     times = np.arange(steps + 1) / d
-    drawn = fq.simulate_sgd(W, v, Wt, vt, lr, steps / d, seeds=seed, times=times,
-                            label_noise=sigma, train_second_layer=train_v)
+    drawn = fq.simulate_sgd(
+        W,
+        v,
+        Wt,
+        vt,
+        lr,
+        steps / d,
+        seeds=seed,
+        times=times,
+        label_noise=sigma,
+        train_second_layer=train_v,
+    )
     state = run_states(seed, [0])[0].copy()
     buf = np.empty((steps, d + 1))
     for s in range(steps):
@@ -86,8 +95,7 @@ def test_pending_update_makes_results_independent_of_measurements(rng, K):
     kw = dict(seeds=4, label_noise=0.2)
     lr = 0.05 / K  # a rate every K learns at without diverging
     sparse = fq.simulate_sgd(W, v, Wt, vt, lr, 3.0, times=[0.0, 1.5, 3.0], **kw)
-    dense = fq.simulate_sgd(W, v, Wt, vt, lr, 3.0, times=np.arange(91) / d, check_every=1,
-                            **kw)
+    dense = fq.simulate_sgd(W, v, Wt, vt, lr, 3.0, times=np.arange(91) / d, check_every=1, **kw)
     assert (sparse.status == fq.STATUS_DONE).all() and (dense.status == fq.STATUS_DONE).all()
     assert not np.allclose(sparse.W, W)  # the weights moved
     np.testing.assert_array_equal(sparse.W, dense.W)

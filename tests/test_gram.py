@@ -7,22 +7,37 @@ seeds, with the contracts of the batched kernels (reproducibility, divergence, r
 
 from types import SimpleNamespace
 
+import naive
+import naive_gram
 import numpy as np
 import pytest
 from scipy import stats
 
 import fastquad as fq
-import naive
-import naive_gram
 from fastquad.kernels import gram
 from fastquad.rng import run_states
 from fastquad.threads import numba_threads
 from fastquad.times import steps_for_times
 
 
-def run_gram(W0, v0, Wt, vt, lr, t_max, *, seed=0, run_ids=None, times=None, batch_size=1,
-             label_noise=0.0, train_second_layer=True, max_error=1e6, check_every=None,
-             num_threads=None):
+def run_gram(
+    W0,
+    v0,
+    Wt,
+    vt,
+    lr,
+    t_max,
+    *,
+    seed=0,
+    run_ids=None,
+    times=None,
+    batch_size=1,
+    label_noise=0.0,
+    train_second_layer=True,
+    max_error=1e6,
+    check_every=None,
+    num_threads=None,
+):
     """The sampler on the arrays ``simulate_sgd`` would prepare (until the lead wires it in).
 
     W0 (n, K, d) or (K, d), v0 (n, K) or (K,), Wt (M, d), vt (M,); lr and label_noise scalars
@@ -46,13 +61,30 @@ def run_gram(W0, v0, Wt, vt, lr, t_max, *, seed=0, run_ids=None, times=None, bat
     eps, Q, R = np.empty((n, nr)), np.empty((n, nr, K, K)), np.empty((n, nr, K, M))
     vo, status, stop = np.empty((n, nr, K)), np.empty(n, np.int8), np.empty(n, np.int64)
     with numba_threads(num_threads):
-        gram.gram_sgd_batch(F, v, vt_n, K, d, np.broadcast_to(np.asarray(lr, float), (n,)).copy(),
-                            np.broadcast_to(np.asarray(label_noise, float), (n,)).copy(),
-                            train_second_layer, batch_size, steps,
-                            d if check_every is None else check_every, max_error, states, eps, Q,
-                            R, vo, status, stop)
-    return SimpleNamespace(t=t, eps_g=eps, Q=Q, R=R, v=vo, status=status, stop_step=stop, F=F,
-                           v_final=v, steps=steps)
+        gram.gram_sgd_batch(
+            F,
+            v,
+            vt_n,
+            K,
+            d,
+            np.broadcast_to(np.asarray(lr, float), (n,)).copy(),
+            np.broadcast_to(np.asarray(label_noise, float), (n,)).copy(),
+            train_second_layer,
+            batch_size,
+            steps,
+            d if check_every is None else check_every,
+            max_error,
+            states,
+            eps,
+            Q,
+            R,
+            vo,
+            status,
+            stop,
+        )
+    return SimpleNamespace(
+        t=t, eps_g=eps, Q=Q, R=R, v=vo, status=status, stop_step=stop, F=F, v_final=v, steps=steps
+    )
 
 
 def _networks(rng, K, M, d):
@@ -126,14 +158,16 @@ def test_steps_match_the_reference(rng, B, train_v, sigma):
     sig = np.full(n, sigma)
     for steps in range(1, S + 1):
         F, v = F0.copy(), v0.copy()
-        n_done = gram.gram_steps(F, v, vt, K, d, lrs, sig, train_v, Z[:, :steps],
-                                 XI[:, :steps], L[:, :steps])
+        n_done = gram.gram_steps(
+            F, v, vt, K, d, lrs, sig, train_v, Z[:, :steps], XI[:, :steps], L[:, :steps]
+        )
         assert np.all(n_done == steps)
         for i in range(n):
             Fr, vr = F0[i], v0[i]
             for s in range(steps):
-                Fr, vr = naive_gram.step_factor(Fr, vr, vt[i], K, d, lr, sigma, train_v,
-                                                Z[i, s], XI[i, s], L[i, s])
+                Fr, vr = naive_gram.step_factor(
+                    Fr, vr, vt[i], K, d, lr, sigma, train_v, Z[i, s], XI[i, s], L[i, s]
+                )
             np.testing.assert_allclose(F[i], Fr, rtol=1e-11, atol=1e-13)
             np.testing.assert_allclose(v[i], vr, rtol=1e-13, atol=1e-15)
             assert np.all(np.triu(F[i], 1) == 0.0) and np.all(np.diag(F[i]) >= 0.0)
@@ -148,8 +182,9 @@ def test_steps_match_the_reference(rng, B, train_v, sigma):
     assert np.array_equal(F1[0], F[3]) and np.array_equal(v1[0], v[3])
 
 
-@pytest.mark.parametrize("K,M,d,B", [(2, 2, 9, 1), (3, 2, 12, 3), (2, 3, 6, 3), (2, 2, 5, 3),
-                                     (2, 2, 4, 1), (1, 1, 2, 2)])
+@pytest.mark.parametrize(
+    "K,M,d,B", [(2, 2, 9, 1), (3, 2, 12, 3), (2, 3, 6, 3), (2, 2, 5, 3), (2, 2, 4, 1), (1, 1, 2, 2)]
+)
 def test_step_is_exact_for_explicit_inputs(rng, K, M, d, B):
     """Direct SGD on explicit weights and inputs, then the Gram matrix, equals F'F'^T from
     z = V^T x and the orthogonal parts (to round-off). d - r < B and d = r included: the
@@ -165,8 +200,19 @@ def test_step_is_exact_for_explicit_inputs(rng, K, M, d, B):
         Ws, vs = naive.sgd(W, v, Wt, vt, X[None], xi[None], lr, sigma, train_v)
         A1 = naive_gram.stacked(Ws[-1], Wt)
         Fk, vk = F[None].copy(), v[None].copy()
-        gram.gram_steps(Fk, vk, vt[None], K, d, np.array([lr]), np.array([sigma]), train_v,
-                        z[None, None], xi[None, None], L[None, None])
+        gram.gram_steps(
+            Fk,
+            vk,
+            vt[None],
+            K,
+            d,
+            np.array([lr]),
+            np.array([sigma]),
+            train_v,
+            z[None, None],
+            xi[None, None],
+            L[None, None],
+        )
         scale = np.abs(A1 @ A1.T).max()
         np.testing.assert_allclose(Fk[0] @ Fk[0].T, A1 @ A1.T, rtol=0, atol=1e-13 * scale)
         np.testing.assert_allclose(vk[0], vs[-1], rtol=1e-13, atol=1e-15)
@@ -187,8 +233,19 @@ def test_non_finite_error_stops_a_lane_only(rng):
     vt = np.ones((n, M))
     Z = rng.standard_normal((n, 5, 1, r))
     Z[1, 2, 0, 0] = np.inf  # run 1 sees an infinite teacher pre-activation at step 3
-    n_done = gram.gram_steps(F, v, vt, K, d, np.full(n, 0.1), np.zeros(n), True, Z,
-                             np.zeros((n, 5, 1)), np.ones((n, 5, 1, 1)))
+    n_done = gram.gram_steps(
+        F,
+        v,
+        vt,
+        K,
+        d,
+        np.full(n, 0.1),
+        np.zeros(n),
+        True,
+        Z,
+        np.zeros((n, 5, 1)),
+        np.ones((n, 5, 1, 1)),
+    )
     assert list(n_done) == [5, 3, 5]
     assert not np.isfinite(F[1]).all() and np.isfinite(F[[0, 2]]).all()
 
@@ -318,13 +375,24 @@ def test_run_is_identical_alone_in_any_batch_and_thread_count(rng):
     alone = run_gram(W[17], v[17], Wt, vt, lr[17], 4.0, seed=3, run_ids=[17], **kw)
     for name in ("eps_g", "Q", "R", "v", "F", "v_final"):
         np.testing.assert_array_equal(getattr(alone, name)[0], getattr(full, name)[17])
-    sub = run_gram(W[[31, 5, 6]], v[[31, 5, 6]], Wt, vt, lr[[31, 5, 6]], 4.0, seed=3,
-                   run_ids=[31, 5, 6], **kw)
+    sub = run_gram(
+        W[[31, 5, 6]], v[[31, 5, 6]], Wt, vt, lr[[31, 5, 6]], 4.0, seed=3, run_ids=[31, 5, 6], **kw
+    )
     np.testing.assert_array_equal(sub.eps_g, full.eps_g[[31, 5, 6]])
     np.testing.assert_array_equal(sub.F, full.F[[31, 5, 6]])
     # a longer run extends a shorter one (random numbers are drawn by whole blocks)
-    short = run_gram(W[:3], v[:3], Wt, vt, lr[:3], 1.0, seed=3, times=kw["times"][:12],
-                     label_noise=0.1, batch_size=2)
+    short = run_gram(
+        W[:3],
+        v[:3],
+        Wt,
+        vt,
+        lr[:3],
+        1.0,
+        seed=3,
+        times=kw["times"][:12],
+        label_noise=0.1,
+        batch_size=2,
+    )
     np.testing.assert_array_equal(short.eps_g, full.eps_g[:3, :12])
     assert not np.array_equal(full.eps_g[1, -1], full.eps_g[4, -1])
 
@@ -337,8 +405,9 @@ def test_teacher_block_is_exactly_constant_and_q_stays_psd(rng):
     W0 = rng.standard_normal((n, K, d)) * 0.4
     v0 = np.full((n, K), 0.6)
     F0 = gram.initial_factor(W0, np.broadcast_to(Wt, (n, M, d)))
-    res = run_gram(W0, v0, Wt, vt, 0.05, steps / d, times=np.linspace(0, steps / d, 11),
-                   label_noise=0.1)
+    res = run_gram(
+        W0, v0, Wt, vt, 0.05, steps / d, times=np.linspace(0, steps / d, 11), label_noise=0.1
+    )
     assert np.all(res.status == fq.STATUS_DONE)
     assert np.array_equal(res.F[:, :M, :M], F0[:, :M, :M])
     assert np.all(res.F[:, :M, M:] == 0.0)

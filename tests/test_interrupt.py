@@ -31,10 +31,28 @@ def test_ctrl_c_during_simulate_stops_in_a_second_and_leaves_the_old_file(tmp_pa
     fq.save(out, fq.simulate_sgd(W0, v0, W_t, v_t, 0.1, 1.0))
     before = out.read_bytes()
     # about a minute of online SGD on one thread: far longer than the test waits
-    proc = subprocess.Popen([sys.executable, "-m", "fastquad.cli", "simulate", "--d", "500",
-                             "--t-max", "20000", "--n-runs", "1", "--threads", "1", "--out",
-                             str(out), "--overwrite"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "fastquad.cli",
+            "simulate",
+            "--d",
+            "500",
+            "--t-max",
+            "20000",
+            "--n-runs",
+            "1",
+            "--threads",
+            "1",
+            "--out",
+            str(out),
+            "--overwrite",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     _wait_for_kernel(proc, 4.0)
     assert proc.poll() is None, proc.communicate()
     t0 = time.perf_counter()
@@ -42,8 +60,9 @@ def test_ctrl_c_during_simulate_stops_in_a_second_and_leaves_the_old_file(tmp_pa
     _, err = proc.communicate(timeout=60)
     assert time.perf_counter() - t0 < 5
     assert proc.returncode == 130, err
-    assert err.strip().splitlines() == [f"fastquad: interrupted; nothing was written ({out} is "
-                                        "unchanged)"]
+    assert err.strip().splitlines() == [
+        f"fastquad: interrupted; nothing was written ({out} is unchanged)"
+    ]
     assert out.read_bytes() == before
     with h5py.File(out, "r") as f:
         assert np.isfinite(f["eps_g"][()]).all()
@@ -55,7 +74,9 @@ def test_a_kernel_called_from_the_main_thread_gives_the_same_numbers_and_its_err
     W_t, v_t = fq.make_teacher(30, 2, seed=1)
     W0, v0 = fq.make_student(30, 2, scale=0.3, seed=2)
     a = fq.simulate_sgd(W0, v0, W_t, v_t, 0.1, 3.0, seeds=[1, 2], num_threads=1)
-    b = fq.simulate_sgd(W0, v0, W_t, v_t, 0.1, 3.0, seeds=[1, 2], num_threads=numba.config.NUMBA_NUM_THREADS)
+    b = fq.simulate_sgd(
+        W0, v0, W_t, v_t, 0.1, 3.0, seeds=[1, 2], num_threads=numba.config.NUMBA_NUM_THREADS
+    )
     np.testing.assert_array_equal(a.eps_g, b.eps_g)
 
     def boom(x):

@@ -1,13 +1,13 @@
 """The order-parameter ODE: right-hand side against the naive reference, integrators against
-NumPy/scipy integrations of that reference, physics facts of MODEL.md, batch semantics,
-divergence handling and input validation."""
+NumPy/scipy integrations of that reference, physics facts of docs/theory.md, batch
+semantics, divergence handling and input validation."""
 
+import naive
 import numba
 import numpy as np
 import pytest
 from scipy.integrate import solve_ivp
 
-import naive
 from fastquad.kernels import ode as kode
 from fastquad.ode import integrate_ode, ode_rhs
 from fastquad.result import STATUS_DIVERGED, STATUS_DONE
@@ -30,13 +30,14 @@ def pack(Q, R, v):
 
 
 def unpack(y, K, M):
-    return (y[:K * K].reshape(K, K), y[K * K:K * K + K * M].reshape(K, M), y[K * K + K * M:])
+    return (y[: K * K].reshape(K, K), y[K * K : K * K + K * M].reshape(K, M), y[K * K + K * M :])
 
 
 def naive_flat(K, M, T, vt, lr, **kw):
     def f(y):
         Q, R, v = unpack(y, K, M)
         return pack(*naive.ode_rhs(Q, R, v, T, vt, lr, **kw))
+
     return f
 
 
@@ -48,8 +49,11 @@ def states(res, run=0):
 
 def eps_numpy(Q, R, T, v, vt):
     trD = v @ np.diag(Q) - vt @ np.diag(T)
-    trD2 = (np.sum(np.outer(v, v) * Q**2) - 2 * np.sum(np.outer(v, vt) * R**2)
-            + np.sum(np.outer(vt, vt) * T**2))
+    trD2 = (
+        np.sum(np.outer(v, v) * Q**2)
+        - 2 * np.sum(np.outer(v, vt) * R**2)
+        + np.sum(np.outer(vt, vt) * T**2)
+    )
     return 0.5 * (trD**2 + 2 * trD2)
 
 
@@ -61,6 +65,7 @@ def assert_close_rel(a, b, rel):
 
 # ---------------------------------------------------------------- right-hand side
 
+
 @pytest.mark.parametrize("K,M", [(3, 2), (4, 4), (2, 5)])
 @pytest.mark.parametrize("train_v", [True, False])
 @pytest.mark.parametrize("sgd_noise", [True, False])
@@ -68,13 +73,25 @@ def assert_close_rel(a, b, rel):
 def test_rhs_matches_naive(rng, K, M, train_v, sgd_noise, batch_size):
     Q, R, v, T, vt = random_state(rng, K, M)
     lr, sigma = 0.3, 0.7
-    ref = naive.ode_rhs(Q, R, v, T, vt, lr, sigma=sigma, train_v=train_v, sgd_noise=sgd_noise,
-                        batch_size=batch_size)
-    got = ode_rhs(Q, R, v, T, vt, lr, label_noise=sigma, train_second_layer=train_v,
-                  sgd_noise=sgd_noise, batch_size=batch_size)
+    ref = naive.ode_rhs(
+        Q, R, v, T, vt, lr, sigma=sigma, train_v=train_v, sgd_noise=sgd_noise, batch_size=batch_size
+    )
+    got = ode_rhs(
+        Q,
+        R,
+        v,
+        T,
+        vt,
+        lr,
+        label_noise=sigma,
+        train_second_layer=train_v,
+        sgd_noise=sgd_noise,
+        batch_size=batch_size,
+    )
     out = (np.empty((K, K)), np.empty((K, M)), np.empty(K))
-    eps = kode.ode_rhs_into(Q, R, v, T, vt, lr, sigma**2, 1.0 / batch_size, train_v, sgd_noise,
-                            *out)
+    eps = kode.ode_rhs_into(
+        Q, R, v, T, vt, lr, sigma**2, 1.0 / batch_size, train_v, sgd_noise, *out
+    )
     for g, o, r in zip(got, out, ref):
         assert g.shape == r.shape
         if not r.any():
@@ -90,8 +107,12 @@ def test_rhs_terms_scale_as_documented(rng):
     """The eta^2 part scales as lr^2 / batch_size and carries sigma^2 Q; the eta^1 part as lr."""
     Q, R, v, T, vt = random_state(rng, 3, 2)
     flow = ode_rhs(Q, R, v, T, vt, 0.1, sgd_noise=False)[0]
-    noisy = {(lr, B, s): ode_rhs(Q, R, v, T, vt, lr, batch_size=B, label_noise=s)[0]
-             - lr / 0.1 * flow for lr in (0.1, 0.2) for B in (1, 4) for s in (0.0, 1.0)}
+    noisy = {
+        (lr, B, s): ode_rhs(Q, R, v, T, vt, lr, batch_size=B, label_noise=s)[0] - lr / 0.1 * flow
+        for lr in (0.1, 0.2)
+        for B in (1, 4)
+        for s in (0.0, 1.0)
+    }
     assert_close_rel(noisy[0.2, 1, 0.0], 4 * noisy[0.1, 1, 0.0], 1e-10)
     assert_close_rel(noisy[0.1, 4, 0.0], noisy[0.1, 1, 0.0] / 4, 1e-10)
     sigma_part = noisy[0.1, 1, 1.0] - noisy[0.1, 1, 0.0]
@@ -100,18 +121,18 @@ def test_rhs_terms_scale_as_documented(rng):
 
 # ---------------------------------------------------------------- integrators
 
+
 def test_rk4_matches_numpy_rk4_on_the_same_grid(rng):
     K, M = 3, 2
     Q, R, v, T, vt = random_state(rng, K, M, scale=0.3)
     lr, dt = 0.1, 0.05
-    times = np.array([0.0, 0.35, 1.0, 1.72, 3.0])   # not all multiples of dt: cut steps
-    res = integrate_ode(Q, R, v, T, vt, lr, 3.0, times=times, dt=dt, method="rk4",
-                        label_noise=0.2)
+    times = np.array([0.0, 0.35, 1.0, 1.72, 3.0])  # not all multiples of dt: cut steps
+    res = integrate_ode(Q, R, v, T, vt, lr, 3.0, times=times, dt=dt, method="rk4", label_noise=0.2)
     f = naive_flat(K, M, T, vt, lr, sigma=0.2)
     y, t, ref = pack(Q, R, v), 0.0, []
     n_steps = 0
     for t_rec in times:
-        while t < t_rec:   # the documented grid: dt steps, the one reaching t_rec cut onto it
+        while t < t_rec:  # the documented grid: dt steps, the one reaching t_rec cut onto it
             land = t + dt * (1 + 1e-9) >= t_rec
             h = t_rec - t if land else dt
             y = naive.rk4(f, y, h)
@@ -135,8 +156,15 @@ def learning_problem():
     K = M = 2
     W = rng.standard_normal((K, 50)) * np.sqrt(1e-2)
     Q, R, _ = naive.order_parameters(W, np.eye(M, 50) * np.sqrt(50))
-    return dict(Q0=sym(Q), R0=R, v0=np.ones(K), T=np.eye(M), v_teacher=np.array([1.0, 0.6]),
-                lr=0.1, times=np.linspace(0, 60, 31))
+    return dict(
+        Q0=sym(Q),
+        R0=R,
+        v0=np.ones(K),
+        T=np.eye(M),
+        v_teacher=np.array([1.0, 0.6]),
+        lr=0.1,
+        times=np.linspace(0, 60, 31),
+    )
 
 
 def test_adaptive_matches_small_fixed_step(learning_problem):
@@ -147,7 +175,7 @@ def test_adaptive_matches_small_fixed_step(learning_problem):
     assert fx.params["n_evals"][0] > 20 * ad.params["n_evals"][0]
     assert_close_rel(states(ad), states(fx), 1e-7)
     np.testing.assert_allclose(ad.eps_g, fx.eps_g, rtol=1e-7, atol=1e-9)
-    assert ad.eps_g[0, 0] / ad.eps_g[0, -1] > 100   # it did learn: the comparison is not idle
+    assert ad.eps_g[0, 0] / ad.eps_g[0, -1] > 100  # it did learn: the comparison is not idle
 
 
 def test_adaptive_matches_scipy_dop853(learning_problem):
@@ -156,12 +184,20 @@ def test_adaptive_matches_scipy_dop853(learning_problem):
     K, M = p["R0"].shape
     res = integrate_ode(**p, t_max=60.0, times=times, rtol=1e-10, atol=1e-13)
     f = naive_flat(K, M, p["T"], p["v_teacher"], p["lr"])
-    sol = solve_ivp(lambda t, y: f(y), (0, 60.0), pack(p["Q0"], p["R0"], p["v0"]),
-                    method="DOP853", t_eval=times, rtol=1e-11, atol=1e-14)
+    sol = solve_ivp(
+        lambda t, y: f(y),
+        (0, 60.0),
+        pack(p["Q0"], p["R0"], p["v0"]),
+        method="DOP853",
+        t_eval=times,
+        rtol=1e-11,
+        atol=1e-14,
+    )
     assert sol.success
     assert_close_rel(states(res), sol.y.T, 1e-7)
-    eps_ref = [eps_numpy(*unpack(y, K, M)[:2], p["T"], unpack(y, K, M)[2], p["v_teacher"])
-               for y in sol.y.T]
+    eps_ref = [
+        eps_numpy(*unpack(y, K, M)[:2], p["T"], unpack(y, K, M)[2], p["v_teacher"]) for y in sol.y.T
+    ]
     np.testing.assert_allclose(res.eps_g[0], eps_ref, rtol=1e-7, atol=1e-9)
 
 
@@ -175,8 +211,15 @@ def test_rk45_steps_like_scipy_rk45(learning_problem):
     tight = integrate_ode(**p, t_max=60.0, times=ends, rtol=1e-12, atol=1e-15)
     ours = integrate_ode(**p, t_max=60.0, times=ends, rtol=1e-6, atol=1e-9)
     f = naive_flat(K, M, p["T"], p["v_teacher"], p["lr"])
-    sol = solve_ivp(lambda t, y: f(y), (0, 60.0), pack(p["Q0"], p["R0"], p["v0"]),
-                    method="RK45", rtol=1e-6, atol=1e-9, first_step=ours.params["dt"][0])
+    sol = solve_ivp(
+        lambda t, y: f(y),
+        (0, 60.0),
+        pack(p["Q0"], p["R0"], p["v0"]),
+        method="RK45",
+        rtol=1e-6,
+        atol=1e-9,
+        first_step=ours.params["dt"][0],
+    )
     assert 0.98 < ours.params["n_evals"][0] / sol.nfev < 1.02
     err_ours = np.abs(states(ours)[-1] - states(tight)[-1]).max()
     err_scipy = np.abs(sol.y[:, -1] - states(tight)[-1]).max()
@@ -196,7 +239,8 @@ def test_tolerance_controls_the_error(learning_problem):
     assert errs[1] < 1e-6
 
 
-# ---------------------------------------------------------------- physics (MODEL.md)
+# ---------------------------------------------------------------- physics (docs/theory.md)
+
 
 def test_conserved_quantity_without_sgd_noise(rng):
     K, M = 3, 2
@@ -205,7 +249,7 @@ def test_conserved_quantity_without_sgd_noise(rng):
     assert res.status[0] == STATUS_DONE
     C = res.conserved[0]
     assert np.abs(C - C[0]).max() < 1e-9
-    assert np.abs(res.Q[0, -1] - Q).max() > 0.1   # the overlaps did move
+    assert np.abs(res.Q[0, -1] - Q).max() > 0.1  # the overlaps did move
 
 
 def test_sgd_noise_only_increases_conserved_quantity(rng):
@@ -215,7 +259,7 @@ def test_sgd_noise_only_increases_conserved_quantity(rng):
     assert res.status[0] == STATUS_DONE
     C = res.conserved[0]
     assert np.diff(C, axis=0).min() >= -1e-12
-    assert (C[-1] - C[0]).min() > 1e-4   # a real increase, for every unit
+    assert (C[-1] - C[0]).min() > 1e-4  # a real increase, for every unit
 
 
 def test_eps_decreases_under_gradient_flow(learning_problem):
@@ -230,8 +274,19 @@ def test_eps_decreases_under_gradient_flow(learning_problem):
 def test_first_plateau_single_unit():
     """K = M = 1: the saddle R = 0, v Q = v* T / 3 sits at eps_g = (4/3) v*^2 T^2, then learns."""
     T, vt = 1.5, 0.8
-    res = integrate_ode([[vt * T / 3]], [[1e-6]], [1.0], [[T]], [vt], 1.0, 12.0,
-                        times=np.linspace(0, 12, 241), sgd_noise=False, rtol=1e-11, atol=1e-15)
+    res = integrate_ode(
+        [[vt * T / 3]],
+        [[1e-6]],
+        [1.0],
+        [[T]],
+        [vt],
+        1.0,
+        12.0,
+        times=np.linspace(0, 12, 241),
+        sgd_noise=False,
+        rtol=1e-11,
+        atol=1e-15,
+    )
     R, e = res.R[0, :, 0, 0], res.eps_g[0]
     on = np.abs(R) < 1e-3
     assert on.sum() >= 10
@@ -242,9 +297,20 @@ def test_first_plateau_single_unit():
 
 @pytest.mark.parametrize("v0,learns", [(-0.5, False), (-0.05, True)])
 def test_wrong_sign_start_learns_iff_conserved_quantity_positive(v0, learns):
-    Q0 = 1e-2   # w close to 0; C = Q - 2 v^2 is -0.49 or +0.005
-    res = integrate_ode([[Q0]], [[1e-3]], [v0], [[1.0]], [1.0], 1.0, 200.0,
-                        times=np.linspace(0, 200, 101), sgd_noise=False, rtol=1e-10, atol=1e-14)
+    Q0 = 1e-2  # w close to 0; C = Q - 2 v^2 is -0.49 or +0.005
+    res = integrate_ode(
+        [[Q0]],
+        [[1e-3]],
+        [v0],
+        [[1.0]],
+        [1.0],
+        1.0,
+        200.0,
+        times=np.linspace(0, 200, 101),
+        sgd_noise=False,
+        rtol=1e-10,
+        atol=1e-14,
+    )
     assert np.sign(res.conserved[0, 0, 0]) == (1 if learns else -1)
     v, e = res.v[0, :, 0], res.eps_g[0]
     if learns:
@@ -254,6 +320,7 @@ def test_wrong_sign_start_learns_iff_conserved_quantity_positive(v0, learns):
 
 
 # ---------------------------------------------------------------- batches and divergence
+
 
 def _batch(rng, n, K=3, M=2):
     runs = [random_state(rng, K, M, scale=0.3) for _ in range(n)]
@@ -317,8 +384,19 @@ def test_divergence_is_flagged_and_isolated(method):
 @pytest.mark.parametrize("method,dt", [("rk4", 1e-3), ("rk45", None)])
 def test_non_finite_state_is_divergence(method, dt):
     """A step that jumps to NaN (not through a large eps_g) still stops the run."""
-    res = integrate_ode(0.5 * np.eye(2), np.full((2, 2), 0.1), np.ones(2), np.eye(2), np.ones(2),
-                        1e5, 10.0, method=method, dt=dt, max_error=1e300, times=[0.0, 5.0, 10.0])
+    res = integrate_ode(
+        0.5 * np.eye(2),
+        np.full((2, 2), 0.1),
+        np.ones(2),
+        np.eye(2),
+        np.ones(2),
+        1e5,
+        10.0,
+        method=method,
+        dt=dt,
+        max_error=1e300,
+        times=[0.0, 5.0, 10.0],
+    )
     assert res.status[0] == STATUS_DIVERGED
     assert 0.0 < res.t_stop[0] < 5.0
     assert np.isfinite(res.eps_g[0, 0]) and np.isnan(res.eps_g[0, 1:]).all()
@@ -337,66 +415,87 @@ def test_max_error_stops_a_run_at_its_time(learning_problem):
 
 # ---------------------------------------------------------------- validation
 
+
 def names_parameter(name):
     """A message that starts a sentence with the parameter (or one of its entries)."""
     return name if name == "run axes" else rf"\b{name}(\[\d+\])? must"
 
 
-GOOD = dict(Q0=0.1 * np.eye(2), R0=np.zeros((2, 3)), v0=np.ones(2), T=np.eye(3),
-            v_teacher=np.ones(3), lr=0.1, t_max=10.0)
+GOOD = dict(
+    Q0=0.1 * np.eye(2),
+    R0=np.zeros((2, 3)),
+    v0=np.ones(2),
+    T=np.eye(3),
+    v_teacher=np.ones(3),
+    lr=0.1,
+    t_max=10.0,
+)
 
 
-@pytest.mark.parametrize("change,name", [
-    (dict(Q0=np.eye(3)), "Q0"),
-    (dict(R0=np.zeros((2, 2))), "R0"),
-    (dict(R0=np.zeros(6)), "R0"),
-    (dict(v0=np.ones((2, 2, 2))), "v0"),
-    (dict(T=np.eye(2)), "T"),
-    (dict(Q0=np.array([[1.0, 0.2], [0.1, 1.0]])), "Q0"),
-    (dict(T=np.triu(np.ones((3, 3)))), "T"),
-    (dict(R0=np.full((2, 3), np.nan)), "R0"),
-    (dict(v_teacher=[1.0, np.inf, 1.0]), "v_teacher"),
-    (dict(Q0=np.zeros((3, 2, 2)), v0=np.ones((2, 2))), "run axes"),
-    (dict(lr=-0.1), "lr"),
-    (dict(lr=0.0), "lr"),
-    (dict(lr=[0.1, np.nan]), "lr"),
-    (dict(label_noise=-1.0), "label_noise"),
-    (dict(t_max=0.0), "t_max"),
-    (dict(times=[0.0, 5.0, 11.0]), "times"),
-    (dict(times=[-1.0, 5.0]), "times"),
-    (dict(times=[0.0, 5.0, 2.0]), "times"),
-    (dict(method="euler"), "method"),
-    (dict(batch_size=0), "batch_size"),
-    (dict(batch_size=1.5), "batch_size"),
-    (dict(dt=-0.01), "dt"),
-    (dict(rtol=0.0), "rtol"),
-    (dict(atol=0.0), "atol"),
-    (dict(max_error=np.nan), "max_error"),
-    (dict(train_second_layer="yes"), "train_second_layer"),
-    (dict(sgd_noise=1), "sgd_noise"),
-    (dict(num_threads=0), "num_threads"),
-])
+@pytest.mark.parametrize(
+    "change,name",
+    [
+        (dict(Q0=np.eye(3)), "Q0"),
+        (dict(R0=np.zeros((2, 2))), "R0"),
+        (dict(R0=np.zeros(6)), "R0"),
+        (dict(v0=np.ones((2, 2, 2))), "v0"),
+        (dict(T=np.eye(2)), "T"),
+        (dict(Q0=np.array([[1.0, 0.2], [0.1, 1.0]])), "Q0"),
+        (dict(T=np.triu(np.ones((3, 3)))), "T"),
+        (dict(R0=np.full((2, 3), np.nan)), "R0"),
+        (dict(v_teacher=[1.0, np.inf, 1.0]), "v_teacher"),
+        (dict(Q0=np.zeros((3, 2, 2)), v0=np.ones((2, 2))), "run axes"),
+        (dict(lr=-0.1), "lr"),
+        (dict(lr=0.0), "lr"),
+        (dict(lr=[0.1, np.nan]), "lr"),
+        (dict(label_noise=-1.0), "label_noise"),
+        (dict(t_max=0.0), "t_max"),
+        (dict(times=[0.0, 5.0, 11.0]), "times"),
+        (dict(times=[-1.0, 5.0]), "times"),
+        (dict(times=[0.0, 5.0, 2.0]), "times"),
+        (dict(method="euler"), "method"),
+        (dict(batch_size=0), "batch_size"),
+        (dict(batch_size=1.5), "batch_size"),
+        (dict(dt=-0.01), "dt"),
+        (dict(rtol=0.0), "rtol"),
+        (dict(atol=0.0), "atol"),
+        (dict(max_error=np.nan), "max_error"),
+        (dict(train_second_layer="yes"), "train_second_layer"),
+        (dict(sgd_noise=1), "sgd_noise"),
+        (dict(num_threads=0), "num_threads"),
+    ],
+)
 def test_integrate_ode_rejects_bad_input_before_any_kernel(monkeypatch, change, name):
     def boom(*args):
         raise AssertionError("the kernel ran")
+
     monkeypatch.setattr(kode, "integrate_batch", boom)
     with pytest.raises(ValueError, match=names_parameter(name)):
         integrate_ode(**{**GOOD, **change})
 
 
-@pytest.mark.parametrize("change,name", [
-    (dict(Q=np.array([[1.0, 0.5], [0.0, 1.0]])), "Q"),
-    (dict(R=np.zeros((3, 3))), "R"),
-    (dict(v=[1.0, np.nan]), "v"),
-    (dict(T=np.ones((2, 3))), "T"),
-    (dict(lr=0.0), "lr"),
-    (dict(label_noise=-0.5), "label_noise"),
-    (dict(batch_size=0), "batch_size"),
-    (dict(train_second_layer=None), "train_second_layer"),
-])
+@pytest.mark.parametrize(
+    "change,name",
+    [
+        (dict(Q=np.array([[1.0, 0.5], [0.0, 1.0]])), "Q"),
+        (dict(R=np.zeros((3, 3))), "R"),
+        (dict(v=[1.0, np.nan]), "v"),
+        (dict(T=np.ones((2, 3))), "T"),
+        (dict(lr=0.0), "lr"),
+        (dict(label_noise=-0.5), "label_noise"),
+        (dict(batch_size=0), "batch_size"),
+        (dict(train_second_layer=None), "train_second_layer"),
+    ],
+)
 def test_ode_rhs_rejects_bad_input(change, name):
-    args = dict(Q=0.1 * np.eye(2), R=np.zeros((2, 3)), v=np.ones(2), T=np.eye(3),
-                v_teacher=np.ones(3), lr=0.1)
+    args = dict(
+        Q=0.1 * np.eye(2),
+        R=np.zeros((2, 3)),
+        v=np.ones(2),
+        T=np.eye(3),
+        v_teacher=np.ones(3),
+        lr=0.1,
+    )
     with pytest.raises(ValueError, match=names_parameter(name)):
         ode_rhs(**{**args, **change})
 

@@ -8,9 +8,9 @@ whose answer is known.
 import numpy as np
 import pytest
 import xarray as xr
+from conftest import runner_module
 
 import fastquad as fq
-from conftest import runner_module
 
 
 @pytest.fixture(scope="module")
@@ -24,25 +24,27 @@ def _dataset(sgd, ode, sgd_replicas, ode_replicas, sgd_status=None):
     if sgd_status is not None:
         status[:n_s] = sgd_status
     return xr.Dataset(
-        {"eps_g": (("run", "time"), np.concatenate([sgd, ode])),
-         "status": (("run",), status)},
-        coords={"method": (("run",), np.array(["sgd"] * n_s + ["ode"] * n_o)),
-                "replica": (("run",), np.concatenate([sgd_replicas, ode_replicas])),
-                "time": np.arange(sgd.shape[1], dtype=float)})
+        {"eps_g": (("run", "time"), np.concatenate([sgd, ode])), "status": (("run",), status)},
+        coords={
+            "method": (("run",), np.array(["sgd"] * n_s + ["ode"] * n_o)),
+            "replica": (("run",), np.concatenate([sgd_replicas, ode_replicas])),
+            "time": np.arange(sgd.shape[1], dtype=float),
+        },
+    )
 
 
 def test_sgd_runs_are_paired_with_the_ode_of_their_own_start(study):
     rng = np.random.default_rng(0)
     ode = rng.uniform(1.0, 2.0, (5, 7))
-    order = np.array([3, 0, 4, 1, 2])             # the ODE runs stored in another order
+    order = np.array([3, 0, 4, 1, 2])  # the ODE runs stored in another order
     sgd = ode[order] + 1e-3 * rng.standard_normal((5, 7))
     status = np.full(5, fq.STATUS_DONE, dtype=np.int8)
     status[2] = fq.STATUS_DIVERGED
     ds = _dataset(sgd, ode, order, np.arange(5), status)
     s, o, n_left = study._paired(ds, np.ones(10, dtype=bool))
     assert n_left == 1 and len(s) == len(o) == 4
-    np.testing.assert_allclose(s, o, atol=5e-3)    # each with its own ODE, not another's
-    assert not np.any(np.isin(s, sgd[2]))          # the diverged run is left out
+    np.testing.assert_allclose(s, o, atol=5e-3)  # each with its own ODE, not another's
+    assert not np.any(np.isin(s, sgd[2]))  # the diverged run is left out
 
 
 def test_the_agreement_test_holds_its_family_wise_level(study):

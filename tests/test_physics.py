@@ -1,11 +1,12 @@
-"""Physics checks that tie the methods together: ODE vs flow, SGD vs ODE, MODEL.md's facts."""
+"""Physics checks that tie the methods together: ODE vs flow, SGD vs ODE, the facts of
+docs/theory.md."""
 
+import naive
 import numpy as np
 import pytest
+from conftest import random_networks
 
 import fastquad as fq
-import naive
-from conftest import random_networks
 
 
 def _order_state(W, Wt):
@@ -35,8 +36,9 @@ def test_flow_and_ode_trajectories_agree(rng):
     times = np.linspace(0, 8, 17)
     flow = fq.integrate_flow(W, v, Wt, vt, 0.1, 8.0, dt=0.005, times=times)
     Q0, R0, T = fq.order_parameters(W, Wt)
-    ode = fq.integrate_ode(Q0, R0, v, T, vt, 0.1, 8.0, times=times, sgd_noise=False,
-                           rtol=1e-11, atol=1e-13)
+    ode = fq.integrate_ode(
+        Q0, R0, v, T, vt, 0.1, 8.0, times=times, sgd_noise=False, rtol=1e-11, atol=1e-13
+    )
     np.testing.assert_allclose(ode.Q, flow.Q, rtol=1e-8, atol=1e-10)
     np.testing.assert_allclose(ode.R, flow.R, rtol=1e-8, atol=1e-10)
     np.testing.assert_allclose(ode.eps_g, flow.eps_g, rtol=1e-8)
@@ -51,13 +53,15 @@ def _sgd_vs_ode_setup(d, label_noise, n_seeds):
     W0 = 0.7 * Wt + 0.7 * G
     v0 = np.array([0.6, 0.3])
     times = np.linspace(0, t_max, 11)
-    sgd = fq.simulate_sgd(W0, v0, Wt, vt, lr, t_max, seeds=np.arange(n_seeds), times=times,
-                          label_noise=label_noise)
+    sgd = fq.simulate_sgd(
+        W0, v0, Wt, vt, lr, t_max, seeds=np.arange(n_seeds), times=times, label_noise=label_noise
+    )
     Q0, R0, T = fq.order_parameters(W0, Wt)
 
     def ode(**kw):
-        return fq.integrate_ode(Q0, R0, v0, T, vt, lr, t_max, times=times,
-                                label_noise=label_noise, **kw).eps_g[0]
+        return fq.integrate_ode(
+            Q0, R0, v0, T, vt, lr, t_max, times=times, label_noise=label_noise, **kw
+        ).eps_g[0]
 
     return sgd, ode
 
@@ -90,14 +94,25 @@ def test_sgd_noise_only_increases_the_conserved_quantity():
     C = sgd.conserved  # (runs, times, K)
     growth = C[:, -1] - C[:, 0]
     assert (growth.mean(axis=0) > 10 * growth.std(axis=0, ddof=1) / np.sqrt(sgd.n_runs)).all()
-    ode = fq.integrate_ode(sgd.Q[0, 0], sgd.R[0, 0], sgd.v[0, 0], sgd.T[0], sgd.v_teacher[0],
-                           0.1, 10.0, times=sgd.t, label_noise=0.5)
+    ode = fq.integrate_ode(
+        sgd.Q[0, 0],
+        sgd.R[0, 0],
+        sgd.v[0, 0],
+        sgd.T[0],
+        sgd.v_teacher[0],
+        0.1,
+        10.0,
+        times=sgd.t,
+        label_noise=0.5,
+    )
     Code = ode.conserved[0]
     assert np.all(np.diff(Code, axis=0) >= -1e-12)
     np.testing.assert_allclose(C.mean(axis=0)[-1] - C[0, 0], Code[-1] - Code[0], rtol=0.1)
 
 
-# ---------------------------------------------------------------- K = M = 1 (MODEL.md)
+# ---------------------------------------------------------------- K = M = 1
+# (docs/theory.md, 'Symmetries and conserved quantities', 'Fixed points, plateaus and stages')
+
 
 def _jacobian(fun, x, h=1e-7):
     f0 = fun(x)
@@ -115,6 +130,7 @@ def _rhs_k1(lr, vt, T):
         Q, R, v = x
         dQ, dR, dv = fq.ode_rhs([[Q]], [[R]], [v], [[T]], [vt], lr, sgd_noise=False)
         return np.array([dQ[0, 0], dR[0, 0], dv[0]])
+
     return fun
 
 
@@ -152,7 +168,7 @@ def test_conserved_quantity_decides_a_wrong_sign_start(C_sign, learns):
     G, _ = fq.make_student(d, 1, scale=1.0, seed=4)
     v0 = np.array([-0.5])
     Q_target = 2 * v0[0] ** 2 + C_sign * 0.3
-    W0 = (0.2 * Wt + G)
+    W0 = 0.2 * Wt + G
     W0 *= np.sqrt(Q_target / (W0 @ W0.T / d))[0, 0]
     res = fq.integrate_flow(W0, v0, Wt, vt, 0.2, 300.0, dt=0.01)
     C = res.conserved[0, :, 0]

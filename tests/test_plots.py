@@ -39,8 +39,12 @@ def sweep_file(tmp_path_factory):
     out = tmp_path_factory.mktemp("plots") / "s.h5"
     from dask.distributed import Client, LocalCluster
 
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
-                      dashboard_address=None) as cluster, Client(cluster) as client:
+    with (
+        LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         assert run_sweep(parse_sweep(SWEEP), out, client=client, progress=False).ok
     return out
 
@@ -85,8 +89,10 @@ def test_theory_curves_start_where_the_simulation_starts(sweep_file):
 
 def test_plot_errors_name_the_flag(sweep_file, tmp_path, capsys):
     assert main(["plot", str(tmp_path / "nope.h5")]) == 2
-    assert main(["plot", str(sweep_file), "--kind", "phase", "--x", "colour",
-                 "--out", str(tmp_path)]) == 2
+    assert (
+        main(["plot", str(sweep_file), "--kind", "phase", "--x", "colour", "--out", str(tmp_path)])
+        == 2
+    )
     assert "--x must name a per-run coordinate" in capsys.readouterr().err
     assert main(["plot", str(sweep_file), "--kind", "order", "--run", "99"]) == 2
 
@@ -96,8 +102,12 @@ def test_a_curves_only_sweep_plots_every_kind_that_applies(tmp_path, capsys):
     curves_only = SWEEP.replace("order_parameters = true", "")
     from dask.distributed import Client, LocalCluster
 
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
-                      dashboard_address=None) as cluster, Client(cluster) as client:
+    with (
+        LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         assert run_sweep(parse_sweep(curves_only), out, client=client, progress=False).ok
     assert main(["plot", str(out), "--kind", "order", "--out", str(tmp_path)]) == 2
     assert "order_parameters = true" in capsys.readouterr().err

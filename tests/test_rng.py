@@ -4,13 +4,14 @@ batching and threading, stream independence, uniform integers and input validati
 
 import math
 
+import naive_rng as N
 import numba
 import numpy as np
 import pytest
 from numba import njit, prange
 from scipy import special, stats
 
-import naive_rng as N
+from fastquad import rng
 from fastquad.rng import (
     STATE_WORDS,
     next_double,
@@ -20,7 +21,6 @@ from fastquad.rng import (
     randbelow,
     run_states,
 )
-from fastquad import rng
 
 R = 3.6541528853610088
 P_BEYOND_R = 2.0 * stats.norm.sf(R)  # 2.59e-4
@@ -304,8 +304,9 @@ def test_wedge_squeeze_decides_as_the_exact_test():
         chord = f[i - 1] + (t - a) * slope[i]
         assert np.all(curve >= chord - below[i]) and np.all(curve <= chord + above[i])
         # heights at and beyond the bands' edges: wherever the squeeze decides, exp agrees
-        y = np.concatenate([chord - below[i] * (1 + 1e-9), chord + above[i],
-                            gen.uniform(f[i], f[i - 1], t.size)])
+        y = np.concatenate(
+            [chord - below[i] * (1 + 1e-9), chord + above[i], gen.uniform(f[i], f[i - 1], t.size)]
+        )
         tt = np.tile(t, 3)
         ch = np.tile(chord, 3)
         exact = y < np.exp(-0.5 * tt * tt)

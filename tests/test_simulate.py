@@ -1,11 +1,11 @@
 """SGD, GD and flow kernels against the slow references, step by step, and their contracts."""
 
+import naive
 import numpy as np
 import pytest
+from conftest import random_networks
 
 import fastquad as fq
-import naive
-from conftest import random_networks
 from fastquad.rng import randbelow, run_states
 
 
@@ -19,9 +19,19 @@ def test_sgd_matches_reference_step_by_step(rng, B, train_v, sigma):
     W, v, Wt, vt = random_networks(rng, K, M, d, runs=2)
     X = rng.standard_normal((2, steps, B, d))
     xi = rng.standard_normal((2, steps, B))
-    res = fq.simulate_sgd(W, v, Wt, vt, lr, steps / d, times=_every_step(steps, d),
-                          batch_size=B, label_noise=sigma, train_second_layer=train_v,
-                          samples=(X, xi))
+    res = fq.simulate_sgd(
+        W,
+        v,
+        Wt,
+        vt,
+        lr,
+        steps / d,
+        times=_every_step(steps, d),
+        batch_size=B,
+        label_noise=sigma,
+        train_second_layer=train_v,
+        samples=(X, xi),
+    )
     assert np.all(res.status == fq.STATUS_DONE)
     for r in range(2):
         Ws, vs = naive.sgd(W[r], v[r], Wt, vt, X[r], xi[r], lr, sigma, train_v)
@@ -41,10 +51,21 @@ def test_full_batch_gd_matches_reference(rng):
     W, v, Wt, vt = random_networks(rng, K, M, d)
     X = rng.standard_normal((n, d))
     xi = rng.standard_normal(n)
-    res = fq.simulate_gd(W, v, Wt, vt, lr, steps / d, n_samples=n, times=_every_step(steps, d),
-                         label_noise=sigma, data=(X, xi))
-    Ws, vs = naive.sgd(W, v, Wt, vt, np.broadcast_to(X, (steps, n, d)),
-                       np.broadcast_to(xi, (steps, n)), lr, sigma)
+    res = fq.simulate_gd(
+        W,
+        v,
+        Wt,
+        vt,
+        lr,
+        steps / d,
+        n_samples=n,
+        times=_every_step(steps, d),
+        label_noise=sigma,
+        data=(X, xi),
+    )
+    Ws, vs = naive.sgd(
+        W, v, Wt, vt, np.broadcast_to(X, (steps, n, d)), np.broadcast_to(xi, (steps, n)), lr, sigma
+    )
     np.testing.assert_allclose(res.W[0], Ws[-1], rtol=1e-12, atol=1e-12)
     ref_train = [naive.train_error(a, b, Wt, vt, X, sigma * xi) for a, b in zip(Ws, vs)]
     np.testing.assert_allclose(res.train_error[0], ref_train, rtol=1e-11)
@@ -58,8 +79,19 @@ def test_minibatch_gd_matches_reference_with_the_same_shuffles(rng):
     W, v, Wt, vt = random_networks(rng, K, M, d)
     X = rng.standard_normal((n, d))
     xi = rng.standard_normal(n)
-    res = fq.simulate_gd(W, v, Wt, vt, lr, steps / d, n_samples=n, batch_size=B, seeds=seed,
-                         times=_every_step(steps, d), data=(X, xi))
+    res = fq.simulate_gd(
+        W,
+        v,
+        Wt,
+        vt,
+        lr,
+        steps / d,
+        n_samples=n,
+        batch_size=B,
+        seeds=seed,
+        times=_every_step(steps, d),
+        data=(X, xi),
+    )
     state = run_states(seed, np.array([0]))[0].copy()
     perm = np.arange(n)
     batches, pos = [], n
@@ -69,7 +101,7 @@ def test_minibatch_gd_matches_reference_with_the_same_shuffles(rng):
                 j = randbelow(state, i + 1)
                 perm[i], perm[j] = perm[j], perm[i]
             pos = 0
-        batches.append(perm[pos:pos + B].copy())
+        batches.append(perm[pos : pos + B].copy())
         pos += B
     Xs = np.array([X[b] for b in batches])
     xis = np.array([xi[b] for b in batches])
@@ -83,18 +115,19 @@ def test_flow_matches_numpy_rk4(rng, train_v):
     K, M, d, lr, dt, n = 3, 2, 9, 0.2, 0.05, 20
     W, v, Wt, vt = random_networks(rng, K, M, d)
     v = np.abs(v)
-    res = fq.integrate_flow(W, v, Wt, vt, lr, n * dt, dt=dt, times=np.arange(n + 1) * dt,
-                            train_second_layer=train_v)
+    res = fq.integrate_flow(
+        W, v, Wt, vt, lr, n * dt, dt=dt, times=np.arange(n + 1) * dt, train_second_layer=train_v
+    )
     y = np.concatenate([W.ravel(), v])
 
     def f(y):
-        dW, dv = naive.flow_rhs(y[:K * d].reshape(K, d), y[K * d:], Wt, vt, lr, train_v)
+        dW, dv = naive.flow_rhs(y[: K * d].reshape(K, d), y[K * d :], Wt, vt, lr, train_v)
         return np.concatenate([dW.ravel(), dv])
 
     for _ in range(n):
         y = naive.rk4(f, y, dt)
-    np.testing.assert_allclose(res.W[0], y[:K * d].reshape(K, d), rtol=1e-11, atol=1e-12)
-    np.testing.assert_allclose(res.v_final[0], y[K * d:], rtol=1e-11, atol=1e-12)
+    np.testing.assert_allclose(res.W[0], y[: K * d].reshape(K, d), rtol=1e-11, atol=1e-12)
+    np.testing.assert_allclose(res.v_final[0], y[K * d :], rtol=1e-11, atol=1e-12)
 
 
 def test_flow_conserves_q_minus_two_v_squared(rng):
@@ -136,8 +169,9 @@ def test_sgd_run_is_identical_alone_in_any_batch_and_thread_count(rng):
     np.testing.assert_array_equal(alone.eps_g[0], full.eps_g[4])
     np.testing.assert_array_equal(alone.Q[0], full.Q[4])
     # a differently composed batch: runs 5, 1 in reverse order
-    sub = fq.simulate_sgd(W[[5, 1]], v[[5, 1]], Wt, vt, lr[[5, 1]], 4.0, seeds=3,
-                          run_ids=[5, 1], **kw)
+    sub = fq.simulate_sgd(
+        W[[5, 1]], v[[5, 1]], Wt, vt, lr[[5, 1]], 4.0, seeds=3, run_ids=[5, 1], **kw
+    )
     np.testing.assert_array_equal(sub.eps_g, full.eps_g[[5, 1]])
     # different keys really give different runs
     assert not np.array_equal(full.eps_g[1, -1], full.eps_g[4, -1])
@@ -210,8 +244,14 @@ BAD_INPUTS = [
 
 @pytest.mark.parametrize("change,match", BAD_INPUTS)
 def test_sgd_validation_names_the_parameter(change, match):
-    args = dict(W0=np.ones((2, 10)), v0=np.ones(2), W_teacher=np.ones((2, 10)),
-                v_teacher=np.ones(2), lr=0.1, t_max=1.0)
+    args = dict(
+        W0=np.ones((2, 10)),
+        v0=np.ones(2),
+        W_teacher=np.ones((2, 10)),
+        v_teacher=np.ones(2),
+        lr=0.1,
+        t_max=1.0,
+    )
     args.update(change)
     pos = [args.pop(k) for k in ("W0", "v0", "W_teacher", "v_teacher", "lr", "t_max")]
     with pytest.raises(ValueError, match=match):
@@ -269,8 +309,19 @@ def test_float32_mode_follows_the_float64_reference(rng):
     X = rng.standard_normal((steps, 2, d)).astype(np.float32)
     xi = rng.standard_normal((steps, 2)).astype(np.float32)
     times = np.arange(steps + 1) / d
-    res = fq.simulate_sgd(W, v, Wt, vt, lr, steps / d, times=times, batch_size=2,
-                          label_noise=0.2, samples=(X, xi), dtype="float32")
+    res = fq.simulate_sgd(
+        W,
+        v,
+        Wt,
+        vt,
+        lr,
+        steps / d,
+        times=times,
+        batch_size=2,
+        label_noise=0.2,
+        samples=(X, xi),
+        dtype="float32",
+    )
     assert res.W.dtype == np.float32 and res.eps_g.dtype == np.float64
     W32, v32, Wt32, vt32 = (a.astype(np.float32).astype(np.float64) for a in (W, v, Wt, vt))
     Ws, vs = naive.sgd(W32, v32, Wt32, vt32, X.astype(np.float64), xi.astype(np.float64), lr, 0.2)
@@ -318,5 +369,13 @@ def test_exact_sampler_through_simulate_sgd_agrees_with_direct_and_validates():
     with pytest.raises(ValueError, match="d >= K \\+ M"):
         fq.simulate_sgd(W0[:, :3], v0, Wt[:, :3], vt, 0.1, 1.0, sampler="exact")
     with pytest.raises(ValueError, match="samples"):
-        fq.simulate_sgd(W0, v0, Wt, vt, 0.1, 1.0, sampler="exact",
-                        samples=(np.ones((300, 1, d)), np.ones((300, 1))))
+        fq.simulate_sgd(
+            W0,
+            v0,
+            Wt,
+            vt,
+            0.1,
+            1.0,
+            sampler="exact",
+            samples=(np.ones((300, 1, d)), np.ones((300, 1))),
+        )

@@ -26,8 +26,12 @@ import pytest  # noqa: E402
 
 import fastquad as fq  # noqa: E402
 from fastquad import plots  # noqa: E402
-from fastquad.analysis import (detect_stages, detect_stages_batch, plateau_levels,  # noqa: E402
-                               plateau_levels_with_noise)
+from fastquad.analysis import (  # noqa: E402
+    detect_stages,
+    detect_stages_batch,
+    plateau_levels,
+    plateau_levels_with_noise,
+)
 from fastquad.config import networks, run_many  # noqa: E402
 from fastquad.sweep import load_sweep  # noqa: E402
 
@@ -41,7 +45,7 @@ STUDY = Path(__file__).resolve().parent.parent / "data" / "paper" / "stages.toml
 # the floor that label noise 0.3 sets (0.035 typical). The synthetic curves take these.
 SGD_NOISE = 0.01
 FLOOR_NOISE = 0.035
-CORRELATION_TIME = 8.0   # per 1000 time units of the record
+CORRELATION_TIME = 8.0  # per 1000 time units of the record
 
 
 def _smoothstep(u):
@@ -60,9 +64,9 @@ def _marked_curve(t, plateaus, end_level, end_time=None):
     """
     t = np.asarray(t, dtype=np.float64)
     y = np.empty_like(t)
-    shape = lambda u: 0.5 * u + 0.5 * u * u   # noqa: E731
+    shape = lambda u: 0.5 * u + 0.5 * u * u  # noqa: E731
     tops = [np.log(lev) + tilt * shape(0.5) for lev, _, _, tilt in plateaus]
-    for k, (lev, on, esc, tilt) in enumerate(plateaus):
+    for k, (_, on, esc, tilt) in enumerate(plateaus):
         on_plateau = (t >= on) & (t <= esc)
         y[on_plateau] = tops[k] - tilt * shape((t[on_plateau] - on) / (esc - on))
         y_esc = tops[k] - tilt
@@ -100,8 +104,9 @@ def _tolerance(t, mark):
 def _assert_marks(t, st, marks, what):
     """The detector's plateaus are the marked ones: (level, start, end[, level tolerance])
     each, start 0 for a plateau the curve starts on and end None for one it has not left."""
-    found = [f"{lv:.4g} [{on:.4g}, {esc:.4g}]"
-             for lv, on, esc in zip(st.levels, st.onsets, st.escapes)]
+    found = [
+        f"{lv:.4g} [{on:.4g}, {esc:.4g}]" for lv, on, esc in zip(st.levels, st.onsets, st.escapes)
+    ]
     assert st.n_plateaus == len(marks), f"{what}: marked {marks}, found {found}"
     for k, (mark, lv, on, esc) in enumerate(zip(marks, st.levels, st.onsets, st.escapes)):
         level, start, end = mark[:3]
@@ -131,35 +136,73 @@ def _linear_grid(t_max, n=1001):
 # 13%, just under the smallest drop), a label-noise floor the curve ends on, and plateaus from
 # t of order 1 to 10^4 (a log grid only: a linear one does not resolve the first ones).
 SYNTHETIC = {
-    "study": ([(3.255, 0, 386, 0.0), (0.80, 410, 505, 0.08), (0.124, 552, 790, 0.04)],
-              1e-6, None, 390.0, None, ("log", "linear")),
-    "four units": ([(4.63, 0, 340, 0.0), (1.55, 352, 410, 0.05), (0.44, 430, 520, 0.10),
-                    (0.085, 545, 700, 0.13)], 1e-5, None, 345.0, None, ("log", "linear")),
-    "label-noise floor": ([(2.37, 0, 450, 0.0), (0.37, 470, 600, 0.06), (0.005, 700, 1000, 0.0)],
-                          0.005, None, 455.0, FLOOR_NOISE, ("log", "linear")),
-    "every time scale": ([(2.0, 0, 4, 0.0), (0.8, 5, 10, 0.06), (0.25, 12, 200, 0.03),
-                          (0.05, 230, 2000, 0.0), (1e-3, 2600, 1e4, 0.0)],
-                         1e-3, 2600.0, 0.0, None, ("log",)),
+    "study": (
+        [(3.255, 0, 386, 0.0), (0.80, 410, 505, 0.08), (0.124, 552, 790, 0.04)],
+        1e-6,
+        None,
+        390.0,
+        None,
+        ("log", "linear"),
+    ),
+    "four units": (
+        [
+            (4.63, 0, 340, 0.0),
+            (1.55, 352, 410, 0.05),
+            (0.44, 430, 520, 0.10),
+            (0.085, 545, 700, 0.13),
+        ],
+        1e-5,
+        None,
+        345.0,
+        None,
+        ("log", "linear"),
+    ),
+    "label-noise floor": (
+        [(2.37, 0, 450, 0.0), (0.37, 470, 600, 0.06), (0.005, 700, 1000, 0.0)],
+        0.005,
+        None,
+        455.0,
+        FLOOR_NOISE,
+        ("log", "linear"),
+    ),
+    "every time scale": (
+        [
+            (2.0, 0, 4, 0.0),
+            (0.8, 5, 10, 0.06),
+            (0.25, 12, 200, 0.03),
+            (0.05, 230, 2000, 0.0),
+            (1e-3, 2600, 1e4, 0.0),
+        ],
+        1e-3,
+        2600.0,
+        0.0,
+        None,
+        ("log",),
+    ),
 }
 
 
 def _synthetic(name, grid, seed):
     plateaus, end_level, end_time, quiet, floor_noise, _ = SYNTHETIC[name]
     t_max = float(plateaus[-1][2]) if end_time else 1000.0
-    t = (_log_grid(t_max, t_min=0.1 if t_max > 1000 else None) if grid == "log"
-         else _linear_grid(t_max))
+    t = (
+        _log_grid(t_max, t_min=0.1 if t_max > 1000 else None)
+        if grid == "log"
+        else _linear_grid(t_max)
+    )
     y = _marked_curve(t, plateaus, end_level, end_time)
     rng = np.random.default_rng(seed)
     corr = 0.0 if grid == "log" else CORRELATION_TIME * t_max / 1000
     noise = np.where(t > quiet, _sgd_noise(t, SGD_NOISE, rng, corr), 0.0)
-    marks = [(lev, on, None if (end_time or floor_noise) and k == len(plateaus) - 1 else esc)
-             for k, (lev, on, esc, _) in enumerate(plateaus)]
+    marks = [
+        (lev, on, None if (end_time or floor_noise) and k == len(plateaus) - 1 else esc)
+        for k, (lev, on, esc, _) in enumerate(plateaus)
+    ]
     if floor_noise:
         on = plateaus[-1][1]
         noise = np.where(t >= on, _sgd_noise(t, floor_noise, rng, corr), noise)
         # its level is a median of noisy records: within three of its standard errors more
-        n_independent = (np.count_nonzero(t >= on) if corr == 0
-                         else (t[-1] - on) / (2 * corr))
+        n_independent = np.count_nonzero(t >= on) if corr == 0 else (t[-1] - on) / (2 * corr)
         marks[-1] += (LEVEL_TOL + 3 * 1.2533 * floor_noise / np.sqrt(n_independent),)
     return t, np.exp(y + noise), marks
 
@@ -195,9 +238,9 @@ def _no_plateau_cases():
     t = _log_grid(1000.0)
     lt = _linear_grid(1000.0)
     cliff = np.log(2.0) + np.log(0.25) * _smoothstep((t - 100) / 10)
-    tail = np.where(t > 110, -1.0 * np.log(np.maximum(t, 110) / 110), 0.0)   # eps ~ 1/t
-    decay = np.log(1.5) - np.maximum(lt - 200, 0) / 80                      # exp(-t / 80)
-    one_drop = np.log(1.0) + np.log(0.1) / (1 + np.exp(-(lt - 500) / 12))   # logistic in t
+    tail = np.where(t > 110, -1.0 * np.log(np.maximum(t, 110) / 110), 0.0)  # eps ~ 1/t
+    decay = np.log(1.5) - np.maximum(lt - 200, 0) / 80  # exp(-t / 80)
+    one_drop = np.log(1.0) + np.log(0.1) / (1 + np.exp(-(lt - 500) / 12))  # logistic in t
     return [
         ("a cliff into a power-law tail", t, 0.0, cliff + tail, [(2.0, 0, 100)]),
         ("an exponential decay", lt, CORRELATION_TIME, decay, [(1.5, 0, 200)]),
@@ -209,8 +252,9 @@ def _no_plateau_cases():
 def test_curves_without_a_plateau_where_none_is_marked(case):
     name, t, corr, y, marks = _no_plateau_cases()[case]
     for seed in range(3):
-        noise = np.where(t > marks[0][2], _sgd_noise(t, SGD_NOISE, np.random.default_rng(seed),
-                                                     corr), 0.0)
+        noise = np.where(
+            t > marks[0][2], _sgd_noise(t, SGD_NOISE, np.random.default_rng(seed), corr), 0.0
+        )
         _assert_marks(t, detect_stages(t, np.exp(y + noise)), marks, f"{name}, seed {seed}")
 
 
@@ -252,16 +296,22 @@ def test_the_study_plateaus_sit_at_the_levels_predicted_with_the_noise_term(stud
         st = detect_stages(res.t, res.eps_g[run])
         ends = np.where(np.isfinite(st.escapes), st.escapes, res.t[-1])
         mid = [int(np.argmin(np.abs(res.t - 0.5 * (a + b)))) for a, b in zip(st.onsets, ends)]
-        pred = plateau_levels_with_noise(point.K, point.M, None, point.teacher_v, point.lr,
-                                         states=(res.Q[run, mid], res.R[run, mid],
-                                                 res.v[run, mid])).eps_full
-        for level, full in zip(st.levels[1:], pred[1:]):       # the plateaus after w = 0
+        pred = plateau_levels_with_noise(
+            point.K,
+            point.M,
+            None,
+            point.teacher_v,
+            point.lr,
+            states=(res.Q[run, mid], res.R[run, mid], res.v[run, mid]),
+        ).eps_full
+        for level, full in zip(st.levels[1:], pred[1:]):  # the plateaus after w = 0
             flow = lr1[np.argmin(np.abs(np.log(level / lr1[lr1 > 0])))]
             assert abs(level - full) <= 0.02 * full, (run, level, full)
             assert abs(level - flow) > 0.05 * flow, (run, level, flow)
 
 
 # ------------------------------------------------------------------ invariance
+
 
 def _relabel(rng, W, v):
     """The same units in a random order, each with a random sign of its weights."""
@@ -296,12 +346,15 @@ def test_stages_do_not_depend_on_the_labels_of_the_units(seed):
         curves = []
         for W, v, Wtt, vtt in ((W0, v0, Wt, vt), (W1, v1, Wt1, vt1)):
             Q, R, T = fq.order_parameters(W, Wtt)
-            curves.append(fq.integrate_ode(Q, R, v, T, vtt, 0.05, 1500.0, times=times,
-                                           sgd_noise=True).eps_g[0])
+            curves.append(
+                fq.integrate_ode(Q, R, v, T, vtt, 0.05, 1500.0, times=times, sgd_noise=True).eps_g[
+                    0
+                ]
+            )
         # the curve is invariant (down to round-off, where it has converged)
         np.testing.assert_allclose(curves[1], curves[0], rtol=1e-6, atol=1e-12 * curves[0][0])
         a, b = (detect_stages(times, e) for e in curves)
-        assert a.n_plateaus >= 2, (K, v_star, a.levels)   # a problem with stages to compare
+        assert a.n_plateaus >= 2, (K, v_star, a.levels)  # a problem with stages to compare
         _same_stages(a, b)
 
 
@@ -311,16 +364,29 @@ def test_stages_of_online_sgd_do_not_depend_on_the_labels_of_the_student_units(s
     point, sweep, res = study_sgd
     W0, v0, Wt, vt = networks([point], [0])
     W1, v1 = _relabel(np.random.default_rng(5), W0[0], v0[0])
-    again = fq.simulate_sgd(W1, v1, Wt[0], vt[0], point.lr, point.t_max, seeds=point.seed,
-                            run_ids=[0], times=sweep.times, batch_size=point.batch_size,
-                            label_noise=point.label_noise, sampler=point.sampler,
-                            dtype=point.dtype, max_error=point.max_error,
-                            train_second_layer=point.train_second_layer)
+    again = fq.simulate_sgd(
+        W1,
+        v1,
+        Wt[0],
+        vt[0],
+        point.lr,
+        point.t_max,
+        seeds=point.seed,
+        run_ids=[0],
+        times=sweep.times,
+        batch_size=point.batch_size,
+        label_noise=point.label_noise,
+        sampler=point.sampler,
+        dtype=point.dtype,
+        max_error=point.max_error,
+        train_second_layer=point.train_second_layer,
+    )
     np.testing.assert_allclose(again.eps_g[0], res.eps_g[0], rtol=1e-6)
     _same_stages(detect_stages(res.t, res.eps_g[0]), detect_stages(again.t, again.eps_g[0]))
 
 
 # ------------------------------------------------------------------ the figure and save()
+
 
 def test_the_stage_figure_has_linear_time_and_a_legend_entry_for_every_band(study_sgd):
     _, _, res = study_sgd
@@ -329,15 +395,15 @@ def test_the_stage_figure_has_linear_time_and_a_legend_entry_for_every_band(stud
     fig = plots.plot_stages(ds, run=0, stages=st, levels_with_noise=[0.8, np.nan, 0.124])
     ax = fig.axes[0]
     dotted = [ln.get_ydata()[0] for ln in ax.lines if ln.get_linestyle() == ":"]
-    assert dotted == [0.8, 0.124]                                   # NaN (lost level) skipped
+    assert dotted == [0.8, 0.124]  # NaN (lost level) skipped
     assert ax.get_xscale() == "linear" and ax.get_yscale() == "log"
-    assert [a.get_xscale() for a in ax.child_axes] == ["log"]        # the log-time inset
+    assert [a.get_xscale() for a in ax.child_axes] == ["log"]  # the log-time inset
     bands = [p for p in ax.patches if p.get_label() and not p.get_label().startswith("_")]
     labels = [text.get_text() for text in ax.get_legend().get_texts()]
     assert len(bands) == st.n_plateaus
     for band, level in zip(bands, st.levels):
         assert band.get_label() in labels and f"{level:.4g}" in band.get_label()
-    assert len(ax.patches) == st.n_plateaus                          # no band without a label
+    assert len(ax.patches) == st.n_plateaus  # no band without a label
     # the drops lie inside the linear axis, where they are seen
     lo, hi = ax.get_xlim()
     assert lo <= st.drop_starts.min() and st.drop_ends.max() <= hi

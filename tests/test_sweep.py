@@ -10,10 +10,10 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+import sweep_files
 import xarray as xr
 
 import fastquad as fq
-import sweep_files
 from fastquad.config import run_many
 from fastquad.sweep import load_sweep, parse_sweep, plan_chunks, run_sweep
 from fastquad.sweep.store import SweepStore
@@ -50,7 +50,13 @@ def test_embedded_cluster_sweep_matches_direct_runs_and_opens_in_xarray(tmp_path
     assert not Path(str(out) + ".journal").exists()
     # the labelled grid: unstack the run axis into the sweep axes
     grid = ds.set_index(run=["lr", "init_scale", "seed", "replica"]).unstack("run")
-    assert grid.eps_g.sizes == {"time": len(sweep.times), "lr": 2, "init_scale": 2, "seed": 2, "replica": 3}
+    assert grid.eps_g.sizes == {
+        "time": len(sweep.times),
+        "lr": 2,
+        "init_scale": 2,
+        "seed": 2,
+        "replica": 3,
+    }
     assert fq.load(out).sizes == ds.sizes
     # running again finds nothing to do
     again = run_sweep(sweep, out, workers=1, progress=False)
@@ -64,12 +70,18 @@ def test_chunking_does_not_change_results(tmp_path):
         np.testing.assert_array_equal(_direct(sweep)[0], _direct(sweep)[1])
     from dask.distributed import Client, LocalCluster
 
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
-                      dashboard_address=None) as cluster, Client(cluster) as client:
+    with (
+        LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         a = run_sweep(sweep, tmp_path / "a.h5", client=client, chunk_runs=1, progress=False)
         b = run_sweep(sweep, tmp_path / "b.h5", client=client, chunk_runs=24, progress=False)
     assert a.ok and b.ok
-    np.testing.assert_array_equal(fq.read(tmp_path / "a.h5").eps_g, fq.read(tmp_path / "b.h5").eps_g)
+    np.testing.assert_array_equal(
+        fq.read(tmp_path / "a.h5").eps_g, fq.read(tmp_path / "b.h5").eps_g
+    )
 
 
 def test_final_weights_are_stored_when_asked_and_change_the_sweeps_identity(tmp_path):
@@ -107,8 +119,12 @@ def test_order_parameters_are_stored_when_asked_and_the_theory_rebuilds_each_sta
     curves = parse_sweep(SMALL)
     full = parse_sweep(SMALL + "\n[sweep]\norder_parameters = true\n")
     assert curves.settings["order_parameters"] is False and full.digest != curves.digest
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
-                      dashboard_address=None) as cluster, Client(cluster) as client:
+    with (
+        LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         assert run_sweep(curves, tmp_path / "c.h5", client=client, progress=False).ok
         assert run_sweep(full, tmp_path / "f.h5", client=client, progress=False).ok
     a, b = fq.load(tmp_path / "c.h5"), fq.load(tmp_path / "f.h5")
@@ -162,13 +178,24 @@ chunk_runs = 0
     with pytest.raises(ValueError) as err:
         parse_sweep(bad)
     msg = str(err.value)
-    for needle in ("fixed.d must be", "fixed.colour: unknown parameter", "axes.lr: also given as a fixed",
-                   "axes.init_scale[1]", "axes.t_max: t_max cannot be swept",
-                   "zip: lists must have equal lengths", "[weird]: unknown section",
-                   "sweep.final_weights must be true or false", "sweep.chunk_runs must be"):
+    for needle in (
+        "fixed.d must be",
+        "fixed.colour: unknown parameter",
+        "axes.lr: also given as a fixed",
+        "axes.init_scale[1]",
+        "axes.t_max: t_max cannot be swept",
+        "zip: lists must have equal lengths",
+        "[weird]: unknown section",
+        "sweep.final_weights must be true or false",
+        "sweep.chunk_runs must be",
+    ):
         assert needle in msg, needle
-    proc = subprocess.run(FASTQUAD + ["sweep", str(sweep_files.write(tmp_path, bad)), "--out",
-                                      str(tmp_path / "x.h5")], capture_output=True, text=True)
+    proc = subprocess.run(
+        FASTQUAD
+        + ["sweep", str(sweep_files.write(tmp_path, bad)), "--out", str(tmp_path / "x.h5")],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "axes.init_scale[1]" in proc.stderr
     assert not (tmp_path / "x.h5").exists()
@@ -200,8 +227,12 @@ def test_a_chunk_that_raises_is_recorded_and_the_others_complete(tmp_path, monke
     from dask.distributed import Client, LocalCluster
 
     out = tmp_path / "r.h5"
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
-                      dashboard_address=None) as cluster, Client(cluster) as client:
+    with (
+        LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         summary = run_sweep(sweep, out, client=client, chunk_runs=3, progress=False, retries=0)
     assert not summary.ok and summary.failed == 6 and "boom in the kernel" in summary.messages[0]
     ds = fq.load(out)
@@ -212,8 +243,12 @@ def test_a_chunk_that_raises_is_recorded_and_the_others_complete(tmp_path, monke
     assert "failed 6" in fq.sweep.info(out)
     # resuming retries the failed runs only
     monkeypatch.setattr(R, "_chunk_task", original)
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
-                      dashboard_address=None) as cluster, Client(cluster) as client:
+    with (
+        LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         again = run_sweep(sweep, out, client=client, progress=False)
     assert again.ok and again.done == 6 and again.skipped == 18
     np.testing.assert_array_equal(fq.read(out).eps_g, _direct(sweep))
@@ -252,12 +287,19 @@ def test_client_killed_mid_sweep_resumes_exactly_once_bit_for_bit(tmp_path):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     kills = 0
     for delay in (0.0, 0.7, 1.9):
-        proc = subprocess.Popen(FASTQUAD + ["sweep", str(sweep_file), "--out", str(out),
-                                            "--workers", "2", "--no-progress"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+        proc = subprocess.Popen(
+            FASTQUAD
+            + ["sweep", str(sweep_file), "--out", str(out), "--workers", "2", "--no-progress"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=env,
+        )
         # kill once some results exist (in the journal or the file), plus a delay
-        sweep_files.wait_for(lambda: proc.poll() is not None or _journal_entries(out) + _stored_done(out) > 0,
-                  180, "first results")
+        sweep_files.wait_for(
+            lambda: proc.poll() is not None or _journal_entries(out) + _stored_done(out) > 0,
+            180,
+            "first results",
+        )
         time.sleep(delay)
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
@@ -268,15 +310,20 @@ def test_client_killed_mid_sweep_resumes_exactly_once_bit_for_bit(tmp_path):
             assert f["status"].shape == (sweep.total_runs,)
         xr.open_dataset(out, engine="h5netcdf").close()
     assert kills >= 1
-    final = subprocess.run(FASTQUAD + ["sweep", str(sweep_file), "--out", str(out),
-                                       "--no-progress", "--workers", "2"],
-                           capture_output=True, text=True, env=env)
+    final = subprocess.run(
+        FASTQUAD + ["sweep", str(sweep_file), "--out", str(out), "--no-progress", "--workers", "2"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert final.returncode == 0, final.stderr
     res = fq.read(out)
     assert (res.status == fq.STATUS_DONE).all()
     np.testing.assert_array_equal(res.eps_g, _direct(sweep))
-    np.testing.assert_array_equal(res.Q, np.concatenate(
-        [run_many([c] * c.n_runs, np.arange(c.n_runs)).Q for c in sweep.points]))
+    np.testing.assert_array_equal(
+        res.Q,
+        np.concatenate([run_many([c] * c.n_runs, np.arange(c.n_runs)).Q for c in sweep.points]),
+    )
     assert not Path(str(out) + ".journal").exists()
 
 
@@ -311,17 +358,45 @@ def test_external_scheduler_and_workers_with_a_worker_killed_mid_sweep(tmp_path)
     sched_file = tmp_path / "scheduler.json"
     log = open(tmp_path / "dask.log", "w")
     dask = [sys.executable, "-m", "distributed.cli.dask_scheduler"]
-    procs = [_start(dask + ["--host", "127.0.0.1", "--port", "0", "--scheduler-file",
-                            str(sched_file), "--dashboard-address", ":0"], log)]
+    procs = [
+        _start(
+            dask
+            + [
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--scheduler-file",
+                str(sched_file),
+                "--dashboard-address",
+                ":0",
+            ],
+            log,
+        )
+    ]
     try:
         sweep_files.wait_for(sched_file.exists, 60, "the scheduler file")
         env = dict(os.environ, NUMBA_NUM_THREADS="1")
-        worker = [sys.executable, "-m", "distributed.cli.dask_worker", "--scheduler-file",
-                  str(sched_file), "--nthreads", "1", "--nworkers", "1", "--host", "127.0.0.1",
-                  "--no-dashboard"]
+        worker = [
+            sys.executable,
+            "-m",
+            "distributed.cli.dask_worker",
+            "--scheduler-file",
+            str(sched_file),
+            "--nthreads",
+            "1",
+            "--nworkers",
+            "1",
+            "--host",
+            "127.0.0.1",
+            "--no-dashboard",
+        ]
         for _ in range(2):
-            procs.append(subprocess.Popen(worker, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                          start_new_session=True))
+            procs.append(
+                subprocess.Popen(
+                    worker, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+                )
+            )
         from dask.distributed import Client
 
         client = Client(scheduler_file=str(sched_file))
@@ -385,7 +460,9 @@ def test_external_scheduler_and_workers_with_a_worker_killed_mid_sweep(tmp_path)
 
 
 def test_plan_groups_by_kernel_shape(tmp_path):
-    text = SMALL.replace("[zip]\nseed = [0, 7]\nteacher_seed = [1, 2]", "[zip]\nK = [1, 2]\nM = [1, 2]")
+    text = SMALL.replace(
+        "[zip]\nseed = [0, 7]\nteacher_seed = [1, 2]", "[zip]\nK = [1, 2]\nM = [1, 2]"
+    )
     text = text.replace("teacher_v = [1.0, 0.5]\n", "").replace("K = 2\nM = 2\n", "")
     sweep = parse_sweep(text + "\n[sweep]\norder_parameters = true\n")
     chunks = plan_chunks(sweep, np.arange(sweep.total_runs), chunk_runs=100)
@@ -397,7 +474,10 @@ def test_plan_groups_by_kernel_shape(tmp_path):
     assert run_sweep(sweep, out, workers=1, progress=False).ok
     ds = fq.load(out)
     k1 = ds.K.values == 1
-    assert np.isnan(ds.Q.values[k1][:, :, 1, :]).all() and np.isfinite(ds.Q.values[k1][:, :, 0, 0]).all()
+    assert (
+        np.isnan(ds.Q.values[k1][:, :, 1, :]).all()
+        and np.isfinite(ds.Q.values[k1][:, :, 0, 0]).all()
+    )
 
 
 def test_automatic_chunks_shrink_towards_the_end_of_a_sweep():
@@ -405,8 +485,13 @@ def test_automatic_chunks_shrink_towards_the_end_of_a_sweep():
     tasks short, so workers finish close together."""
     from fastquad.sweep.plan import _guided_sizes
 
-    for n, workers, largest, smallest in [(2000, 2, 357, 31), (2000, 1, 100, 10), (5, 2, 50, 3),
-                                          (10_000, 8, 10_000, 1), (1, 4, 1, 1)]:
+    for n, workers, largest, smallest in [
+        (2000, 2, 357, 31),
+        (2000, 1, 100, 10),
+        (5, 2, 50, 3),
+        (10_000, 8, 10_000, 1),
+        (1, 4, 1, 1),
+    ]:
         sizes = _guided_sizes(n, workers, largest, smallest)
         assert sum(sizes) == n and min(sizes) >= 1
         assert all(a >= b for a, b in zip(sizes, sizes[1:-1]))  # the very last takes the rest
@@ -428,10 +513,23 @@ def test_automatic_chunks_shrink_towards_the_end_of_a_sweep():
 def test_jobqueue_launcher_writes_single_threaded_worker_jobs(kind, marker):
     """The SLURM/PBS launcher of runners/ (dry run: the job script, nothing submitted)."""
     root = Path(__file__).resolve().parent.parent
-    proc = subprocess.run([sys.executable, str(root / "runners" / "jobqueue.py"), kind,
-                           "--dry-run", "--cores", "6", "--walltime", "00:30:00",
-                           "--scheduler-host", "127.0.0.1"], capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(root / "runners" / "jobqueue.py"),
+            kind,
+            "--dry-run",
+            "--cores",
+            "6",
+            "--walltime",
+            "00:30:00",
+            "--scheduler-host",
+            "127.0.0.1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     script = proc.stdout
     assert marker in script and "00:30:00" in script
@@ -473,8 +571,13 @@ def test_a_worker_whose_thread_setting_arrives_late_can_still_compile(use_fix):
     reconciliation the next compilation in that worker raises (as in a cold-cache sweep)."""
     env = dict(os.environ)
     env.pop("NUMBA_NUM_THREADS", None)
-    out = subprocess.run([sys.executable, "-c", _LATE_ENV.format(use_fix=use_fix)],
-                         capture_output=True, text=True, env=env, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", _LATE_ENV.format(use_fix=use_fix)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     if use_fix:
         assert out.returncode == 0, out.stderr[-2000:]
         assert "threads 1" in out.stdout and "compiled 2.0" in out.stdout

@@ -36,28 +36,53 @@ n_samples = 64
 def _api_run(cfg, replica, times):
     """The same run through the public API, recorded at the given times."""
     W_t, v_t = fq.make_teacher(cfg.d, cfg.M, v=np.array(cfg.teacher_v), seed=cfg.teacher_seed)
-    W0, v0 = fq.make_student(cfg.d, cfg.K, scale=cfg.init_scale, v=cfg.student_v,
-                             seed=cfg.seed, run_id=replica)
+    W0, v0 = fq.make_student(
+        cfg.d, cfg.K, scale=cfg.init_scale, v=cfg.student_v, seed=cfg.seed, run_id=replica
+    )
     kw = dict(times=times, max_error=cfg.max_error)
     if cfg.method == "sgd":
-        return fq.simulate_sgd(W0, v0, W_t, v_t, cfg.lr, cfg.t_max, seeds=cfg.seed,
-                               run_ids=[replica], sampler=cfg.sampler, **kw)
+        return fq.simulate_sgd(
+            W0,
+            v0,
+            W_t,
+            v_t,
+            cfg.lr,
+            cfg.t_max,
+            seeds=cfg.seed,
+            run_ids=[replica],
+            sampler=cfg.sampler,
+            **kw,
+        )
     if cfg.method == "gd":
-        return fq.simulate_gd(W0, v0, W_t, v_t, cfg.lr, cfg.t_max, n_samples=cfg.n_samples,
-                              seeds=cfg.seed, run_ids=[replica], **kw)
+        return fq.simulate_gd(
+            W0,
+            v0,
+            W_t,
+            v_t,
+            cfg.lr,
+            cfg.t_max,
+            n_samples=cfg.n_samples,
+            seeds=cfg.seed,
+            run_ids=[replica],
+            **kw,
+        )
     if cfg.method == "flow":
         return fq.integrate_flow(W0, v0, W_t, v_t, cfg.lr, cfg.t_max, **kw)
     Q, R, T = fq.order_parameters(W0, W_t)
     return fq.integrate_ode(Q, R, v0, T, v_t, cfg.lr, cfg.t_max, **kw)
 
 
-@pytest.mark.parametrize("fixed,axes", [
-    ('method = "sgd"', "d = [20]"),
-    ('method = "sgd"', "d = [10, 1000]"),
-    ('method = "sgd"\nsampler = "exact"', "d = [30, 45]"),
-    ('d = 40', 'method = ["sgd", "ode", "flow", "gd"]'),
-    ('method = "gd"', "d = [12, 18]"),
-], ids=["one-d", "d-10-1000", "exact-30-45", "methods", "gd-12-18"])
+@pytest.mark.parametrize(
+    "fixed,axes",
+    [
+        ('method = "sgd"', "d = [20]"),
+        ('method = "sgd"', "d = [10, 1000]"),
+        ('method = "sgd"\nsampler = "exact"', "d = [30, 45]"),
+        ("d = 40", 'method = ["sgd", "ode", "flow", "gd"]'),
+        ('method = "gd"', "d = [12, 18]"),
+    ],
+    ids=["one-d", "d-10-1000", "exact-30-45", "methods", "gd-12-18"],
+)
 def test_every_run_of_a_sweep_records_at_the_files_times(tmp_path, fixed, axes):
     sweep = parse_sweep(SWEEP.format(fixed=fixed, axes=axes))
     out = tmp_path / "r.h5"
@@ -77,23 +102,46 @@ def test_every_run_of_a_sweep_records_at_the_files_times(tmp_path, fixed, axes):
         np.testing.assert_array_equal(res.eps_g[run], ref.eps_g[0], err_msg=f"run {run}")
 
 
-@pytest.mark.parametrize("args", [
-    ["--method", "sgd", "--d", "20"],
-    ["--method", "sgd", "--d", "37", "--sampler", "exact"],
-    ["--method", "gd", "--d", "16", "--n-samples", "64"],
-    ["--method", "ode", "--d", "20"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--method", "sgd", "--d", "20"],
+        ["--method", "sgd", "--d", "37", "--sampler", "exact"],
+        ["--method", "gd", "--d", "16", "--n-samples", "64"],
+        ["--method", "ode", "--d", "20"],
+    ],
+)
 def test_a_single_point_sweep_matches_fastquad_simulate_time_by_time(tmp_path, args):
     flags = dict(zip(args[::2], args[1::2]))
-    fixed = "\n".join(f'{k[2:].replace("-", "_")} = '
-                      + (v if v.replace(".", "").isdigit() else f'"{v}"')
-                      for k, v in flags.items() if k != "--n-samples")
+    fixed = "\n".join(
+        f"{k[2:].replace('-', '_')} = " + (v if v.replace(".", "").isdigit() else f'"{v}"')
+        for k, v in flags.items()
+        if k != "--n-samples"
+    )
     sweep = parse_sweep(SWEEP.format(fixed=fixed, axes="seed = [3]"))
     out = tmp_path / "sweep.h5"
     assert run_sweep(sweep, out, workers=1, progress=False).ok
     single = tmp_path / "simulate.h5"
-    common = ["--K", "2", "--M", "2", "--teacher-v", "1,0.5", "--t-max", "3", "--n-times",
-              "25", "--n-runs", "2", "--lr", "0.1", "--init-scale", "0.3", "--seed", "3"]
+    common = [
+        "--K",
+        "2",
+        "--M",
+        "2",
+        "--teacher-v",
+        "1,0.5",
+        "--t-max",
+        "3",
+        "--n-times",
+        "25",
+        "--n-runs",
+        "2",
+        "--lr",
+        "0.1",
+        "--init-scale",
+        "0.3",
+        "--seed",
+        "3",
+    ]
     assert main(["simulate", "--out", str(single), *common, *args]) == 0
     a, b = fq.read(out), fq.read(single)
     np.testing.assert_array_equal(a.t, b.t)

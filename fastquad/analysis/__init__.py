@@ -11,20 +11,49 @@ quantities and the failures they predict, and the stages (plateaus, drops) of le
 """
 
 from .cli import add_fixed_points_parser
-from .conserved import (ConservedDrift, FailurePrediction, PhaseDiagram, conserved_drift,
-                        phase_diagram_failure, predict_failure)
-from .fixed_points import (FixedPoint, NoisyPlateauLevels, ParameterHessian, Symmetry,
-                           canonical_form, find_fixed_points, fixed_point_table,
-                           parameter_space_hessian, plateau_levels_with_noise,
-                           weights_from_order_parameters)
+from .conserved import (
+    ConservedDrift,
+    FailurePrediction,
+    PhaseDiagram,
+    conserved_drift,
+    phase_diagram_failure,
+    predict_failure,
+)
+from .fixed_points import (
+    FixedPoint,
+    NoisyPlateauLevels,
+    ParameterHessian,
+    Symmetry,
+    canonical_form,
+    find_fixed_points,
+    fixed_point_table,
+    parameter_space_hessian,
+    plateau_levels_with_noise,
+    weights_from_order_parameters,
+)
 from .stages import Stages, StagesBatch, detect_stages, detect_stages_batch, plateau_levels
 
 __all__ = [
-    "find_fixed_points", "FixedPoint", "fixed_point_table", "canonical_form", "Symmetry",
-    "weights_from_order_parameters", "parameter_space_hessian", "ParameterHessian",
-    "plateau_levels_with_noise", "NoisyPlateauLevels",
-    "conserved_drift", "ConservedDrift", "predict_failure", "FailurePrediction",
-    "phase_diagram_failure", "PhaseDiagram",
-    "detect_stages", "detect_stages_batch", "Stages", "StagesBatch", "plateau_levels",
+    "find_fixed_points",
+    "FixedPoint",
+    "fixed_point_table",
+    "canonical_form",
+    "Symmetry",
+    "weights_from_order_parameters",
+    "parameter_space_hessian",
+    "ParameterHessian",
+    "plateau_levels_with_noise",
+    "NoisyPlateauLevels",
+    "conserved_drift",
+    "ConservedDrift",
+    "predict_failure",
+    "FailurePrediction",
+    "phase_diagram_failure",
+    "PhaseDiagram",
+    "detect_stages",
+    "detect_stages_batch",
+    "Stages",
+    "StagesBatch",
+    "plateau_levels",
     "add_fixed_points_parser",
 ]

@@ -9,6 +9,8 @@ import re
 
 import numpy as np
 
+from ..errors import InputError
+
 # argparse takes an argument starting with "-" for an option unless it looks like one negative
 # number, so "--teacher-v -1,2" would fail with "expected one argument". The subcommand has no
 # option that starts with a digit, so anything starting "-<digit>" or "-.<digit>" is a value
@@ -30,35 +32,50 @@ def add_fixed_points_parser(subparsers):
         The subcommand's parser; its default ``func`` runs it and returns the exit code.
     """
     p = subparsers.add_parser(
-        "fixed-points", help="find and classify the fixed points of the order-parameter ODE",
+        "fixed-points",
+        help="find and classify the fixed points of the order-parameter ODE",
         description="Find the fixed points of the order-parameter flow of a K-unit student "
-                    "learning an M-unit teacher (orthonormal teacher, T = I) from many random "
-                    "starts, deduplicated up to the symmetries and classified by the eigenvalues "
-                    "of the Jacobian; print them as a table.",
+        "learning an M-unit teacher (orthonormal teacher, T = I) from many random "
+        "starts, deduplicated up to the symmetries and classified by the eigenvalues "
+        "of the Jacobian; print them as a table.",
         epilog="Lists may start with a negative number: --teacher-v -1,2 and --teacher-v=-1,2 "
-               "are the same. The table does not depend on the order of the teacher units "
-               "(up to the order of R's columns, which follow --teacher-v); every point listed "
-               "is verified (max|rhs|/lr <= 1e-10 max(1, max|x|)^3 at the state shown), and "
-               "the number of candidates dropped by that check is printed under the table.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        "are the same. The table does not depend on the order of the teacher units "
+        "(up to the order of R's columns, which follow --teacher-v); every point listed "
+        "is verified (max|rhs|/lr <= 1e-10 max(1, max|x|)^3 at the state shown), and "
+        "the number of candidates dropped by that check is printed under the table.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     # (a private attribute of ArgumentParser, present since Python 3.2; if it ever goes,
     # --teacher-v=-1,2 still works)
     p._negative_number_matcher = _NEGATIVE_LIST
     # every value is parsed here, not by argparse, so an error names its flag in one line
     p.add_argument("--K", default="2", help="student units")
-    p.add_argument("--M", default=None,
-                   help="teacher units (default: the number of --teacher-v values)")
-    p.add_argument("--teacher-v", default="1",
-                   help="teacher second layer: one value for every unit or M comma-separated; "
-                        "negative values as --teacher-v -1,2 or --teacher-v=-1,2")
+    p.add_argument(
+        "--M", default=None, help="teacher units (default: the number of --teacher-v values)"
+    )
+    p.add_argument(
+        "--teacher-v",
+        default="1",
+        help="teacher second layer: one value for every unit or M comma-separated; "
+        "negative values as --teacher-v -1,2 or --teacher-v=-1,2",
+    )
     p.add_argument("--lr", default="1.0", help="learning rate (scales the eigenvalues)")
-    p.add_argument("--freeze-second-layer", action="store_true",
-                   help="keep the student's second layer fixed at --student-v")
-    p.add_argument("--student-v", default="1",
-                   help="frozen student second layer: one value or K comma-separated "
-                        "(negative values as for --teacher-v)")
-    p.add_argument("--sgd-noise", action="store_true",
-                   help="include the lr^2 online-SGD term (fixed points then depend on lr)")
+    p.add_argument(
+        "--freeze-second-layer",
+        action="store_true",
+        help="keep the student's second layer fixed at --student-v",
+    )
+    p.add_argument(
+        "--student-v",
+        default="1",
+        help="frozen student second layer: one value or K comma-separated "
+        "(negative values as for --teacher-v)",
+    )
+    p.add_argument(
+        "--sgd-noise",
+        action="store_true",
+        help="include the lr^2 online-SGD term (fixed points then depend on lr)",
+    )
     p.add_argument("--n-starts", default="200", help="random starts")
     p.add_argument("--seed", default="0", help="seed of the starts")
     p.set_defaults(func=run_fixed_points)
@@ -74,9 +91,9 @@ def _int(flag, text, low, high):
     try:
         val = int(text)
     except (TypeError, ValueError):
-        raise ValueError(f"{flag} must be an integer in [{low}, {high}], got {text!r}") from None
+        raise InputError(f"{flag} must be an integer in [{low}, {high}], got {text!r}") from None
     if not low <= val <= high:
-        raise ValueError(f"{flag} must be an integer in [{low}, {high}], got {val}")
+        raise InputError(f"{flag} must be an integer in [{low}, {high}], got {val}")
     return val
 
 
@@ -84,10 +101,11 @@ def _floats(flag, text):
     try:
         vals = np.array([float(x) for x in str(text).split(",")])
     except ValueError:
-        raise ValueError(f"{flag} must be a number or comma-separated numbers, got {text!r}") \
-            from None
+        raise InputError(
+            f"{flag} must be a number or comma-separated numbers, got {text!r}"
+        ) from None
     if not np.all(np.isfinite(vals)):
-        raise ValueError(f"{flag} must contain finite numbers, got {text!r}")
+        raise InputError(f"{flag} must contain finite numbers, got {text!r}")
     return vals
 
 
@@ -95,7 +113,7 @@ def _per_unit(flag, vals, n, what):
     if vals.size == 1:
         return np.full(n, vals[0])
     if vals.size != n:
-        raise ValueError(f"{flag} must have 1 or {n} values ({what}), got {vals.size}")
+        raise InputError(f"{flag} must have 1 or {n} values ({what}), got {vals.size}")
     return vals
 
 
@@ -113,21 +131,30 @@ def fixed_points_from_args(args):
     tv = _floats("--teacher-v", args.teacher_v)
     M = tv.size if args.M is None else _int("--M", args.M, 1, MAX_UNITS)
     if M > MAX_UNITS:
-        raise ValueError(f"--teacher-v must have at most {MAX_UNITS} values, got {M}")
+        raise InputError(f"--teacher-v must have at most {MAX_UNITS} values, got {M}")
     tv = _per_unit("--teacher-v", tv, M, f"M={M} teacher units")
     lr_vals = _floats("--lr", args.lr)
     if lr_vals.size != 1 or lr_vals[0] <= 0:
-        raise ValueError(f"--lr must be one number > 0, got {args.lr!r}")
+        raise InputError(f"--lr must be one number > 0, got {args.lr!r}")
     n_starts = _int("--n-starts", args.n_starts, 1, MAX_STARTS)
     seed = _int("--seed", args.seed, 0, 2**63 - 1)
     v_student = None
     if args.freeze_second_layer:
-        v_student = _per_unit("--student-v", _floats("--student-v", args.student_v), K,
-                              f"K={K} student units")
-    return find_fixed_points(K, M, np.eye(M), tv, float(lr_vals[0]),
-                             train_second_layer=not args.freeze_second_layer,
-                             sgd_noise=bool(args.sgd_noise), n_starts=n_starts, seed=seed,
-                             v_student=v_student)
+        v_student = _per_unit(
+            "--student-v", _floats("--student-v", args.student_v), K, f"K={K} student units"
+        )
+    return find_fixed_points(
+        K,
+        M,
+        np.eye(M),
+        tv,
+        float(lr_vals[0]),
+        train_second_layer=not args.freeze_second_layer,
+        sgd_noise=bool(args.sgd_noise),
+        n_starts=n_starts,
+        seed=seed,
+        v_student=v_student,
+    )
 
 
 def run_fixed_points(args):
@@ -137,11 +164,15 @@ def run_fixed_points(args):
     points = fixed_points_from_args(args)
     K = args.K
     mode = "frozen" if args.freeze_second_layer else "trained"
-    print(f"fixed points: K={K}, teacher v*={args.teacher_v} (T = I), lr={args.lr}, "
-          f"second layer {mode}; eigenvalues of the Jacobian in (Q[triu], R"
-          f"{'' if args.freeze_second_layer else ', v'})")
+    print(
+        f"fixed points: K={K}, teacher v*={args.teacher_v} (T = I), lr={args.lr}, "
+        f"second layer {mode}; eigenvalues of the Jacobian in (Q[triu], R"
+        f"{'' if args.freeze_second_layer else ', v'})"
+    )
     print(fixed_point_table(points))
-    print(f"{points.n_dropped} candidate point(s) failed verification (right-hand side not "
-          f"zero at the state to be listed) and were dropped; {points.n_converged} of "
-          f"{points.n_starts} starts converged")
+    print(
+        f"{points.n_dropped} candidate point(s) failed verification (right-hand side not "
+        f"zero at the state to be listed) and were dropped; {points.n_converged} of "
+        f"{points.n_starts} starts converged"
+    )
     return 0

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import _validate as V
+from ..errors import InputError
 
 
 @dataclass(frozen=True, eq=False)
@@ -53,11 +54,13 @@ def conserved_drift(result):
         Q = np.asarray(result.Q, dtype=float)
         v = np.asarray(result.v, dtype=float)
     except AttributeError:
-        raise ValueError(f"result must be a fastquad Result, got {type(result).__name__}") from None
+        raise InputError(f"result must be a fastquad Result, got {type(result).__name__}") from None
     if Q.ndim != 4 or v.ndim != 3 or Q.shape[:3] != v.shape or Q.shape[2] != Q.shape[3]:
-        raise ValueError(f"result must hold Q (n_runs, n_times, K, K) and v (n_runs, n_times, "
-                         f"K), got {Q.shape} and {v.shape}")
-    C = np.einsum("rtjj->rtj", Q) - 2.0 * v ** 2
+        raise InputError(
+            f"result must hold Q (n_runs, n_times, K, K) and v (n_runs, n_times, "
+            f"K), got {Q.shape} and {v.shape}"
+        )
+    C = np.einsum("rtjj->rtj", Q) - 2.0 * v**2
     C0 = C[:, 0]
     change = C - C0[:, None]
     finite = np.isfinite(change)
@@ -101,7 +104,7 @@ class FailurePrediction:
 def _teacher_inertia(T, vt):
     """Numbers of positive and negative eigenvalues of A* = W*^T diag(v*) W* / d."""
     lam, U = np.linalg.eigh(T)
-    S = U * np.sqrt(np.clip(lam, 0.0, None))          # S S^T = T
+    S = U * np.sqrt(np.clip(lam, 0.0, None))  # S S^T = T
     ev = np.linalg.eigvalsh(S.T @ (vt[:, None] * S))
     tol = 1e-12 * max(1.0, np.abs(ev).max(initial=0.0))
     return int(np.count_nonzero(ev > tol)), int(np.count_nonzero(ev < -tol))
@@ -153,41 +156,51 @@ def predict_failure(v0, v_teacher, *, Q0=None, C0=None, R0=None, T=None):
     vt = V.with_run_axis("v_teacher", vt, 1)
     K, M = v.shape[1], vt.shape[1]
     if (Q0 is None) == (C0 is None):
-        raise ValueError("give exactly one of Q0 (initial overlaps) and C0 (initial "
-                         "conserved quantities)")
+        raise InputError(
+            "give exactly one of Q0 (initial overlaps) and C0 (initial conserved quantities)"
+        )
     if Q0 is not None:
         Q = V.with_run_axis("Q0", V.finite_array("Q0", Q0, ndim=(2, 3)), 2)
         if Q.shape[1:] != (K, K):
-            raise ValueError(f"Q0 must have shape (K, K) = ({K}, {K}) (K from v0), got {Q.shape}")
+            raise InputError(f"Q0 must have shape (K, K) = ({K}, {K}) (K from v0), got {Q.shape}")
         qd = np.einsum("rjj->rj", Q)
         if np.any(qd < 0):
-            raise ValueError("Q0 must have a non-negative diagonal (Q_jj = |w_j|^2 / d)")
+            raise InputError("Q0 must have a non-negative diagonal (Q_jj = |w_j|^2 / d)")
     else:
         C = V.with_run_axis("C0", V.finite_array("C0", C0, ndim=(1, 2)), 1)
         if C.shape[1] != K:
-            raise ValueError(f"C0 must have K={K} entries per run (K from v0), got {C.shape}")
+            raise InputError(f"C0 must have K={K} entries per run (K from v0), got {C.shape}")
     if T is None:
         T = np.eye(M)
     Tm = V.with_run_axis("T", V.finite_array("T", T, ndim=(2, 3)), 2)
     if Tm.shape[1:] != (M, M):
-        raise ValueError(f"T must have shape (M, M) = ({M}, {M}) (M from v_teacher), got "
-                         f"{Tm.shape}")
+        raise InputError(
+            f"T must have shape (M, M) = ({M}, {M}) (M from v_teacher), got {Tm.shape}"
+        )
     Rm = None
     if R0 is not None:
         Rm = V.with_run_axis("R0", V.finite_array("R0", R0, ndim=(2, 3)), 2)
         if Rm.shape[1:] != (K, M):
-            raise ValueError(f"R0 must have shape (K, M) = ({K}, {M}), got {Rm.shape}")
-    sizes = {a.shape[0] for a in (v, vt, Tm) + ((Q,) if Q0 is not None else (C,))
-             + ((Rm,) if Rm is not None else ())} - {1}
+            raise InputError(f"R0 must have shape (K, M) = ({K}, {M}), got {Rm.shape}")
+    sizes = {
+        a.shape[0]
+        for a in (v, vt, Tm)
+        + ((Q,) if Q0 is not None else (C,))
+        + ((Rm,) if Rm is not None else ())
+    } - {1}
     if len(sizes) > 1:
-        raise ValueError(f"the run axes of v0, v_teacher, Q0/C0, R0 and T disagree: "
-                         f"{sorted(sizes)}")
+        raise InputError(
+            f"the run axes of v0, v_teacher, Q0/C0, R0 and T disagree: {sorted(sizes)}"
+        )
     n = sizes.pop() if sizes else 1
     v = V.broadcast_runs("v0", v, n)
     vt = V.broadcast_runs("v_teacher", vt, n)
     Tm = V.broadcast_runs("T", Tm, n)
-    C = (V.broadcast_runs("Q0", qd, n) - 2 * v ** 2) if Q0 is not None else V.broadcast_runs(
-        "C0", C, n)
+    C = (
+        (V.broadcast_runs("Q0", qd, n) - 2 * v**2)
+        if Q0 is not None
+        else V.broadcast_runs("C0", C, n)
+    )
     if Rm is not None:
         Rm = V.broadcast_runs("R0", Rm, n)
 
@@ -195,7 +208,7 @@ def predict_failure(v0, v_teacher, *, Q0=None, C0=None, R0=None, T=None):
     exact = np.zeros(n, dtype=bool)
     reason = np.empty(n, dtype=object)
     # v_j = 0 with C_j = Q_jj > 0 moves off zero towards whichever sign it needs
-    can_cross = (C > 0)
+    can_cross = C > 0
     for r in range(n):
         m_pos, m_neg = _teacher_inertia(0.5 * (Tm[r] + Tm[r].T), vt[r])
         stuck_pos = int(np.count_nonzero(~can_cross[r] & (v[r] > 0)))
@@ -212,8 +225,11 @@ def predict_failure(v0, v_teacher, *, Q0=None, C0=None, R0=None, T=None):
                 success[r], reason[r] = True, "the teacher is zero"
             elif v[r, 0] == 0:
                 success[r] = bool(can_cross[r, 0])
-                reason[r] = ("v0 = 0 and w0 != 0: v moves off zero with the teacher's sign"
-                             if success[r] else "v0 = 0 and w0 = 0: nothing ever moves")
+                reason[r] = (
+                    "v0 = 0 and w0 != 0: v moves off zero with the teacher's sign"
+                    if success[r]
+                    else "v0 = 0 and w0 = 0: nothing ever moves"
+                )
             elif s > 0:
                 success[r], reason[r] = True, "v0 has the teacher's sign"
             elif can_cross[r, 0]:
@@ -224,11 +240,14 @@ def predict_failure(v0, v_teacher, *, Q0=None, C0=None, R0=None, T=None):
         else:
             success[r] = short <= free
             exact[r] = not success[r]
-            reason[r] = (f"the teacher needs {m_pos} positive and {m_neg} negative unit(s); "
-                         f"{stuck_pos} stuck positive, {stuck_neg} stuck negative (C_j <= 0), "
-                         f"{free} free (C_j > 0)")
-    return FailurePrediction(success=success, exact=exact, reason=reason.astype(str), C0=C,
-                             can_cross=can_cross)
+            reason[r] = (
+                f"the teacher needs {m_pos} positive and {m_neg} negative unit(s); "
+                f"{stuck_pos} stuck positive, {stuck_neg} stuck negative (C_j <= 0), "
+                f"{free} free (C_j > 0)"
+            )
+    return FailurePrediction(
+        success=success, exact=exact, reason=reason.astype(str), C0=C, can_cross=can_cross
+    )
 
 
 @dataclass(frozen=True, eq=False)
@@ -262,9 +281,22 @@ class PhaseDiagram:
     margin: float
 
 
-def phase_diagram_failure(v0_values, Q0_values, *, v_teacher=1.0, T=1.0, overlap=0.1, lr=1.0,
-                          t_max=200.0, method="ode", d=8, success_tol=1e-3, margin=0.05,
-                          seed=0, num_threads=None):
+def phase_diagram_failure(
+    v0_values,
+    Q0_values,
+    *,
+    v_teacher=1.0,
+    T=1.0,
+    overlap=0.1,
+    lr=1.0,
+    t_max=200.0,
+    method="ode",
+    d=8,
+    success_tol=1e-3,
+    margin=0.05,
+    seed=0,
+    num_threads=None,
+):
     """The failure predictor against simulation over a grid of (v0, Q0), K = M = 1.
 
     Each grid point starts with ``Q = Q0``, ``R = overlap * sqrt(Q0 T)`` (a cosine
@@ -314,19 +346,20 @@ def phase_diagram_failure(v0_values, Q0_values, *, v_teacher=1.0, T=1.0, overlap
     lr = p.check(V.real, "lr", lr, low=0.0, low_open=True)
     t_max = p.check(V.real, "t_max", t_max, low=0.0, low_open=True)
     d = p.check(V.integer, "d", d, low=2)
-    success_tol = p.check(V.real, "success_tol", success_tol, low=0.0, high=1.0, low_open=True,
-                          high_open=True)
+    success_tol = p.check(
+        V.real, "success_tol", success_tol, low=0.0, high=1.0, low_open=True, high_open=True
+    )
     margin = p.check(V.real, "margin", margin, low=0.0)
     seed = p.check(V.integer, "seed", seed, low=0)
     if method not in ("ode", "flow"):
         p.add(f"method must be 'ode' or 'flow', got {method!r}")
     p.raise_if_any()
     if vt == 0:
-        raise ValueError("v_teacher must be nonzero (a zero teacher has nothing to learn)")
+        raise InputError("v_teacher must be nonzero (a zero teacher has nothing to learn)")
     if vs.size == 0 or qs.size == 0:
-        raise ValueError("v0_values and Q0_values must each hold at least one value")
+        raise InputError("v0_values and Q0_values must each hold at least one value")
     if np.any(qs <= 0):
-        raise ValueError("Q0_values must be > 0 (Q0 = |w0|^2 / d)")
+        raise InputError("Q0_values must be > 0 (Q0 = |w0|^2 / d)")
     V_, Q_ = np.meshgrid(vs, qs, indexing="ij")
     v0 = V_.ravel()
     q0 = Q_.ravel()
@@ -334,28 +367,56 @@ def phase_diagram_failure(v0_values, Q0_values, *, v_teacher=1.0, T=1.0, overlap
     n = v0.size
     times = np.array([0.0, t_max])
     if method == "ode":
-        res = integrate_ode(q0.reshape(n, 1, 1), r0.reshape(n, 1, 1), v0.reshape(n, 1),
-                            np.full((1, 1), Tn), np.array([vt]), lr, t_max, times=times,
-                            sgd_noise=False, num_threads=num_threads)
+        res = integrate_ode(
+            q0.reshape(n, 1, 1),
+            r0.reshape(n, 1, 1),
+            v0.reshape(n, 1),
+            np.full((1, 1), Tn),
+            np.array([vt]),
+            lr,
+            t_max,
+            times=times,
+            sgd_noise=False,
+            num_threads=num_threads,
+        )
     else:
         W0 = np.empty((n, 1, d))
         Wt = np.empty((n, 1, d))
         for k in range(n):
             W0[k], Wt[k] = weights_from_order_parameters([[q0[k]]], [[r0[k]]], [[Tn]], d, seed)
-        res = integrate_flow(W0, v0.reshape(n, 1), Wt, np.full((n, 1), vt), lr, t_max,
-                             times=times, num_threads=num_threads)
+        res = integrate_flow(
+            W0,
+            v0.reshape(n, 1),
+            Wt,
+            np.full((n, 1), vt),
+            lr,
+            t_max,
+            times=times,
+            num_threads=num_threads,
+        )
     eps_final = res.eps_g[:, -1]
     eps_zero = 1.5 * (vt * Tn) ** 2
     simulated = np.isfinite(eps_final) & (eps_final < success_tol * eps_zero)
-    pred = predict_failure(v0.reshape(n, 1), np.array([vt]), Q0=q0.reshape(n, 1, 1),
-                           R0=r0.reshape(n, 1, 1), T=np.full((1, 1), Tn))
+    pred = predict_failure(
+        v0.reshape(n, 1),
+        np.array([vt]),
+        Q0=q0.reshape(n, 1, 1),
+        R0=r0.reshape(n, 1, 1),
+        T=np.full((1, 1), Tn),
+    )
     predicted = pred.success
-    C0 = q0 - 2 * v0 ** 2
+    C0 = q0 - 2 * v0**2
     agree = predicted == simulated
     away = np.abs(C0) > margin
     shape = (vs.size, qs.size)
-    return PhaseDiagram(v0=vs, Q0=qs, C0=C0.reshape(shape), predicted=predicted.reshape(shape),
-                        simulated=simulated.reshape(shape), eps_final=eps_final.reshape(shape),
-                        agreement=float(agree.mean()),
-                        agreement_away=float(agree[away].mean()) if away.any() else np.nan,
-                        margin=margin)
+    return PhaseDiagram(
+        v0=vs,
+        Q0=qs,
+        C0=C0.reshape(shape),
+        predicted=predicted.reshape(shape),
+        simulated=simulated.reshape(shape),
+        eps_final=eps_final.reshape(shape),
+        agreement=float(agree.mean()),
+        agreement_away=float(agree[away].mean()) if away.any() else np.nan,
+        margin=margin,
+    )

@@ -49,6 +49,7 @@ from scipy import optimize
 
 from .. import _validate as V
 from ..closed_form import generalization_error, population_gradients
+from ..errors import InputError
 from ..kernels import ode as _k
 
 KINDS = ("stable", "saddle", "unstable", "degenerate")
@@ -69,6 +70,7 @@ _MAX_ORDERINGS = 20000
 
 
 # ----------------------------------------------------------------------------- coordinates
+
 
 def _n_coords(K, M, train_v):
     return K * (K + 1) // 2 + K * M + (K if train_v else 0)
@@ -102,8 +104,8 @@ def unpack(x, K, M, v_fixed=None):
     iu = np.triu_indices(K)
     Q[iu] = x[:nq]
     Q = Q + np.triu(Q, 1).T
-    R = x[nq:nq + K * M].reshape(K, M).copy()
-    v = np.array(v_fixed, float) if v_fixed is not None else x[nq + K * M:].copy()
+    R = x[nq : nq + K * M].reshape(K, M).copy()
+    v = np.array(v_fixed, float) if v_fixed is not None else x[nq + K * M :].copy()
     return Q, R, v
 
 
@@ -115,8 +117,9 @@ class _System:
     arithmetic, and polishing needs thousands of calls). Tests check both agree.
     """
 
-    def __init__(self, K, M, T, vt, lr, train_v, sgd_noise, label_noise, v_fixed=None,
-                 batch_size=1):
+    def __init__(
+        self, K, M, T, vt, lr, train_v, sgd_noise, label_noise, v_fixed=None, batch_size=1
+    ):
         self.K, self.M = K, M
         self.T = np.ascontiguousarray(T, dtype=float)
         self.vt = np.ascontiguousarray(vt, dtype=float)
@@ -143,8 +146,8 @@ class _System:
         Q = np.empty((K, K))
         Q[self._iu] = x[:nq]
         Q[self._iu[1], self._iu[0]] = x[:nq]
-        R = x[nq:nq + K * M].reshape(K, M).copy()
-        v = self.v_fixed.copy() if self.v_fixed is not None else x[nq + K * M:].copy()
+        R = x[nq : nq + K * M].reshape(K, M).copy()
+        v = self.v_fixed.copy() if self.v_fixed is not None else x[nq + K * M :].copy()
         return Q, R, v
 
     def pack(self, Q, R, v):
@@ -156,9 +159,21 @@ class _System:
 
     def rhs(self, x):
         Q, R, v = self.state(x)
-        _k.ode_rhs_into(Q, R, np.ascontiguousarray(v), self.T, self.vt, self.lr, self.sigma2,
-                        self.inv_batch, self.train_v, self.sgd_noise, self._dQ, self._dR,
-                        self._dv)
+        _k.ode_rhs_into(
+            Q,
+            R,
+            np.ascontiguousarray(v),
+            self.T,
+            self.vt,
+            self.lr,
+            self.sigma2,
+            self.inv_batch,
+            self.train_v,
+            self.sgd_noise,
+            self._dQ,
+            self._dR,
+            self._dv,
+        )
         return self.pack(self._dQ, self._dR, self._dv)
 
     def residual(self, x):
@@ -191,6 +206,7 @@ class _System:
 
 
 # ----------------------------------------------------------------------------- polishing
+
 
 def _least_squares(fun, x0, max_nfev):
     """Levenberg-Marquardt minimisation of ``|fun(x)|^2`` from x0 (Marquardt's diagonal
@@ -267,8 +283,12 @@ def _polish(system, x0, tol, max_abs, scaled=True):
         try:
             with np.errstate(all="ignore"):
                 if method == "hybr":
-                    x = optimize.root(system.rhs, x0, method="hybr",
-                                      options=dict(xtol=1e-14, maxfev=400 * (n + 1))).x
+                    x = optimize.root(
+                        system.rhs,
+                        x0,
+                        method="hybr",
+                        options=dict(xtol=1e-14, maxfev=400 * (n + 1)),
+                    ).x
                 else:
                     x = _least_squares(system.rhs, x0, 400 * (n + 1))
         except (ValueError, FloatingPointError, np.linalg.LinAlgError):
@@ -283,6 +303,7 @@ def _polish(system, x0, tol, max_abs, scaled=True):
 
 
 # ----------------------------------------------------------------------------- symmetry
+
 
 class _UnionFind:
     """Sign variables with parities: s_a = parity(a, root) * s_root."""
@@ -451,8 +472,12 @@ class Symmetry:
             Ts = T[np.ix_(sigma, sigma)]
             if np.abs(np.abs(Ts) - np.abs(T)).max(initial=0.0) > tol:
                 continue
-            forced = [(n, m, float(np.sign(T[n, m] * Ts[n, m])))
-                      for n in range(M) for m in range(n + 1, M) if abs(T[n, m]) > tol]
+            forced = [
+                (n, m, float(np.sign(T[n, m] * Ts[n, m])))
+                for n in range(M)
+                for m in range(n + 1, M)
+                if abs(T[n, m]) > tol
+            ]
             uf = _UnionFind(M)
             if all(uf.union(n, m, rel) for n, m, rel in forced):
                 maps.append((sigma, forced))
@@ -488,8 +513,9 @@ class Symmetry:
         Q, R, v = np.asarray(Q, float), np.asarray(R, float), np.asarray(v, float)
         K, M = R.shape
         lab, Qe, Re = self.invariants(Q, R, v)
-        scale = max(1.0, np.abs(Qe).max(initial=0), np.abs(Re).max(initial=0),
-                    np.abs(lab).max(initial=0))
+        scale = max(
+            1.0, np.abs(Qe).max(initial=0), np.abs(Re).max(initial=0), np.abs(lab).max(initial=0)
+        )
         tol = self.tol * scale
         sig = _SIGN_RTOL * scale
         if self.fixed_v:
@@ -497,10 +523,11 @@ class Symmetry:
         else:
             classes = [list(range(K))]
         # (places, tie groups of the units that fill them, in order)
-        slots = [(c, [[c[i] for i in g] for g in
-                      _tie_groups([(lab[j], Qe[j, j]) for j in c], tol)]) for c in classes]
-        if (np.prod([_n_orderings(g) for _, g in slots]) * len(self.teacher_maps)
-                > _MAX_ORDERINGS):
+        slots = [
+            (c, [[c[i] for i in g] for g in _tie_groups([(lab[j], Qe[j, j]) for j in c], tol)])
+            for c in classes
+        ]
+        if np.prod([_n_orderings(g) for _, g in slots]) * len(self.teacher_maps) > _MAX_ORDERINGS:
             slots = [(c, [[i] for g in groups for i in g]) for c, groups in slots]
         best = None
         for pi in _student_orderings(slots, K):
@@ -599,6 +626,7 @@ def _lex_greater(a, b, tol):
 
 # ----------------------------------------------------------------------------- rescaling
 
+
 def _rescale_to(system, x, conserved):
     """The member of x's rescaling orbit with C_j = conserved_j (dead units: see the module)."""
     Q, R, v = system.state(x)
@@ -620,7 +648,7 @@ def _rescale_to(system, x, conserved):
                 v_new[j] = np.sign(v[j]) * size
             continue
         if abs(v[j]) * Q[j, j] <= dead:
-            continue    # v_j = 0 with w_j != 0: its orbit does not reach other values of C_j
+            continue  # v_j = 0 with w_j != 0: its orbit does not reach other values of C_j
         # Q_jj b - 2 v_j^2 / b^2 = C (b = a^2) is increasing in b > 0: one root
         C = conserved[j]
         roots = np.roots([Q[j, j], -C, 0.0, -2.0 * v[j] ** 2])
@@ -635,6 +663,7 @@ def _rescale_to(system, x, conserved):
 
 
 # ----------------------------------------------------------------------------- classification
+
 
 @dataclass(frozen=True, eq=False)
 class FixedPoint:
@@ -713,8 +742,9 @@ class FixedPoint:
         """
         vec = np.real(self.eigenvectors[:, mode])
         vec = vec / np.abs(vec).max()
-        dQ, dR, dv = unpack(vec, self.K, self.M,
-                            None if self.train_second_layer else np.zeros(self.K))
+        dQ, dR, dv = unpack(
+            vec, self.K, self.M, None if self.train_second_layer else np.zeros(self.K)
+        )
         return dQ, dR, dv
 
     def perturbed(self, size, mode=0):
@@ -794,20 +824,23 @@ def _zero_modes_are_flat(system, x, J, n_zero, tol):
             y = _least_squares(pinned, x + sign * delta * null[i], 400 * (n + 1))
             if not np.all(np.isfinite(y)):
                 return False
-            if (system.residual(y) > _verify_limit(tol, y)
-                    or np.abs(null @ (y - x) - target).max() > 1e-6 * delta):
+            if (
+                system.residual(y) > _verify_limit(tol, y)
+                or np.abs(null @ (y - x) - target).max() > 1e-6 * delta
+            ):
                 return False
     return True
 
 
 # ----------------------------------------------------------------------------- starts
 
+
 def _teacher_factor(T, r):
     """L (M, r) with L L^T = T, zero-padded to r columns (T PSD)."""
     lam, U = np.linalg.eigh(T)
     L = U * np.sqrt(np.clip(lam, 0.0, None))
     out = np.zeros((T.shape[0], r))
-    out[:, :T.shape[0]] = L
+    out[:, : T.shape[0]] = L
     return out
 
 
@@ -819,8 +852,10 @@ def _teacher_subsets(K, M, rng, cap=4096):
     0..min(K, M), then members uniform; ``pass`` None).
     """
     top = min(K, M)
-    count = sum(int(np.prod(np.arange(M - L + 1, M + 1)) // np.prod(np.arange(1, L + 1)))
-                for L in range(top + 1))
+    count = sum(
+        int(np.prod(np.arange(M - L + 1, M + 1)) // np.prod(np.arange(1, L + 1)))
+        for L in range(top + 1)
+    )
     if count <= cap:
         subsets = [list(S) for L in range(top + 1) for S in itertools.combinations(range(M), L)]
         for round_ in itertools.count():
@@ -839,11 +874,12 @@ def _random_starts(system, n, rng):
     teacher unit (mostly with the teacher's sign of v and about its weight, on the balanced
     member C_j = 0), sit near 0 or point at random; every 4th start, for two rounds of the
     subsets of up to K teacher units (each in a random order), a student that learns the
-    subset: one distinct unit copying each member with about the weight of MODEL.md's plateau
-    formula, the others near 0 with a small v (first round: close to the formula, with its
-    signs of v; second: looser, some signs flipped, some idle units active at random) -- the
-    neighbourhoods of the saddles and minima where some directions are learnt and others
-    not, which random students of several units rarely come near.
+    subset: one distinct unit copying each member with about the weight of the plateau
+    formula (docs/theory.md, 'Fixed points, plateaus and stages'), the others near 0 with a
+    small v (first round: close to the formula, with its signs of v; second: looser, some
+    signs flipped, some idle units active at random) -- the neighbourhoods of the saddles
+    and minima where some directions are learnt and others not, which random students of
+    several units rarely come near.
     """
     K, M = system.K, system.M
     r = K + M
@@ -877,8 +913,11 @@ def _random_starts(system, n, rng):
         else:
             mode = j % 3
             j += 1
-        v = (rng.choice([-1.0, 1.0], K) * vt_scale * 10 ** rng.uniform(-1, 0.5, K)
-             if system.train_v else system.v_fixed.copy())
+        v = (
+            rng.choice([-1.0, 1.0], K) * vt_scale * 10 ** rng.uniform(-1, 0.5, K)
+            if system.train_v
+            else system.v_fixed.copy()
+        )
         if mode == 0:
             W = rng.standard_normal((K, r)) * t_scale * 10 ** rng.uniform(-2, 0.5) / np.sqrt(r)
         elif mode == 1:
@@ -901,19 +940,26 @@ def _random_starts(system, n, rng):
             if system.train_v:
                 # idle units: small v too, or the polish pulls them off w = 0
                 v *= 10 ** rng.uniform(-3, -1, K)
-            # MODEL.md's plateau (exact for a diagonal T): each learnt unit's weight is
+            # the plateau of docs/theory.md, 'Fixed points, plateaus and stages' (exact for
+            # a diagonal T): each learnt unit's weight is
             # lambda_m + s / (2 + L), s the sum of the unlearnt lambda_n = v*_n T_nn
             lam = system.vt * np.diag(system.T)
             rest = lam.sum() - lam[S].sum()
             units = rng.permutation(K)
             for j, m in zip(units, rng.permutation(S)):
-                copy(j, int(m), v, W, flip=0.0 if first else 0.2,
-                     weight=lam[m] / t_diag[m] + rest / (2 + len(S)) / t_diag[m],
-                     spread=0.05 if first else 0.3)
+                copy(
+                    j,
+                    int(m),
+                    v,
+                    W,
+                    flip=0.0 if first else 0.2,
+                    weight=lam[m] / t_diag[m] + rest / (2 + len(S)) / t_diag[m],
+                    spread=0.05 if first else 0.3,
+                )
             if not first:
                 # later passes: some idle units active in a random direction instead (the
                 # saddles where units work without learning a teacher direction)
-                for j in units[len(S):]:
+                for j in units[len(S) :]:
                     if rng.random() < 0.3:
                         W[j] = t_scale * rng.standard_normal(r) / np.sqrt(r)
                         if system.train_v:
@@ -940,8 +986,11 @@ def _trajectory_starts(system, trajectories, order=None, signs=None, max_per_run
         if idx.size < 3:
             continue
         g = np.abs(np.gradient(np.log(eps[r, idx]), np.log(t[idx])))
-        loc = [k for k in range(1, idx.size - 1)
-               if g[k] <= g[k - 1] and g[k] <= g[k + 1] and g[k] < rate]
+        loc = [
+            k
+            for k in range(1, idx.size - 1)
+            if g[k] <= g[k - 1] and g[k] <= g[k + 1] and g[k] < rate
+        ]
         loc = sorted(loc, key=lambda k: g[k])[:max_per_run]
         for k in loc:
             starts.append(system.pack(Q[r, idx[k]], R[r, idx[k]], v[r, idx[k]]))
@@ -958,28 +1007,36 @@ def _trajectory_arrays(traj, K, M):
             t = np.asarray(traj.t, float)
             eps, Q, R, v = (np.asarray(getattr(traj, k), float) for k in ("eps_g", "Q", "R", "v"))
     except (AttributeError, KeyError, TypeError) as exc:
-        raise ValueError("trajectories must be a fastquad Result (or a dataset with time, "
-                         f"eps_g, Q, R, v), got {type(traj).__name__}") from exc
+        raise InputError(
+            "trajectories must be a fastquad Result (or a dataset with time, "
+            f"eps_g, Q, R, v), got {type(traj).__name__}"
+        ) from exc
     if eps.ndim == 1:
         eps, Q, R, v = eps[None], Q[None], R[None], v[None]
     n, nt = eps.shape
-    if (t.shape != (nt,) or Q.shape != (n, nt, K, K) or R.shape != (n, nt, K, M)
-            or v.shape != (n, nt, K)):
-        raise ValueError(f"trajectories must have K={K} student and M={M} teacher units and "
-                         f"matching time axes, got Q {Q.shape}, R {R.shape}, v {v.shape}")
+    if (
+        t.shape != (nt,)
+        or Q.shape != (n, nt, K, K)
+        or R.shape != (n, nt, K, M)
+        or v.shape != (n, nt, K)
+    ):
+        raise InputError(
+            f"trajectories must have K={K} student and M={M} teacher units and "
+            f"matching time axes, got Q {Q.shape}, R {R.shape}, v {v.shape}"
+        )
     return t, eps, Q, R, v
 
 
 # ----------------------------------------------------------------------------- public
 
+
 def _frozen_v(K, train_v, v_student):
     """The frozen second layer (K,) when v is not trained (default all ones), else None."""
     if train_v:
         if v_student is not None:
-            raise ValueError("v_student is only used with train_second_layer=False")
+            raise InputError("v_student is only used with train_second_layer=False")
         return None
-    return (np.ones(K) if v_student is None
-            else V.finite_array("v_student", v_student, shape=(K,)))
+    return np.ones(K) if v_student is None else V.finite_array("v_student", v_student, shape=(K,))
 
 
 def _check_teacher(T, v_teacher, M):
@@ -990,10 +1047,10 @@ def _check_teacher(T, v_teacher, M):
     T = p.check(V.finite_array, "T", T, shape=(M, M))
     p.raise_if_any()
     if np.abs(T - T.T).max() > 1e-10 * max(1.0, np.abs(T).max()):
-        raise ValueError("T must be symmetric")
+        raise InputError("T must be symmetric")
     T = 0.5 * (T + T.T)
     if np.linalg.eigvalsh(T)[0] < -1e-10 * max(1.0, np.abs(T).max()):
-        raise ValueError("T must be positive semi-definite (a Gram matrix of teacher vectors)")
+        raise InputError("T must be positive semi-definite (a Gram matrix of teacher vectors)")
     return T, vt
 
 
@@ -1036,10 +1093,9 @@ def _teacher_relabelling(K, M, order, signs, train_v):
     inv = np.argsort(order)
     # R_given[:, n] = signs[k] R_internal[:, k] with k = inv[n]
     r = nq + (np.arange(K)[:, None] * M + inv[None, :]).ravel()
-    index = np.concatenate([np.arange(nq), r]
-                           + ([nq + K * M + np.arange(K)] if train_v else []))
+    index = np.concatenate([np.arange(nq), r] + ([nq + K * M + np.arange(K)] if train_v else []))
     sign = np.ones(index.size)
-    sign[nq:nq + K * M] = np.tile(signs[inv], K)
+    sign[nq : nq + K * M] = np.tile(signs[inv], K)
     return index, sign
 
 
@@ -1048,14 +1104,37 @@ def _relabel_teacher(fp, order, signs, T, vt):
     rows) back in the given order and signs."""
     index, sign = _teacher_relabelling(fp.K, fp.M, order, signs, fp.train_second_layer)
     inv = np.argsort(order)
-    return replace(fp, R=(fp.R * signs)[:, inv], eigenvectors=fp.eigenvectors[index]
-                   * sign[:, None], T=T.copy(), v_teacher=vt.copy())
+    return replace(
+        fp,
+        R=(fp.R * signs)[:, inv],
+        eigenvectors=fp.eigenvectors[index] * sign[:, None],
+        T=T.copy(),
+        v_teacher=vt.copy(),
+    )
 
 
-def find_fixed_points(K, M, T, v_teacher, lr=1.0, *, train_second_layer=True, sgd_noise=False,
-                      label_noise=0.0, n_starts=200, seed=0, trajectories=None, tol=1e-10,
-                      max_abs=1e3, v_student=None, conserved=0.0, zero_tol=1e-6,
-                      dedup_tol=1e-6, merge_same_function=True, batch_size=1):
+def find_fixed_points(
+    K,
+    M,
+    T,
+    v_teacher,
+    lr=1.0,
+    *,
+    train_second_layer=True,
+    sgd_noise=False,
+    label_noise=0.0,
+    n_starts=200,
+    seed=0,
+    trajectories=None,
+    tol=1e-10,
+    max_abs=1e3,
+    v_student=None,
+    conserved=0.0,
+    zero_tol=1e-6,
+    dedup_tol=1e-6,
+    merge_same_function=True,
+    batch_size=1,
+):
     """Fixed points of the order-parameter ODE, deduplicated up to symmetry and classified.
 
     The result does not depend on how the teacher units are given: the search runs on the
@@ -1143,8 +1222,9 @@ def find_fixed_points(K, M, T, v_teacher, lr=1.0, *, train_second_layer=True, sg
     seed = p.check(V.integer, "seed", seed, low=0)
     tol = p.check(V.real, "tol", tol, low=0.0, low_open=True)
     max_abs = p.check(V.real, "max_abs", max_abs, low=0.0, low_open=True)
-    zero_tol = p.check(V.real, "zero_tol", zero_tol, low=0.0, high=1.0, low_open=True,
-                       high_open=True)
+    zero_tol = p.check(
+        V.real, "zero_tol", zero_tol, low=0.0, high=1.0, low_open=True, high_open=True
+    )
     dedup_tol = p.check(V.real, "dedup_tol", dedup_tol, low=0.0, low_open=True)
     merge = p.check(V.boolean, "merge_same_function", merge_same_function)
     batch = p.check(V.integer, "batch_size", batch_size, low=1)
@@ -1152,14 +1232,18 @@ def find_fixed_points(K, M, T, v_teacher, lr=1.0, *, train_second_layer=True, sg
     T, vt = _check_teacher(T, v_teacher, M)
     v_fixed = _frozen_v(K, train_v, v_student)
     if conserved is not None:
-        conserved = (np.full(K, V.real("conserved", conserved)) if np.ndim(conserved) == 0
-                     else V.finite_array("conserved", conserved, shape=(K,)))
+        conserved = (
+            np.full(K, V.real("conserved", conserved))
+            if np.ndim(conserved) == 0
+            else V.finite_array("conserved", conserved, shape=(K,))
+        )
 
     # The starts, the tie-breaking of the canonical form and the order of the search all see
     # the teacher's labelling; relabelling it canonically makes the whole result independent
     # of the order the units were given in.
-    order, signs = _teacher_labelling(T, vt,
-                                      dedup_tol * max(1.0, np.abs(T).max(), np.abs(vt).max()))
+    order, signs = _teacher_labelling(
+        T, vt, dedup_tol * max(1.0, np.abs(T).max(), np.abs(vt).max())
+    )
     Ti, vti = T[np.ix_(order, order)] * np.outer(signs, signs), vt[order]
     system = _System(K, M, Ti, vti, lr, train_v, noise, sigma, v_fixed, batch)
     starts = _random_starts(system, n_starts, np.random.default_rng(seed))
@@ -1199,11 +1283,24 @@ def find_fixed_points(K, M, T, v_teacher, lr=1.0, *, train_second_layer=True, sg
             continue
         lam, vec, kind, n_unstable, n_zero = _classify(system, x, zero_tol, tol)
         Q, R, v = system.state(x)
-        points.append(FixedPoint(Q=Q, R=R, v=v, eps_g=system.eps_g(x), eigenvalues=lam,
-                                 eigenvectors=vec, kind=kind, n_unstable=n_unstable,
-                                 n_zero=n_zero, residual=system.residual(x),
-                                 multiplicity=count, T=Ti.copy(), v_teacher=vti.copy(),
-                                 train_second_layer=train_v))
+        points.append(
+            FixedPoint(
+                Q=Q,
+                R=R,
+                v=v,
+                eps_g=system.eps_g(x),
+                eigenvalues=lam,
+                eigenvectors=vec,
+                kind=kind,
+                n_unstable=n_unstable,
+                n_zero=n_zero,
+                residual=system.residual(x),
+                multiplicity=count,
+                T=Ti.copy(),
+                v_teacher=vti.copy(),
+                train_second_layer=train_v,
+            )
+        )
     if merge:
         points = _merge_same_function(points, sym)
     points = _sorted_for_report(points, sym)
@@ -1231,8 +1328,11 @@ def _merge_same_function(points, sym):
         keys = sym.function_keys(fp.Q, fp.R, fp.v)
         for g in groups:
             first = g[0][0]
-            if ((fp.kind, fp.n_unstable, fp.n_zero) == (first.kind, first.n_unstable, first.n_zero)
-                    and any(sym.same(k, g[1][0]) for k in keys)):
+            if (fp.kind, fp.n_unstable, fp.n_zero) == (
+                first.kind,
+                first.n_unstable,
+                first.n_zero,
+            ) and any(sym.same(k, g[1][0]) for k in keys):
                 g[0].append(fp)
                 break
         else:
@@ -1249,8 +1349,11 @@ def _merge_same_function(points, sym):
             key = sym.canonical(fp.Q, fp.R, fp.v)[3]
             if best is None or _lex_greater(key, best_key, _key_tol(sym, key, best_key)):
                 best, best_key = fp, key
-        merged.append(replace(best, multiplicity=sum(fp.multiplicity for fp in members),
-                              n_variants=len(members)))
+        merged.append(
+            replace(
+                best, multiplicity=sum(fp.multiplicity for fp in members), n_variants=len(members)
+            )
+        )
     return merged
 
 
@@ -1311,11 +1414,13 @@ def canonical_form(Q, R, v, T, v_teacher, *, rescale=True, tol=1e-6, fixed_v=Fal
     R = V.finite_array("R", R, shape=(K, M))
     T, vt = _check_teacher(T, vt, M)
     tol = V.real("tol", tol, low=0.0, low_open=True)
-    return Symmetry(T, vt, rescale=V.boolean("rescale", rescale), tol=tol,
-                    fixed_v=V.boolean("fixed_v", fixed_v)).canonical(Q, R, v)
+    return Symmetry(
+        T, vt, rescale=V.boolean("rescale", rescale), tol=tol, fixed_v=V.boolean("fixed_v", fixed_v)
+    ).canonical(Q, R, v)
 
 
 # ----------------------------------------------------------------------------- SGD-noise plateaus
+
 
 @dataclass(frozen=True, eq=False)
 class NoisyPlateauLevels:
@@ -1328,7 +1433,8 @@ class NoisyPlateauLevels:
     Attributes
     ----------
     eps_flow : ndarray, shape (n,)
-        eps_g at the fixed points of the eta^1 flow (increasing): the MODEL.md levels.
+        eps_g at the fixed points of the eta^1 flow (increasing): the drift levels of
+        docs/theory.md, 'Fixed points, plateaus and stages'.
     eps_full : ndarray, shape (n,)
         eps_g at the matching states of the full ODE at ``lr``, ``label_noise`` and
         ``batch_size`` (see :func:`plateau_levels_with_noise` for what those states are).
@@ -1382,18 +1488,23 @@ class NoisyPlateauLevels:
         -------
         str
         """
-        header = ["#", "eps (lr^1 flow)", "eps (full ODE)", "shift", "kind", "n_unst",
-                  "dC/dt"]
+        header = ["#", "eps (lr^1 flow)", "eps (full ODE)", "shift", "kind", "n_unst", "dC/dt"]
         rows = [header]
         for i in range(self.eps_flow.size):
             full = self.eps_full[i]
-            rows.append([str(i), f"{self.eps_flow[i]:.6g}",
-                         "lost" if np.isnan(full) else f"{full:.6g}",
-                         "" if np.isnan(full) else f"{full - self.eps_flow[i]:+.3g}",
-                         self.kind[i], str(self.n_unstable[i]), _compact(self.conserved_rate[i])])
+            rows.append(
+                [
+                    str(i),
+                    f"{self.eps_flow[i]:.6g}",
+                    "lost" if np.isnan(full) else f"{full:.6g}",
+                    "" if np.isnan(full) else f"{full - self.eps_flow[i]:+.3g}",
+                    self.kind[i],
+                    str(self.n_unstable[i]),
+                    _compact(self.conserved_rate[i]),
+                ]
+            )
         widths = [max(len(r[c]) for r in rows) for c in range(len(header))]
-        return "\n".join("  ".join(x.ljust(w) for x, w in zip(r, widths)).rstrip()
-                         for r in rows)
+        return "\n".join("  ".join(x.ljust(w) for x, w in zip(r, widths)).rstrip() for r in rows)
 
 
 def _orbit_tangents(system, x, live):
@@ -1411,7 +1522,7 @@ def _orbit_tangents(system, x, live):
 
 def _conserved_of(system, x):
     Q, _, v = system.state(x)
-    return np.diag(Q) - 2.0 * v ** 2
+    return np.diag(Q) - 2.0 * v**2
 
 
 def _noisy_state(system, x0, target, n_steps, tol, max_abs):
@@ -1428,23 +1539,34 @@ def _noisy_state(system, x0, target, n_steps, tol, max_abs):
     scale = max(1.0, np.abs(x0).max())
     live = np.diag(Q) > _DEAD_RTOL * scale
     # a coordinate is free when every unit it involves is live (Q_jk = 0 stays with w_k = 0)
-    free = pack(np.outer(live, live), np.repeat(live[:, None], M, axis=1), live,
-                system.train_v)
+    free = pack(np.outer(live, live), np.repeat(live[:, None], M, axis=1), live, system.train_v)
     idx = np.flatnonzero(free)
     n_mu = int(live.sum()) if system.train_v else 0
     if idx.size == 0:
         return x0.copy(), np.zeros(K), system.residual(x0)
     base = x0.copy()
-    stages = [_System(K, M, system.T, system.vt, system.lr * k / n_steps, system.train_v,
-                      True, np.sqrt(system.sigma2), system.v_fixed, 1.0 / system.inv_batch)
-              for k in range(1, n_steps + 1)]
+    stages = [
+        _System(
+            K,
+            M,
+            system.T,
+            system.vt,
+            system.lr * k / n_steps,
+            system.train_v,
+            True,
+            np.sqrt(system.sigma2),
+            system.v_fixed,
+            1.0 / system.inv_batch,
+        )
+        for k in range(1, n_steps + 1)
+    ]
 
     def full(z, sys_):
         x = base.copy()
-        x[idx] = z[:idx.size]
+        x[idx] = z[: idx.size]
         r = sys_.rhs(x) / sys_.lr
         if n_mu:
-            r = r - _orbit_tangents(sys_, x, live) @ z[idx.size:]
+            r = r - _orbit_tangents(sys_, x, live) @ z[idx.size :]
             r = np.concatenate([r[idx], (_conserved_of(sys_, x) - target)[live]])
         else:
             r = r[idx]
@@ -1454,12 +1576,22 @@ def _noisy_state(system, x0, target, n_steps, tol, max_abs):
     for sys_ in stages:
         z_new = None
         for method in ("hybr", "lm"):
-            fun = (lambda zz, s=sys_: full(zz, s)[1])
+
+            def fun(zz, s=sys_):
+                return full(zz, s)[1]
+
             try:
                 with np.errstate(all="ignore"):
-                    zz = (optimize.root(fun, z, method="hybr",
-                                        options=dict(xtol=1e-14, maxfev=200 * (z.size + 1))).x
-                          if method == "hybr" else _least_squares(fun, z, 200 * (z.size + 1)))
+                    zz = (
+                        optimize.root(
+                            fun,
+                            z,
+                            method="hybr",
+                            options=dict(xtol=1e-14, maxfev=200 * (z.size + 1)),
+                        ).x
+                        if method == "hybr"
+                        else _least_squares(fun, z, 200 * (z.size + 1))
+                    )
             except (ValueError, FloatingPointError, np.linalg.LinAlgError):
                 continue
             if not np.all(np.isfinite(zz)) or np.abs(zz).max() > max_abs:
@@ -1473,7 +1605,7 @@ def _noisy_state(system, x0, target, n_steps, tol, max_abs):
         z = z_new
     x, r = full(z, stages[-1])
     mu = np.zeros(K)
-    mu[live] = z[idx.size:] if n_mu else 0.0
+    mu[live] = z[idx.size :] if n_mu else 0.0
     return x, mu, float(np.abs(r).max())
 
 
@@ -1497,7 +1629,7 @@ def _flow_point_of_state(flow, system, Q0, R0, v0, tol, max_abs, n_steps, zero_t
     as long as the flow level stays the same, until the continuation succeeds.
     """
     K = flow.K
-    target = np.diag(Q0) - 2.0 * v0 ** 2
+    target = np.diag(Q0) - 2.0 * v0**2
     order = np.argsort(np.abs(v0) * np.diag(Q0), kind="stable")
     level = None
     for n_idle in range(K):
@@ -1515,15 +1647,27 @@ def _flow_point_of_state(flow, system, Q0, R0, v0, tol, max_abs, n_steps, zero_t
         if level is None:
             level = eps
         elif abs(eps - level) > 1e-6 * max(1.0, abs(level)):
-            break       # another plateau: the units set to zero did carry the function
+            break  # another plateau: the units set to zero did carry the function
         if _continue(flow, system, x, target, n_steps, tol, max_abs) is None:
             continue
         lam, vec, kind, n_unstable, n_zero = _classify(flow, x, zero_tol, tol)
         Q, R, v = flow.state(x)
-        fp = FixedPoint(Q=Q, R=R, v=v, eps_g=eps, eigenvalues=lam, eigenvectors=vec, kind=kind,
-                        n_unstable=n_unstable, n_zero=n_zero, residual=flow.residual(x),
-                        multiplicity=1, T=flow.T.copy(), v_teacher=flow.vt.copy(),
-                        train_second_layer=flow.train_v)
+        fp = FixedPoint(
+            Q=Q,
+            R=R,
+            v=v,
+            eps_g=eps,
+            eigenvalues=lam,
+            eigenvectors=vec,
+            kind=kind,
+            n_unstable=n_unstable,
+            n_zero=n_zero,
+            residual=flow.residual(x),
+            multiplicity=1,
+            T=flow.T.copy(),
+            v_teacher=flow.vt.copy(),
+            train_second_layer=flow.train_v,
+        )
         return fp, x, target
     return None, None, None
 
@@ -1533,22 +1677,42 @@ def _states_array(states, K, M):
     try:
         Q, R, v = (np.asarray(a, float) for a in states)
     except (TypeError, ValueError) as exc:
-        raise ValueError("states must be a tuple (Q, R, v) of arrays") from exc
+        raise InputError("states must be a tuple (Q, R, v) of arrays") from exc
     if Q.ndim == 2:
         Q, R, v = Q[None], R[None], v[None]
     n = Q.shape[0]
     if Q.shape != (n, K, K) or R.shape != (n, K, M) or v.shape != (n, K):
-        raise ValueError(f"states must be (Q, R, v) with shapes (n, {K}, {K}), (n, {K}, {M}), "
-                         f"(n, {K}) (n optional), got {Q.shape}, {R.shape}, {v.shape}")
+        raise InputError(
+            f"states must be (Q, R, v) with shapes (n, {K}, {K}), (n, {K}, {M}), "
+            f"(n, {K}) (n optional), got {Q.shape}, {R.shape}, {v.shape}"
+        )
     if not (np.all(np.isfinite(Q)) and np.all(np.isfinite(R)) and np.all(np.isfinite(v))):
-        raise ValueError("states must be finite")
+        raise InputError("states must be finite")
     return Q, R, v
 
 
-def plateau_levels_with_noise(K, M, T, v_teacher, lr, *, label_noise=0.0, batch_size=1,
-                              train_second_layer=True, v_student=None, conserved=0.0,
-                              points=None, states=None, n_starts=200, seed=0, trajectories=None,
-                              tol=1e-10, max_abs=1e3, n_steps=8, zero_tol=1e-6):
+def plateau_levels_with_noise(
+    K,
+    M,
+    T,
+    v_teacher,
+    lr,
+    *,
+    label_noise=0.0,
+    batch_size=1,
+    train_second_layer=True,
+    v_student=None,
+    conserved=0.0,
+    points=None,
+    states=None,
+    n_starts=200,
+    seed=0,
+    trajectories=None,
+    tol=1e-10,
+    max_abs=1e3,
+    n_steps=8,
+    zero_tol=1e-6,
+):
     """Plateau levels of the full order-parameter ODE at a given lr, label noise and batch size,
     beside the eta^1 levels (fixed points of the gradient flow) they continue.
 
@@ -1558,7 +1722,8 @@ def plateau_levels_with_noise(K, M, T, v_teacher, lr, *, label_noise=0.0, batch_
 
     - Frozen second layer: the continued point is a fixed point of the full right-hand side.
     - Trained second layer: the noise term raises every ``C_j = Q_jj - 2 v_j^2`` wherever the
-      error is nonzero (MODEL.md), so a plateau is no fixed point: the state slides slowly
+      error is nonzero (docs/theory.md, 'Symmetries and conserved quantities'), so a
+      plateau is no fixed point: the state slides slowly
       (at O(lr^2)) along the rescaling orbits ``w_j -> a_j w_j, v_j -> v_j / a_j^2``, which
       leave the network function, hence eps_g, unchanged. The continued point is the state
       with given ``C_j`` at which the velocity of the full ODE points along those orbits:
@@ -1630,15 +1795,19 @@ def plateau_levels_with_noise(K, M, T, v_teacher, lr, *, label_noise=0.0, batch_
     tol = p.check(V.real, "tol", tol, low=0.0, low_open=True)
     max_abs = p.check(V.real, "max_abs", max_abs, low=0.0, low_open=True)
     n_steps = p.check(V.integer, "n_steps", n_steps, low=1)
-    zero_tol = p.check(V.real, "zero_tol", zero_tol, low=0.0, high=1.0, low_open=True,
-                       high_open=True)
+    zero_tol = p.check(
+        V.real, "zero_tol", zero_tol, low=0.0, high=1.0, low_open=True, high_open=True
+    )
     p.raise_if_any()
     T, vt = _check_teacher(T, v_teacher, M)
-    c = (np.full(K, V.real("conserved", conserved)) if np.ndim(conserved) == 0
-         else V.finite_array("conserved", conserved, shape=(K,)))
+    c = (
+        np.full(K, V.real("conserved", conserved))
+        if np.ndim(conserved) == 0
+        else V.finite_array("conserved", conserved, shape=(K,))
+    )
     v_fixed = _frozen_v(K, train_v, v_student)
     if points is not None and states is not None:
-        raise ValueError("give points or states, not both")
+        raise InputError("give points or states, not both")
     flow = _System(K, M, T, vt, lr, train_v, False, sigma, v_fixed, batch)
     system = _System(K, M, T, vt, lr, train_v, True, sigma, v_fixed, batch)
 
@@ -1648,23 +1817,38 @@ def plateau_levels_with_noise(K, M, T, v_teacher, lr, *, label_noise=0.0, batch_
         Qs, Rs, vs = _states_array(states, K, M)
         for Q0, R0, v0 in zip(Qs, Rs, vs):
             if not train_v and not np.allclose(v0, v_fixed):
-                raise ValueError("states must have the frozen second layer v_student")
-            entries.append(_flow_point_of_state(flow, system, Q0, R0, v0, tol, max_abs,
-                                                n_steps, zero_tol))
+                raise InputError("states must have the frozen second layer v_student")
+            entries.append(
+                _flow_point_of_state(flow, system, Q0, R0, v0, tol, max_abs, n_steps, zero_tol)
+            )
     else:
         if points is None:
-            points = find_fixed_points(K, M, T, vt, lr, train_second_layer=train_v,
-                                       v_student=v_student, n_starts=n_starts, seed=seed,
-                                       trajectories=trajectories, tol=tol, max_abs=max_abs,
-                                       conserved=c if train_v else 0.0)
+            points = find_fixed_points(
+                K,
+                M,
+                T,
+                vt,
+                lr,
+                train_second_layer=train_v,
+                v_student=v_student,
+                n_starts=n_starts,
+                seed=seed,
+                trajectories=trajectories,
+                tol=tol,
+                max_abs=max_abs,
+                conserved=c if train_v else 0.0,
+            )
         points = sorted(points, key=lambda fp: (fp.eps_g, fp.n_unstable))
         for fp in points:
             if (fp.K, fp.M, fp.train_second_layer) != (K, M, train_v) or not (
-                    np.allclose(fp.T, T) and np.allclose(fp.v_teacher, vt)):
-                raise ValueError(f"points must be fixed points of this problem (K={K}, M={M}, "
-                                 f"T, v_teacher, train_second_layer={train_v})")
+                np.allclose(fp.T, T) and np.allclose(fp.v_teacher, vt)
+            ):
+                raise InputError(
+                    f"points must be fixed points of this problem (K={K}, M={M}, "
+                    f"T, v_teacher, train_second_layer={train_v})"
+                )
             if not train_v and not np.allclose(fp.v, v_fixed):
-                raise ValueError("points must have the frozen second layer v_student")
+                raise InputError("points must have the frozen second layer v_student")
             x = flow.pack(fp.Q, fp.R, fp.v)
             entries.append((fp, _rescale_to(flow, x, c) if train_v else x, c.copy()))
 
@@ -1687,16 +1871,28 @@ def plateau_levels_with_noise(K, M, T, v_teacher, lr, *, label_noise=0.0, batch_
         # the eta^1 part conserves C_j: what is left is the noise term's
         rate[i] = np.diag(dQ) - 4.0 * vo[i] * dv if train_v else 0.0
     return NoisyPlateauLevels(
-        eps_flow=eps_flow, eps_full=eps_full,
+        eps_flow=eps_flow,
+        eps_full=eps_full,
         kind=tuple("" if fp is None else fp.kind for fp, _, _ in entries),
-        n_unstable=np.array([-1 if fp is None else fp.n_unstable for fp, _, _ in entries],
-                            dtype=int),
-        points=[fp for fp, _, _ in entries], Q=Qo, R=Ro, v=vo, conserved=C,
-        conserved_rate=rate, residual=res, lr=lr, label_noise=sigma, batch_size=batch,
-        train_second_layer=train_v)
+        n_unstable=np.array(
+            [-1 if fp is None else fp.n_unstable for fp, _, _ in entries], dtype=int
+        ),
+        points=[fp for fp, _, _ in entries],
+        Q=Qo,
+        R=Ro,
+        v=vo,
+        conserved=C,
+        conserved_rate=rate,
+        residual=res,
+        lr=lr,
+        label_noise=sigma,
+        batch_size=batch,
+        train_second_layer=train_v,
+    )
 
 
 # ----------------------------------------------------------------------------- parameter space
+
 
 def weights_from_order_parameters(Q, R, T, d, seed=0):
     """Weights with given overlaps: ``W W^T/d = Q``, ``W W*^T/d = R``, ``W* W*^T/d = T``.
@@ -1733,14 +1929,16 @@ def weights_from_order_parameters(Q, R, T, d, seed=0):
     G = 0.5 * (G + G.T)
     lam, U = np.linalg.eigh(G)
     if lam[0] < -_PSD_RTOL * max(1.0, np.abs(G).max()):
-        raise ValueError(f"Q, R, T are not the overlaps of real vectors: the Gram matrix "
-                         f"[[T, R^T], [R, Q]] has an eigenvalue {lam[0]:.3g} < 0")
+        raise InputError(
+            f"Q, R, T are not the overlaps of real vectors: the Gram matrix "
+            f"[[T, R^T], [R, Q]] has an eigenvalue {lam[0]:.3g} < 0"
+        )
     # eigenvalues at round-off level are exact zeros of a rank-deficient Gram matrix (e.g. a
     # student aligned with the teacher): their square roots (~1e-8) would be spurious directions
     lam = np.where(lam > 64 * np.finfo(float).eps * max(1.0, lam[-1]), lam, 0.0)
-    F = U * np.sqrt(lam)                               # (K + M, K + M), F F^T = G
+    F = U * np.sqrt(lam)  # (K + M, K + M), F F^T = G
     frame, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((d, K + M)))
-    X = np.sqrt(d) * F @ frame.T                      # rows: teacher, then student
+    X = np.sqrt(d) * F @ frame.T  # rows: teacher, then student
     return np.ascontiguousarray(X[M:]), np.ascontiguousarray(X[:M])
 
 
@@ -1784,7 +1982,7 @@ def _symmetry_directions(W, v, Wt, train_v):
     K, d = W.shape
     _, s, Vt = np.linalg.svd(Wt, full_matrices=True)
     m = int(np.count_nonzero(s > 1e-10 * max(1.0, s.max(initial=0.0))))
-    P = Vt[m:]                                        # (d - m, d), complement of teacher span
+    P = Vt[m:]  # (d - m, d), complement of teacher span
     gens = []
     for a in range(P.shape[0]):
         for b in range(a + 1, P.shape[0]):
@@ -1807,8 +2005,7 @@ def _symmetry_directions(W, v, Wt, train_v):
     return U[:, keep]
 
 
-def parameter_space_hessian(W, v, W_teacher, v_teacher, *, train_second_layer=True,
-                            zero_tol=1e-6):
+def parameter_space_hessian(W, v, W_teacher, v_teacher, *, train_second_layer=True, zero_tol=1e-6):
     """Hessian of eps_g in parameter space, informative eigenvalues apart from exact zero modes.
 
     Central finite differences of :func:`fastquad.population_gradients`; keep d small (the
@@ -1837,15 +2034,16 @@ def parameter_space_hessian(W, v, W_teacher, v_teacher, *, train_second_layer=Tr
     v = p.check(V.finite_array, "v", v, shape=(K,))
     vt = p.check(V.finite_array, "v_teacher", v_teacher, shape=(M,))
     train_v = p.check(V.boolean, "train_second_layer", train_second_layer)
-    zero_tol = p.check(V.real, "zero_tol", zero_tol, low=0.0, high=1.0, low_open=True,
-                       high_open=True)
+    zero_tol = p.check(
+        V.real, "zero_tol", zero_tol, low=0.0, high=1.0, low_open=True, high_open=True
+    )
     if Wt.shape[1] != d:
         p.add(f"W_teacher must have d={d} columns like W, got shape {Wt.shape}")
     p.raise_if_any()
 
     def grad(x):
-        Wx = x[:K * d].reshape(K, d)
-        vx = x[K * d:] if train_v else v
+        Wx = x[: K * d].reshape(K, d)
+        vx = x[K * d :] if train_v else v
         gW, gv = population_gradients(Wx, vx, Wt, vt)
         return np.concatenate([gW.ravel(), gv]) if train_v else gW.ravel()
 
@@ -1863,17 +2061,22 @@ def parameter_space_hessian(W, v, W_teacher, v_teacher, *, train_second_layer=Tr
     leak = float(np.abs(H @ S).max(initial=0.0) / top)
     if S.shape[1]:
         Qf, _ = np.linalg.qr(np.concatenate([S, np.eye(n)], axis=1))
-        C = Qf[:, S.shape[1]:n]                       # orthonormal complement of S
+        C = Qf[:, S.shape[1] : n]  # orthonormal complement of S
     else:
         C = np.eye(n)
     lam = np.linalg.eigvalsh(C.T @ H @ C)
     big = np.abs(lam).max(initial=0.0)
     flat = np.abs(lam) <= zero_tol * big if big > 0 else np.ones(lam.shape, bool)
-    return ParameterHessian(eigenvalues=lam, n_negative=int(np.count_nonzero(~flat & (lam < 0))),
-                            n_positive=int(np.count_nonzero(~flat & (lam > 0))),
-                            n_flat=int(flat.sum()), n_symmetry=int(S.shape[1]),
-                            symmetry_leak=leak, gradient_norm=float(np.abs(grad(x0)).max()),
-                            all_eigenvalues=np.linalg.eigvalsh(H))
+    return ParameterHessian(
+        eigenvalues=lam,
+        n_negative=int(np.count_nonzero(~flat & (lam < 0))),
+        n_positive=int(np.count_nonzero(~flat & (lam > 0))),
+        n_flat=int(flat.sum()),
+        n_symmetry=int(S.shape[1]),
+        symmetry_leak=leak,
+        gradient_norm=float(np.abs(grad(x0)).max()),
+        all_eigenvalues=np.linalg.eigvalsh(H),
+    )
 
 
 # ----------------------------------------------------------------------------- table
@@ -1910,19 +2113,47 @@ def fixed_point_table(points):
         (the largest eps_g of the table, the largest |eigenvalue| of the point, the largest
         overlap or |v| of the point, at least 1) are round-off of zeros and print as 0.
     """
-    header = ["#", "eps_g", "kind", "n_unst", "n_zero", "mult", "var", "max Re", "min Re",
-              "Q", "R", "v"]
+    header = [
+        "#",
+        "eps_g",
+        "kind",
+        "n_unst",
+        "n_zero",
+        "mult",
+        "var",
+        "max Re",
+        "min Re",
+        "Q",
+        "R",
+        "v",
+    ]
     rows = []
     eps_zero = _PRINT_ZERO * max([1.0] + [abs(fp.eps_g) for fp in points])
     for i, fp in enumerate(points):
         re = np.real(fp.eigenvalues)
         lam_zero = _PRINT_ZERO * max(1.0, np.abs(fp.eigenvalues).max(initial=0.0))
-        zero = _PRINT_ZERO * max(1.0, np.abs(fp.Q).max(initial=0.0),
-                                 np.abs(fp.R).max(initial=0.0), np.abs(fp.v).max(initial=0.0))
-        rows.append([str(i), _fmt(fp.eps_g, eps_zero, 6), fp.kind, str(fp.n_unstable),
-                     str(fp.n_zero), str(fp.multiplicity), str(fp.n_variants),
-                     _fmt(re.max(), lam_zero), _fmt(re.min(), lam_zero),
-                     _compact(fp.Q, zero), _compact(fp.R, zero), _compact(fp.v, zero)])
+        zero = _PRINT_ZERO * max(
+            1.0,
+            np.abs(fp.Q).max(initial=0.0),
+            np.abs(fp.R).max(initial=0.0),
+            np.abs(fp.v).max(initial=0.0),
+        )
+        rows.append(
+            [
+                str(i),
+                _fmt(fp.eps_g, eps_zero, 6),
+                fp.kind,
+                str(fp.n_unstable),
+                str(fp.n_zero),
+                str(fp.multiplicity),
+                str(fp.n_variants),
+                _fmt(re.max(), lam_zero),
+                _fmt(re.min(), lam_zero),
+                _compact(fp.Q, zero),
+                _compact(fp.R, zero),
+                _compact(fp.v, zero),
+            ]
+        )
     if not rows:
         return "no fixed points found"
     widths = [max(len(r[c]) for r in rows + [header]) for c in range(len(header))]

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import _validate as V
+from ..errors import InputError
 
 # Rows of the (start x extent) matrix processed at once by _max_extent (memory ~ rows * n).
 _ROWS = 256
@@ -106,11 +107,16 @@ class Stages:
 
     def events(self):
         """Plateaus and drops as one time-ordered list of dicts with a ``"stage"`` key."""
-        ev = [dict(stage="plateau", level=float(l), onset=float(o), escape=float(e),
-                   duration=float(d))
-              for l, o, e, d in zip(self.levels, self.onsets, self.escapes, self.durations)]
-        ev += [dict(stage="drop", start=float(s), end=float(e), depth=float(d))
-               for s, e, d in zip(self.drop_starts, self.drop_ends, self.drop_depths)]
+        ev = [
+            dict(
+                stage="plateau", level=float(l), onset=float(o), escape=float(e), duration=float(d)
+            )
+            for l, o, e, d in zip(self.levels, self.onsets, self.escapes, self.durations)
+        ]
+        ev += [
+            dict(stage="drop", start=float(s), end=float(e), depth=float(d))
+            for s, e, d in zip(self.drop_starts, self.drop_ends, self.drop_depths)
+        ]
         return sorted(ev, key=lambda e: (e.get("onset", e.get("start")), e["stage"] == "plateau"))
 
     def table(self):
@@ -118,11 +124,14 @@ class Stages:
         lines = [f"{'stage':8} {'from':>11} {'to':>11} {'eps_g / depth':>14}"]
         for e in self.events():
             if e["stage"] == "plateau":
-                lines.append(f"{'plateau':8} {e['onset']:11.4g} {e['escape']:11.4g} "
-                             f"{e['level']:14.6g}")
+                lines.append(
+                    f"{'plateau':8} {e['onset']:11.4g} {e['escape']:11.4g} {e['level']:14.6g}"
+                )
             else:
-                lines.append(f"{'drop':8} {e['start']:11.4g} {e['end']:11.4g} "
-                             f"{'x' + format(np.exp(e['depth']), '.4g'):>14}")
+                lines.append(
+                    f"{'drop':8} {e['start']:11.4g} {e['end']:11.4g} "
+                    f"{'x' + format(np.exp(e['depth']), '.4g'):>14}"
+                )
         tail = "converged (to the floor)" if self.converged else f"final eps_g {self.final_eps:.6g}"
         return "\n".join(lines + [tail])
 
@@ -155,14 +164,14 @@ def _local_noise(x, y, live, reach):
         m = half[i]
         if dead[i + m + 1] - dead[i - m] == 0:
             # for white noise E[r^2] = (1 - 0.6 / (2m + 1)) sigma^2 to within 1%
-            r2[i] = (y[i] - np.median(y[i - m:i + m + 1])) ** 2 / (1 - 0.6 / (2 * m + 1))
+            r2[i] = (y[i] - np.median(y[i - m : i + m + 1])) ** 2 / (1 - 0.6 / (2 * m + 1))
             ok[i] = True
     total = np.concatenate([[0.0], np.cumsum(r2)])
     count = np.concatenate([[0], np.cumsum(ok)])
-    start = np.clip(np.minimum(np.searchsorted(x, x - reach, side="left"), k - _NOISE_REACH),
-                    0, n)
-    stop = np.clip(np.maximum(np.searchsorted(x, x + reach, side="right"),
-                              k + _NOISE_REACH + 1), 0, n)
+    start = np.clip(np.minimum(np.searchsorted(x, x - reach, side="left"), k - _NOISE_REACH), 0, n)
+    stop = np.clip(
+        np.maximum(np.searchsorted(x, x + reach, side="right"), k + _NOISE_REACH + 1), 0, n
+    )
 
     def rms(a, b):
         c = count[b] - count[a]
@@ -205,7 +214,7 @@ def _max_extent(y, width):
         k = np.arange(horizon)
         more = []
         for first in range(0, todo.size, _ROWS):
-            rows = todo[first:first + _ROWS]
+            rows = todo[first : first + _ROWS]
             idx = rows[:, None] + k[None, :]
             inside = idx < n
             idx = np.minimum(idx, n - 1)
@@ -225,7 +234,7 @@ def _slopes(x, y, means=False):
     their standard errors for unit noise (slope 0 and error inf for the single point m = 1);
     with ``means``, also the means of x and y over x[:m] (each line passes through them)."""
     sums = np.empty((4, x.size))
-    xc = np.subtract(x, x[0], out=sums[0])   # shifted: no cancellation in the running sums
+    xc = np.subtract(x, x[0], out=sums[0])  # shifted: no cancellation in the running sums
     yc = np.subtract(y, y[0], out=sums[1])
     np.multiply(xc, xc, out=sums[2])
     np.multiply(xc, yc, out=sums[3])
@@ -240,8 +249,7 @@ def _slopes(x, y, means=False):
     return slope, se
 
 
-def _ledges(x, y, yr, a, ya, c, yc, *, bk, n_win, min_drop, contrast, min_points,
-            min_duration):
+def _ledges(x, y, yr, a, ya, c, yc, *, bk, n_win, min_drop, contrast, min_points, min_duration):
     """Tilted plateaus strictly between record ``a`` (at level ``ya``) and record ``c`` (at
     ``yc``).
 
@@ -266,9 +274,13 @@ def _ledges(x, y, yr, a, ya, c, yc, *, bk, n_win, min_drop, contrast, min_points
     high = np.fmax.accumulate(np.where(np.isfinite(yr[inner]), yr[inner], -np.inf)[::-1])[::-1]
     for i in range(a + 1, c - min_points + 1):
         j_max = int(ext[i - a - 1])
-        if (j_max - i + 1 < min_points or x[j_max] - x[i] <= best_dur
-                or not np.isfinite(yr[i]) or ya - yr[i] + b_gap < min_drop
-                or high[i - a - 1] + b_gap - yc < min_drop):
+        if (
+            j_max - i + 1 < min_points
+            or x[j_max] - x[i] <= best_dur
+            or not np.isfinite(yr[i])
+            or ya - yr[i] + b_gap < min_drop
+            or high[i - a - 1] + b_gap - yc < min_drop
+        ):
             continue
         part = slice(i, j_max + 1)
         xs = x[part]
@@ -277,22 +289,28 @@ def _ledges(x, y, yr, a, ya, c, yc, *, bk, n_win, min_drop, contrast, min_points
         drop = np.maximum(min_drop, 2 * b)
         need = np.maximum(min_points, np.ceil(np.maximum.accumulate(n_win[part])))
         dur = xs - xs[0]
-        fall_in = ya - (ym + s * (xs[0] - xm))     # to the line at the stretch's first record
-        fall_out = ym + s * (xs - xm) - yc          # from the line at its last
+        fall_in = ya - (ym + s * (xs[0] - xm))  # to the line at the stretch's first record
+        fall_out = ym + s * (xs - xm) - yc  # from the line at its last
         with np.errstate(divide="ignore", invalid="ignore"):
             steep = np.minimum(fall_in / (xs[0] - x[a]), fall_out / (x[c] - xs))
         # no allowance for the noise of the fitted slope (unlike the flat test): the search
         # over every stretch would pick the one whose noise flattens it most, and a noisy
         # piece of a steady descent would pass for a ledge
-        ok = ((np.arange(1, xs.size + 1) >= need) & (dur >= np.log1p(min_duration))
-              & (dur > best_dur) & (np.abs(s) * dur <= drop) & (fall_in >= drop)
-              & (fall_out >= drop) & (contrast * np.abs(s) <= steep))
-        cand = np.flatnonzero(ok)[::-1]          # the longest first
+        ok = (
+            (np.arange(1, xs.size + 1) >= need)
+            & (dur >= np.log1p(min_duration))
+            & (dur > best_dur)
+            & (np.abs(s) * dur <= drop)
+            & (fall_in >= drop)
+            & (fall_out >= drop)
+            & (contrast * np.abs(s) <= steep)
+        )
+        cand = np.flatnonzero(ok)[::-1]  # the longest first
         for first in range(0, cand.size, _ROWS):
-            kk = cand[first:first + _ROWS]
+            kk = cand[first : first + _ROWS]
             m = kk[0] + 1
-            dev = np.abs(yr[i:i + m] - (ym[kk, None] + s[kk, None] * (xs[:m] - xm[kk, None])))
-            with np.errstate(invalid="ignore"):   # NaN (the floor) fails the band
+            dev = np.abs(yr[i : i + m] - (ym[kk, None] + s[kk, None] * (xs[:m] - xm[kk, None])))
+            with np.errstate(invalid="ignore"):  # NaN (the floor) fails the band
                 fits = np.all((dev <= b[kk, None]) | (np.arange(m) > kk[:, None]), axis=1)
             if fits.any():
                 k = kk[int(np.argmax(fits))]
@@ -301,27 +319,37 @@ def _ledges(x, y, yr, a, ya, c, yc, *, bk, n_win, min_drop, contrast, min_points
     if best is None:
         return []
     i, j, s, xm, ym = best
-    opts = dict(bk=bk, n_win=n_win, min_drop=min_drop, contrast=contrast,
-                min_points=min_points, min_duration=min_duration)
-    return (_ledges(x, y, yr, a, ya, i, ym + s * (x[i] - xm), **opts) + [best]
-            + _ledges(x, y, yr, j, ym + s * (x[j] - xm), c, yc, **opts))
+    opts = dict(
+        bk=bk,
+        n_win=n_win,
+        min_drop=min_drop,
+        contrast=contrast,
+        min_points=min_points,
+        min_duration=min_duration,
+    )
+    return (
+        _ledges(x, y, yr, a, ya, i, ym + s * (x[i] - xm), **opts)
+        + [best]
+        + _ledges(x, y, yr, j, ym + s * (x[j] - xm), c, yc, **opts)
+    )
 
 
 def _check(t, eps_g, two_d):
     t = V.finite_array("t", t, ndim=1)
     if t.size < 2:
-        raise ValueError(f"t must have at least 2 times, got {t.size}")
+        raise InputError(f"t must have at least 2 times, got {t.size}")
     if np.any(np.diff(t) <= 0) or t[0] < 0:
-        raise ValueError("t must be non-negative and strictly increasing")
+        raise InputError("t must be non-negative and strictly increasing")
     try:
         eps = np.asarray(eps_g, dtype=np.float64)
     except (TypeError, ValueError):
-        raise ValueError("eps_g must be an array of real numbers") from None
+        raise InputError("eps_g must be an array of real numbers") from None
     want = 2 if two_d else 1
     if eps.ndim != want or eps.shape[-1] != t.size:
         shape = "(n_runs, n_times)" if two_d else "(n_times,)"
-        raise ValueError(f"eps_g must have shape {shape} with n_times={t.size} (as t), "
-                         f"got {eps.shape}")
+        raise InputError(
+            f"eps_g must have shape {shape} with n_times={t.size} (as t), got {eps.shape}"
+        )
     return t, eps
 
 
@@ -332,8 +360,7 @@ def _options(band, flat, min_duration, min_drop, floor, smooth, min_points, cont
         flat=p.check(V.real, "flat", flat, low=0.0, low_open=True),
         min_duration=p.check(V.real, "min_duration", min_duration, low=0.0),
         min_drop=p.check(V.real, "min_drop", min_drop, low=0.0, low_open=True),
-        floor=p.check(V.real, "floor", floor, low=0.0, high=1.0, low_open=True,
-                      high_open=True),
+        floor=p.check(V.real, "floor", floor, low=0.0, high=1.0, low_open=True, high_open=True),
         smooth=None if smooth is None else p.check(V.real, "smooth", smooth, low=0.0),
         min_points=p.check(V.integer, "min_points", min_points, low=2),
         contrast=p.check(V.real, "contrast", contrast, low=1.0),
@@ -342,8 +369,19 @@ def _options(band, flat, min_duration, min_drop, floor, smooth, min_points, cont
     return out
 
 
-def detect_stages(t, eps_g, *, band=0.03, flat=0.1, min_duration=0.1, min_drop=0.15,
-                  floor=1e-10, smooth=None, min_points=3, contrast=10.0):
+def detect_stages(
+    t,
+    eps_g,
+    *,
+    band=0.03,
+    flat=0.1,
+    min_duration=0.1,
+    min_drop=0.15,
+    floor=1e-10,
+    smooth=None,
+    min_points=3,
+    contrast=10.0,
+):
     """Plateaus and drops of one learning curve.
 
     Parameters
@@ -387,8 +425,7 @@ def detect_stages(t, eps_g, *, band=0.03, flat=0.1, min_duration=0.1, min_drop=0
     return _detect(t, eps, **opts)
 
 
-def _detect(t, eps, *, band, flat, min_duration, min_drop, floor, smooth, min_points,
-            contrast):
+def _detect(t, eps, *, band, flat, min_duration, min_drop, floor, smooth, min_points, contrast):
     empty = np.empty(0)
     bad = ~np.isfinite(eps)
     n_ok = int(np.argmax(bad)) if bad.any() else eps.size
@@ -417,7 +454,7 @@ def _detect(t, eps, *, band, flat, min_duration, min_drop, floor, smooth, min_po
         half = np.full(n, smooth)
     ys = _median_filter(x, y, half)
     n_win = np.where(half > 0, 2 * half / dx + 1, 1.0)
-    bk = np.maximum(band, 3.0 * 1.2533 * sig / np.sqrt(n_win))   # the band near each record
+    bk = np.maximum(band, 3.0 * 1.2533 * sig / np.sqrt(n_win))  # the band near each record
 
     def drop_min(b):
         return max(min_drop, 2 * b)
@@ -434,9 +471,10 @@ def _detect(t, eps, *, band, flat, min_duration, min_drop, floor, smooth, min_po
         if at_floor[i] or j - i + 1 < min_points:
             i += 1
             continue
-        onset = (0.0 if (i == 0 and y0 is not None and abs(y0 - ys[0]) <= 2 * bk[0])
-                 else np.exp(x[i]))
-        x_min = x[i] + np.log1p(min_duration) if onset > 0 else -np.inf   # earliest end
+        onset = (
+            0.0 if (i == 0 and y0 is not None and abs(y0 - ys[0]) <= 2 * bk[0]) else np.exp(x[i])
+        )
+        x_min = x[i] + np.log1p(min_duration) if onset > 0 else -np.inf  # earliest end
         if x[j] < x_min:
             i += 1
             continue
@@ -462,25 +500,25 @@ def _detect(t, eps, *, band, flat, min_duration, min_drop, floor, smooth, min_po
     def core_of(i, j):
         # a plateau's ends may hold the tails of the drops (up to the band's full width away)
         # and the filter's reach
-        trim = int(np.ceil(np.max(n_win[i:j + 1]) / 2))
+        trim = int(np.ceil(np.max(n_win[i : j + 1]) / 2))
         a, c = i + trim, (j if j == n - 1 else j - trim)
         return (a, c) if c - a + 1 >= 3 else (i, j)
 
     def level(i, j):
         a, c = core_of(i, j)
-        return float(np.median(y[a:c + 1]))
+        return float(np.median(y[a : c + 1]))
 
     def tilted_line(i, j, b):
         """The least-squares line of a plateau's core, when it falls by more than half the
         band along the plateau, beyond three standard errors of its noise (else None: the
         level is its centre, and noise does not tilt it)."""
         a, c = core_of(i, j)
-        s, se, xm, ym = (v[-1] for v in _slopes(x[a:c + 1], y[a:c + 1], means=True))
-        tilted = abs(s) * (x[j] - x[i]) > b / 2 and abs(s) > 3 * np.max(sig[a:c + 1]) * se
+        s, se, xm, ym = (v[-1] for v in _slopes(x[a : c + 1], y[a : c + 1], means=True))
+        tilted = abs(s) * (x[j] - x[i]) > b / 2 and abs(s) > 3 * np.max(sig[a : c + 1]) * se
         return (s, xm, ym) if tilted else None
 
     def b_of(i, j):
-        return float(np.max(bk[i:j + 1]))
+        return float(np.max(bk[i : j + 1]))
 
     # levels closer than a drop are one plateau broken by drift or noise
     merged = True
@@ -499,8 +537,14 @@ def _detect(t, eps, *, band, flat, min_duration, min_drop, floor, smooth, min_po
     # faster than along it
     y_end = float(ys[-1])
     yr = np.where(at_floor, np.nan, _med3(ys))
-    ledge_opts = dict(bk=bk, n_win=n_win, min_drop=min_drop, contrast=contrast,
-                      min_points=min_points, min_duration=min_duration)
+    ledge_opts = dict(
+        bk=bk,
+        n_win=n_win,
+        min_drop=min_drop,
+        contrast=contrast,
+        min_points=min_points,
+        min_duration=min_duration,
+    )
 
     def above(k):
         """The record and level a ledge after span k - 1 falls from (the start: k = 0)."""
@@ -531,8 +575,7 @@ def _detect(t, eps, *, band, flat, min_duration, min_drop, floor, smooth, min_po
         if k == 0 and spans and spans[0][0] == 0:
             continue
         found += _ledges(x, y, yr, *above(k), *below(k), **ledge_opts)
-    spans = sorted(spans + [[i, j, float(np.exp(x[i])), (s, xm, ym)]
-                            for i, j, s, xm, ym in found])
+    spans = sorted(spans + [[i, j, float(np.exp(x[i])), (s, xm, ym)] for i, j, s, xm, ym in found])
 
     # onset and escape: the first and last record within b of the level, or of the line of a
     # ledge (a band centred on it, not the band of the stretch found above, which hangs from
@@ -570,7 +613,7 @@ def _detect(t, eps, *, band, flat, min_duration, min_drop, floor, smooth, min_po
         onsets.append(0.0 if (onset == 0.0 and a == 0) else float(np.exp(x[a])))
         escapes.append(np.nan if c == n - 1 else float(np.exp(x[c])))
         bands.append(b)
-        noises.append(float(np.median(sig[i:j + 1])))
+        noises.append(float(np.median(sig[i : j + 1])))
         spans[k] = [a, c, onsets[-1], line]
     levels, onsets, escapes = map(np.array, (levels, onsets, escapes))
     t_last = float(np.exp(x[-1]))
@@ -599,13 +642,19 @@ def _detect(t, eps, *, band, flat, min_duration, min_drop, floor, smooth, min_po
             d_end.append(float(np.exp(x[reach])))
             d_depth.append(depth)
     live = ~at_floor
-    return Stages(levels=levels, onsets=onsets, escapes=escapes, durations=durations,
-                  drop_starts=np.array(d_start), drop_ends=np.array(d_end),
-                  drop_depths=np.array(d_depth), converged=bool(at_floor[-1]),
-                  final_eps=float(eps[-1]),
-                  band=max(bands) if bands else float(np.max(bk[live], initial=band)),
-                  noise=max(noises) if noises else float(np.median(sig[live])) if live.any()
-                  else 0.0)
+    return Stages(
+        levels=levels,
+        onsets=onsets,
+        escapes=escapes,
+        durations=durations,
+        drop_starts=np.array(d_start),
+        drop_ends=np.array(d_end),
+        drop_depths=np.array(d_depth),
+        converged=bool(at_floor[-1]),
+        final_eps=float(eps[-1]),
+        band=max(bands) if bands else float(np.max(bk[live], initial=band)),
+        noise=max(noises) if noises else float(np.median(sig[live])) if live.any() else 0.0,
+    )
 
 
 @dataclass(frozen=True, eq=False)
@@ -659,11 +708,19 @@ def detect_stages_batch(t, eps_g, *, max_plateaus=None, max_drops=None, **option
     if max_drops is not None:
         max_drops = p.check(V.integer, "max_drops", max_drops, low=1)
     p.raise_if_any()
-    defaults = dict(band=0.03, flat=0.1, min_duration=0.1, min_drop=0.15, floor=1e-10,
-                    smooth=None, min_points=3, contrast=10.0)
+    defaults = dict(
+        band=0.03,
+        flat=0.1,
+        min_duration=0.1,
+        min_drop=0.15,
+        floor=1e-10,
+        smooth=None,
+        min_points=3,
+        contrast=10.0,
+    )
     unknown = set(options) - set(defaults)
     if unknown:
-        raise ValueError(f"unknown option(s) of detect_stages: {sorted(unknown)}")
+        raise InputError(f"unknown option(s) of detect_stages: {sorted(unknown)}")
     opts = _options(**{**defaults, **options})
     found = [_detect(t, e, **opts) for e in eps]
     n_runs = eps.shape[0]
@@ -680,18 +737,21 @@ def detect_stages_batch(t, eps_g, *, max_plateaus=None, max_drops=None, **option
     return StagesBatch(
         n_plateaus=np.array([s.n_plateaus for s in found], dtype=np.int64),
         n_drops=np.array([s.n_drops for s in found], dtype=np.int64),
-        levels=pad([s.levels for s in found], P), onsets=pad([s.onsets for s in found], P),
+        levels=pad([s.levels for s in found], P),
+        onsets=pad([s.onsets for s in found], P),
         escapes=pad([s.escapes for s in found], P),
         durations=pad([s.durations for s in found], P),
         drop_starts=pad([s.drop_starts for s in found], D),
         drop_ends=pad([s.drop_ends for s in found], D),
         drop_depths=pad([s.drop_depths for s in found], D),
         converged=np.array([s.converged for s in found]),
-        final_eps=np.array([s.final_eps for s in found]))
+        final_eps=np.array([s.final_eps for s in found]),
+    )
 
 
 def plateau_levels(v_teacher, order=None):
-    """The plateau sequence of MODEL.md for an orthonormal teacher (T = I).
+    """The plateau sequence for an orthonormal teacher (T = I); see docs/theory.md, 'Fixed
+    points, plateaus and stages'.
 
     With one student unit per learnt teacher direction and L directions learnt,
     ``eps_g = s^2 / (2 + L) + q`` with ``s`` and ``q`` the sum of the unlearnt ``v*_n`` and of
@@ -712,18 +772,21 @@ def plateau_levels(v_teacher, order=None):
     vt = V.finite_array("v_teacher", v_teacher, ndim=1)
     M = vt.shape[0]
     if M < 1:
-        raise ValueError("v_teacher must have at least one entry")
+        raise InputError("v_teacher must have at least one entry")
     if order is None:
         order = np.argsort(-np.abs(vt), kind="stable")
     else:
         arr = np.asarray(order)
-        if (arr.shape != (M,) or not np.issubdtype(arr.dtype, np.integer)
-                or sorted(arr.tolist()) != list(range(M))):
-            raise ValueError(f"order must be a permutation of 0..{M - 1}, got {order!r}")
+        if (
+            arr.shape != (M,)
+            or not np.issubdtype(arr.dtype, np.integer)
+            or sorted(arr.tolist()) != list(range(M))
+        ):
+            raise InputError(f"order must be a permutation of 0..{M - 1}, got {order!r}")
         order = arr
     out = np.empty(M + 1)
     for L in range(M + 1):
         rest = vt[order[L:]]
-        out[L] = rest.sum() ** 2 / (2 + L) + (rest ** 2).sum()
+        out[L] = rest.sum() ** 2 / (2 + L) + (rest**2).sum()
     out[M] = 0.0
     return out

@@ -5,7 +5,6 @@ calls these same functions, so the kernels and the analysis can never disagree.
 All arrays are float64 and C-contiguous; shapes use K student units, M teacher units, d inputs.
 """
 
-import numpy as np
 from numba import njit
 
 JIT = dict(cache=True, nogil=True, fastmath=False)

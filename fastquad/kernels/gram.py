@@ -46,8 +46,15 @@ from .closed_form import JIT, eps_g_of
 from .sgd import STATUS_DIVERGED, STATUS_DONE, bad, record, stop_run
 
 __all__ = [
-    "initial_factor", "gram_sgd_batch", "gram_steps", "factor_order_params", "gamma_draw",
-    "chi2_fill", "bartlett_size", "block_steps", "lanes_for",
+    "initial_factor",
+    "gram_sgd_batch",
+    "gram_steps",
+    "factor_order_params",
+    "gamma_draw",
+    "chi2_fill",
+    "bartlett_size",
+    "block_steps",
+    "lanes_for",
 ]
 
 
@@ -128,8 +135,7 @@ def _chi2(state, k, dd, cc, x, one):
         w = t * (3.0 + t * (3.0 + t))
         u = 1.0 - next_double(state)
         x2 = x * x
-        if u < 1.0 - 0.0331 * x2 * x2 or \
-                math.log(u) < 0.5 * x2 + dd * (3.0 * math.log1p(t) - w):
+        if u < 1.0 - 0.0331 * x2 * x2 or math.log(u) < 0.5 * x2 + dd * (3.0 * math.log1p(t) - w):
             return 2.0 * dd * (1.0 + w)
     normal_fill(state, one)
     return 2.0 * _gamma_mt(state, dd, cc, one[0], one)
@@ -185,8 +191,12 @@ def initial_factor(W, Wt):
     """
     W = np.asarray(W, dtype=np.float64)
     Wt = np.asarray(Wt, dtype=np.float64)
-    if W.ndim != Wt.ndim or W.ndim not in (2, 3) or W.shape[:-2] != Wt.shape[:-2] \
-            or W.shape[-1] != Wt.shape[-1]:
+    if (
+        W.ndim != Wt.ndim
+        or W.ndim not in (2, 3)
+        or W.shape[:-2] != Wt.shape[:-2]
+        or W.shape[-1] != Wt.shape[-1]
+    ):
         raise ValueError(f"W (..., K, d) and Wt (..., M, d) disagree: {W.shape}, {Wt.shape}")
     d = W.shape[-1]
     r = W.shape[-2] + Wt.shape[-2]
@@ -306,8 +316,30 @@ def _rotate_rows(A, lo, hi, c, csv, snv, G):
 
 
 @njit(**KERNEL)
-def _steps_soa(F, v, vt, K, scale, sigma, train_v, Z, XI, L, s0, s1, active, fail, u, e, amat,
-               work, zeta, acc, csv, snv):
+def _steps_soa(
+    F,
+    v,
+    vt,
+    K,
+    scale,
+    sigma,
+    train_v,
+    Z,
+    XI,
+    L,
+    s0,
+    s1,
+    active,
+    fail,
+    u,
+    e,
+    amat,
+    work,
+    zeta,
+    acc,
+    csv,
+    snv,
+):
     """Exact online-SGD steps ``s0 .. s1-1`` of G runs in lockstep (lane g = run g).
 
     Parameters
@@ -534,13 +566,22 @@ def gram_steps(F, v, vt, K, d, lr, sigma, train_v, Z, XI, L):
     Zg, XIg, Lg = lanes(Z), lanes(XI), lanes(L)
     active = np.ones(n, dtype=np.bool_)
     fail = np.zeros(n, dtype=np.bool_)
-    scratch = (np.empty((B, r, n)), np.empty((B, n)), np.empty((B, K, n)), np.empty((K, N, n)),
-               np.empty((B, N, n)), np.empty(n), np.empty(n), np.empty(n))
+    scratch = (
+        np.empty((B, r, n)),
+        np.empty((B, n)),
+        np.empty((B, K, n)),
+        np.empty((K, N, n)),
+        np.empty((B, N, n)),
+        np.empty(n),
+        np.empty(n),
+        np.empty(n),
+    )
     n_done = np.full(n, S, dtype=np.int64)
     step = 0
     while step < S:
-        step += _steps_soa(Fg, vg, vtg, K, scale, sig, bool(train_v), Zg, XIg, Lg, step, S,
-                           active, fail, *scratch)
+        step += _steps_soa(
+            Fg, vg, vtg, K, scale, sig, bool(train_v), Zg, XIg, Lg, step, S, active, fail, *scratch
+        )
         for g in np.flatnonzero(fail):
             fail[g] = False
             active[g] = False
@@ -607,8 +648,29 @@ def _measure(Fg, g, M, v, vt, T, Fl, Q, R, no_T):
 
 
 @njit(**KERNEL)
-def _gram_group(F, v, vt, K, d, lr, sigma, train_v, B, rec_steps, check_every, max_error,
-                states, eps_out, Q_out, R_out, v_out, status, stop_step, i0, G):
+def _gram_group(
+    F,
+    v,
+    vt,
+    K,
+    d,
+    lr,
+    sigma,
+    train_v,
+    B,
+    rec_steps,
+    check_every,
+    max_error,
+    states,
+    eps_out,
+    Q_out,
+    R_out,
+    v_out,
+    status,
+    stop_step,
+    i0,
+    G,
+):
     """Runs i0 .. i0+G-1 in lockstep. Records, checks and divergence follow ``_sgd_run`` per
     run exactly (a non-finite error stops a run at that step; eps_g is checked at records and
     at multiples of check_every), so a run stops at the same step as the direct kernel would on
@@ -676,9 +738,30 @@ def _gram_group(F, v, vt, K, d, lr, sigma, train_v, B, rec_steps, check_every, m
             pos = 0
         # up to the next event: the end of the block, a record or a check
         stop = min(step + (S - pos), rec_steps[i_rec], next_check)
-        n_done = _steps_soa(Fg, vg, vtg, K, scale, sig, train_v, Z, XI, L, pos,
-                            pos + (stop - step), active, fail, u, e, amat, work, zeta, acc,
-                            csv, snv)
+        n_done = _steps_soa(
+            Fg,
+            vg,
+            vtg,
+            K,
+            scale,
+            sig,
+            train_v,
+            Z,
+            XI,
+            L,
+            pos,
+            pos + (stop - step),
+            active,
+            fail,
+            u,
+            e,
+            amat,
+            work,
+            zeta,
+            acc,
+            csv,
+            snv,
+        )
         step += n_done
         pos += n_done
         for g in range(G):
@@ -736,8 +819,27 @@ def lanes_for(n, n_threads):
 
 
 @njit(parallel=True, **KERNEL)
-def gram_sgd_batch(F, v, vt, K, d, lr, sigma, train_v, batch, rec_steps, check_every, max_error,
-                   states, eps_out, Q_out, R_out, v_out, status, stop_step):
+def gram_sgd_batch(
+    F,
+    v,
+    vt,
+    K,
+    d,
+    lr,
+    sigma,
+    train_v,
+    batch,
+    rec_steps,
+    check_every,
+    max_error,
+    states,
+    eps_out,
+    Q_out,
+    R_out,
+    v_out,
+    status,
+    stop_step,
+):
     """Online SGD for n runs by the exact dimension-free sampler.
 
     Parameters
@@ -777,6 +879,26 @@ def gram_sgd_batch(F, v, vt, K, d, lr, sigma, train_v, batch, rec_steps, check_e
     n_groups = (n + G - 1) // G
     for grp in prange(n_groups):
         i0 = grp * G
-        _gram_group(F, v, vt, K, d, lr, sigma, train_v, batch, rec_steps, check_every,
-                    max_error, states, eps_out, Q_out, R_out, v_out, status, stop_step, i0,
-                    min(G, n - i0))
+        _gram_group(
+            F,
+            v,
+            vt,
+            K,
+            d,
+            lr,
+            sigma,
+            train_v,
+            batch,
+            rec_steps,
+            check_every,
+            max_error,
+            states,
+            eps_out,
+            Q_out,
+            R_out,
+            v_out,
+            status,
+            stop_step,
+            i0,
+            min(G, n - i0),
+        )

@@ -1,5 +1,5 @@
-"""The order-parameter ODE of MODEL.md: its right-hand side and a batched RK4 / Dormand-Prince
-integrator, one ``prange`` iteration per trajectory.
+"""The order-parameter ODE (see docs/theory.md, 'The ODEs'): its right-hand side and a batched
+RK4 / Dormand-Prince integrator, one ``prange`` iteration per trajectory.
 
 The state of one trajectory is a flat float64 vector ``y = [Q.ravel(), R.ravel(), v]`` of length
 ``K*K + K*M + K``, so the Runge-Kutta stage combinations are single loops; the right-hand side
@@ -28,24 +28,28 @@ MAX_STEPS = 10_000_000
 # weights of y_new, and that last stage, f(y_new), is the first stage of the next step (FSAL)
 # and gives eps_g(y_new) for the divergence check. Both methods run through one stage loop.
 # Classic RK4:
-_RK4_A = np.array([
-    [0.0, 0.0, 0.0, 0.0],
-    [0.5, 0.0, 0.0, 0.0],
-    [0.0, 0.5, 0.0, 0.0],
-    [0.0, 0.0, 1.0, 0.0],
-    [1 / 6, 1 / 3, 1 / 3, 1 / 6],
-])
+_RK4_A = np.array(
+    [
+        [0.0, 0.0, 0.0, 0.0],
+        [0.5, 0.0, 0.0, 0.0],
+        [0.0, 0.5, 0.0, 0.0],
+        [0.0, 0.0, 1.0, 0.0],
+        [1 / 6, 1 / 3, 1 / 3, 1 / 6],
+    ]
+)
 # Dormand-Prince 5(4) (as in scipy's RK45): the 5th-order solution is propagated; _DP_E combines
 # the stages into the difference with the embedded 4th-order one, the error estimate.
-_DP_A = np.array([
-    [0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
-    [1 / 5, 0.0, 0.0, 0.0, 0.0, 0.0],
-    [3 / 40, 9 / 40, 0.0, 0.0, 0.0, 0.0],
-    [44 / 45, -56 / 15, 32 / 9, 0.0, 0.0, 0.0],
-    [19372 / 6561, -25360 / 2187, 64448 / 6561, -212 / 729, 0.0, 0.0],
-    [9017 / 3168, -355 / 33, 46732 / 5247, 49 / 176, -5103 / 18656, 0.0],
-    [35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84],
-])
+_DP_A = np.array(
+    [
+        [0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+        [1 / 5, 0.0, 0.0, 0.0, 0.0, 0.0],
+        [3 / 40, 9 / 40, 0.0, 0.0, 0.0, 0.0],
+        [44 / 45, -56 / 15, 32 / 9, 0.0, 0.0, 0.0],
+        [19372 / 6561, -25360 / 2187, 64448 / 6561, -212 / 729, 0.0, 0.0],
+        [9017 / 3168, -355 / 33, 46732 / 5247, 49 / 176, -5103 / 18656, 0.0],
+        [35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84],
+    ]
+)
 _DP_E = np.array([-71 / 57600, 0.0, 71 / 16695, -71 / 1920, 17253 / 339200, -22 / 525, 1 / 40])
 _SAFETY = 0.9
 _MIN_FACTOR = 0.2
@@ -73,8 +77,9 @@ def _teacher_constants(T, vt):
 
 
 @njit(**_JIT_RHS)
-def _rhs(Q, R, v, T, vt, tT, tT2, lr, sigma2, inv_batch, train_v, sgd_noise, out, row,
-         A, B, Rt, P, S):
+def _rhs(
+    Q, R, v, T, vt, tT, tT2, lr, sigma2, inv_batch, train_v, sgd_noise, out, row, A, B, Rt, P, S
+):
     """Right-hand side at (Q, R, v) into ``out[row]`` laid out as ``[dQ.ravel(), dR.ravel(), dv]``;
     returns eps_g of the state (nearly free from P; it stops diverging runs).
 
@@ -127,7 +132,8 @@ def _rhs(Q, R, v, T, vt, tT, tT2, lr, sigma2, inv_batch, train_v, sgd_noise, out
         for k in range(i, K):
             x = -2.0 * lr * (v[i] + v[k]) * (trD * Q[i, k] + 2.0 * P[i, k])
             if sgd_noise:
-                # U = P Dv Q - S Dt R^T: the four terms of MODEL.md regrouped (symmetric)
+                # U = P Dv Q - S Dt R^T: the four terms of U (docs/theory.md, 'The ODEs')
+                # regrouped (symmetric)
                 u = 0.0
                 for j in range(K):
                     u += P[i, j] * A[k, j]
@@ -147,7 +153,7 @@ def _views(y, K, M):
     """(Q, R, v) views of a flat state [Q.ravel(), R.ravel(), v]."""
     KK = K * K
     KM = K * M
-    return y[:KK].reshape((K, K)), y[KK:KK + KM].reshape((K, M)), y[KK + KM:]
+    return y[:KK].reshape((K, K)), y[KK : KK + KM].reshape((K, M)), y[KK + KM :]
 
 
 # Copies are explicit loops: Numba's array-to-array slice assignment pulls in its broadcasting
@@ -183,7 +189,8 @@ def _scratch(K, M):
 
 @njit(**JIT)
 def ode_rhs_into(Q, R, v, T, vt, lr, sigma2, inv_batch, train_v, sgd_noise, dQ, dR, dv):
-    """The order-parameter ODE of MODEL.md at one state, into dQ (K, K), dR (K, M), dv (K,).
+    """The order-parameter ODE (docs/theory.md, 'The ODEs') at one state, into dQ (K, K),
+    dR (K, M), dv (K,).
 
     ``sigma2`` is label_noise**2; the eta^2 (SGD-noise) term is scaled by ``inv_batch`` =
     1 / batch_size and dropped when ``sgd_noise`` is False; ``train_v=False`` gives dv = 0.
@@ -195,8 +202,27 @@ def ode_rhs_into(Q, R, v, T, vt, lr, sigma2, inv_batch, train_v, sgd_noise, dQ, 
     tT, tT2 = _teacher_constants(T, vt)
     A, B, Rt, P, S = _scratch(K, M)
     out = np.empty((1, K * K + K * M + K))
-    eps = _rhs(Q, R, v, T, vt, tT, tT2, lr, sigma2, inv_batch, train_v, sgd_noise, out, _ROW0,
-               A, B, Rt, P, S)
+    eps = _rhs(
+        Q,
+        R,
+        v,
+        T,
+        vt,
+        tT,
+        tT2,
+        lr,
+        sigma2,
+        inv_batch,
+        train_v,
+        sgd_noise,
+        out,
+        _ROW0,
+        A,
+        B,
+        Rt,
+        P,
+        S,
+    )
     _unpack(out[0], dQ, dR, dv)
     return eps
 
@@ -210,8 +236,28 @@ def _fill_nan(r0, Q_out, R_out, v_out, eps_out):
 
 
 @njit(**JIT)
-def _integrate_one(Q0, R0, v0, T, vt, lr, sigma2, inv_batch, train_v, sgd_noise, times, dt,
-                   adaptive, rtol, atol, max_error, Q_out, R_out, v_out, eps_out):
+def _integrate_one(
+    Q0,
+    R0,
+    v0,
+    T,
+    vt,
+    lr,
+    sigma2,
+    inv_batch,
+    train_v,
+    sgd_noise,
+    times,
+    dt,
+    adaptive,
+    rtol,
+    atol,
+    max_error,
+    Q_out,
+    R_out,
+    v_out,
+    eps_out,
+):
     """One trajectory into its own output slices; returns (status, t_stop, n_evals).
 
     Records are written exactly at ``times``: the step that would pass a record time is cut to
@@ -239,8 +285,27 @@ def _integrate_one(Q0, R0, v0, T, vt, lr, sigma2, inv_batch, train_v, sgd_noise,
     r = 0
     status = STATUS_DONE
     # k[0] always holds f(y)
-    eps = _rhs(yQ, yR, yv, T, vt, tT, tT2, lr, sigma2, inv_batch, train_v, sgd_noise, k, _ROW0,
-               A, B, Rt, P, S)
+    eps = _rhs(
+        yQ,
+        yR,
+        yv,
+        T,
+        vt,
+        tT,
+        tT2,
+        lr,
+        sigma2,
+        inv_batch,
+        train_v,
+        sgd_noise,
+        k,
+        _ROW0,
+        A,
+        B,
+        Rt,
+        P,
+        S,
+    )
     n_evals = 1
     h = dt
     n_steps = 0
@@ -277,8 +342,27 @@ def _integrate_one(Q0, R0, v0, T, vt, lr, sigma2, inv_batch, train_v, sgd_noise,
                         yt[i] += c * k[j, i]
             for i in range(N):
                 yt[i] = y[i] + h * yt[i]
-            eps_new = _rhs(tQ, tR, tv, T, vt, tT, tT2, lr, sigma2, inv_batch, train_v,
-                           sgd_noise, k, s, A, B, Rt, P, S)
+            eps_new = _rhs(
+                tQ,
+                tR,
+                tv,
+                T,
+                vt,
+                tT,
+                tT2,
+                lr,
+                sigma2,
+                inv_batch,
+                train_v,
+                sgd_noise,
+                k,
+                s,
+                A,
+                B,
+                Rt,
+                P,
+                S,
+            )
         n_evals += last
 
         factor = 1.0
@@ -298,14 +382,14 @@ def _integrate_one(Q0, R0, v0, T, vt, lr, sigma2, inv_batch, train_v, sgd_noise,
                 err2 += e * e
             err = np.sqrt(err2 / N)
             if not err <= 1.0:
-                factor = max(_MIN_FACTOR, _SAFETY * err ** -0.2) if err < np.inf else _MIN_FACTOR
+                factor = max(_MIN_FACTOR, _SAFETY * err**-0.2) if err < np.inf else _MIN_FACTOR
                 h = h * factor
                 rejected = True
                 if h < 10.0 * (np.nextafter(t, np.inf) - t):
                     status = STATUS_DIVERGED
                     break
                 continue
-            factor = _MAX_FACTOR if err == 0.0 else min(_MAX_FACTOR, _SAFETY * err ** -0.2)
+            factor = _MAX_FACTOR if err == 0.0 else min(_MAX_FACTOR, _SAFETY * err**-0.2)
             if rejected:
                 factor = min(1.0, factor)
             rejected = False
@@ -328,9 +412,31 @@ def _integrate_one(Q0, R0, v0, T, vt, lr, sigma2, inv_batch, train_v, sgd_noise,
 
 
 @njit(parallel=True, **JIT)
-def integrate_batch(Q0, R0, v0, T, vt, lr, sigma2, inv_batch, train_v, sgd_noise, times, dt,
-                    adaptive, rtol, atol, max_error, Q_out, R_out, v_out, eps_out, status, t_stop,
-                    n_evals):
+def integrate_batch(
+    Q0,
+    R0,
+    v0,
+    T,
+    vt,
+    lr,
+    sigma2,
+    inv_batch,
+    train_v,
+    sgd_noise,
+    times,
+    dt,
+    adaptive,
+    rtol,
+    atol,
+    max_error,
+    Q_out,
+    R_out,
+    v_out,
+    eps_out,
+    status,
+    t_stop,
+    n_evals,
+):
     """Integrate n independent trajectories of the order-parameter ODE (one per prange
     iteration; each writes only its own slices, so results do not depend on the batch or on
     the number of threads).
@@ -343,9 +449,28 @@ def integrate_batch(Q0, R0, v0, T, vt, lr, sigma2, inv_batch, train_v, sgd_noise
     rtol/atol error control, dt the initial step.
     """
     for r in prange(Q0.shape[0]):
-        st, ts, ne = _integrate_one(Q0[r], R0[r], v0[r], T[r], vt[r], lr[r], sigma2[r], inv_batch,
-                                    train_v, sgd_noise, times, dt[r], adaptive, rtol, atol,
-                                    max_error, Q_out[r], R_out[r], v_out[r], eps_out[r])
+        st, ts, ne = _integrate_one(
+            Q0[r],
+            R0[r],
+            v0[r],
+            T[r],
+            vt[r],
+            lr[r],
+            sigma2[r],
+            inv_batch,
+            train_v,
+            sgd_noise,
+            times,
+            dt[r],
+            adaptive,
+            rtol,
+            atol,
+            max_error,
+            Q_out[r],
+            R_out[r],
+            v_out[r],
+            eps_out[r],
+        )
         status[r] = st
         t_stop[r] = ts
         n_evals[r] = ne

@@ -98,7 +98,8 @@ def subtract_outer(A, n_rows, c, x):
 
 @njit(inline="always", **FAST)
 def quad_form(w, h, lo, hi):
-    """sum_{j in [lo, hi)} w[j - lo] h[j]^2: a quadratic network's output from its pre-activations."""
+    """sum_{j in [lo, hi)} w[j - lo] h[j]^2: a quadratic network's output from its
+    pre-activations."""
     f = h.dtype.type(0)
     for j in range(lo, hi):
         f += w[j - lo] * h[j] * h[j]
@@ -333,8 +334,9 @@ def measure_due(step, i_rec, rec_steps, check_every):
 
 
 @njit(**JIT)
-def checkpoint(step, i_rec, rec_steps, W, v, Wt, vt, T, Q, R, max_error, eps_out, Q_out, R_out,
-               v_out):
+def checkpoint(
+    step, i_rec, rec_steps, W, v, Wt, vt, T, Q, R, max_error, eps_out, Q_out, R_out, v_out
+):
     """Measure the current weights: flag a divergence, else record what is due.
     Returns (i_rec, diverged)."""
     eps = measure(W, v, Wt, vt, T, Q, R)
@@ -352,8 +354,25 @@ POOL_NUMBERS = 768
 
 
 @njit(**FAST)
-def _online_run(W, v, Wt, support, vt, lr, sigma, train_v, rec_steps, check_every, max_error,
-                state, samples, eps_out, Q_out, R_out, v_out):
+def _online_run(
+    W,
+    v,
+    Wt,
+    support,
+    vt,
+    lr,
+    sigma,
+    train_v,
+    rec_steps,
+    check_every,
+    max_error,
+    state,
+    samples,
+    eps_out,
+    Q_out,
+    R_out,
+    v_out,
+):
     """One run of single-sample online SGD, the rank-1 updates fused with the next step's dot
     products (``online_step``); the update is applied before every measurement, so results do
     not depend on when measurements happen. Returns (status, step)."""
@@ -382,9 +401,9 @@ def _online_run(W, v, Wt, support, vt, lr, sigma, train_v, rec_steps, check_ever
                 which = 1 - which
                 # one draw for the inputs and the label noise: runs that differ only in sigma
                 # see the same inputs (common random numbers)
-                fill_normals(state, pools[which, :min(per_fill, n_steps - step) * stride])
+                fill_normals(state, pools[which, : min(per_fill, n_steps - step) * stride])
                 used = 0
-            x_new = pools[which, used * stride:(used + 1) * stride]
+            x_new = pools[which, used * stride : (used + 1) * stride]
             used += 1
         ok = online_step(W, v, Wt, support, vt, lr, sigma, train_v, c, h, x_old, x_new)
         x_old = x_new
@@ -394,8 +413,23 @@ def _online_run(W, v, Wt, support, vt, lr, sigma, train_v, rec_steps, check_ever
             break
         if measure_due(step, i_rec, rec_steps, check_every):
             apply_pending(W, c, x_old)
-            i_rec, diverged = checkpoint(step, i_rec, rec_steps, W, v, Wt, vt, T, Q, R,
-                                         max_error, eps_out, Q_out, R_out, v_out)
+            i_rec, diverged = checkpoint(
+                step,
+                i_rec,
+                rec_steps,
+                W,
+                v,
+                Wt,
+                vt,
+                T,
+                Q,
+                R,
+                max_error,
+                eps_out,
+                Q_out,
+                R_out,
+                v_out,
+            )
             if diverged:
                 status = STATUS_DIVERGED
                 break
@@ -407,8 +441,25 @@ def _online_run(W, v, Wt, support, vt, lr, sigma, train_v, rec_steps, check_ever
 
 
 @njit(**FAST)
-def _batch_run(W, v, Wt, vt, lr, sigma, train_v, batch, rec_steps, check_every, max_error,
-               state, samples, eps_out, Q_out, R_out, v_out):
+def _batch_run(
+    W,
+    v,
+    Wt,
+    vt,
+    lr,
+    sigma,
+    train_v,
+    batch,
+    rec_steps,
+    check_every,
+    max_error,
+    state,
+    samples,
+    eps_out,
+    Q_out,
+    R_out,
+    v_out,
+):
     """One run of mini-batch online SGD (batch >= 2); W and v are left at their final values.
     Returns (status, step)."""
     K, d = W.shape
@@ -434,7 +485,7 @@ def _batch_run(W, v, Wt, vt, lr, sigma, train_v, batch, rec_steps, check_every, 
             buf[:] = samples[step]
         else:
             fill_normals(state, buf)
-        X = buf[:batch * d].reshape((batch, d))
+        X = buf[: batch * d].reshape((batch, d))
         for b in range(batch):
             noise[b] = sigma * buf[batch * d + b]
         ok = batch_step(A, K, v, vt, X, noise, noise, lr, train_v, h, e, c)
@@ -443,8 +494,23 @@ def _batch_run(W, v, Wt, vt, lr, sigma, train_v, batch, rec_steps, check_every, 
             status = STATUS_DIVERGED
             break
         if measure_due(step, i_rec, rec_steps, check_every):
-            i_rec, diverged = checkpoint(step, i_rec, rec_steps, Ws, v, Wt, vt, T, Q, R,
-                                         max_error, eps_out, Q_out, R_out, v_out)
+            i_rec, diverged = checkpoint(
+                step,
+                i_rec,
+                rec_steps,
+                Ws,
+                v,
+                Wt,
+                vt,
+                T,
+                Q,
+                R,
+                max_error,
+                eps_out,
+                Q_out,
+                R_out,
+                v_out,
+            )
             if diverged:
                 status = STATUS_DIVERGED
                 break
@@ -455,8 +521,28 @@ def _batch_run(W, v, Wt, vt, lr, sigma, train_v, batch, rec_steps, check_every, 
 
 
 @njit(parallel=True, **FAST)
-def sgd_batch(W, v, Wt, support, vt, lr, sigma, train_v, batch, rec_steps, check_every,
-              max_error, states, samples, eps_out, Q_out, R_out, v_out, status, stop_step):
+def sgd_batch(
+    W,
+    v,
+    Wt,
+    support,
+    vt,
+    lr,
+    sigma,
+    train_v,
+    batch,
+    rec_steps,
+    check_every,
+    max_error,
+    states,
+    samples,
+    eps_out,
+    Q_out,
+    R_out,
+    v_out,
+    status,
+    stop_step,
+):
     """Online SGD for n runs.
 
     W (n,K,d), v (n,K), Wt (n,M,d), vt (n,M), lr (n,), sigma (n,); support: the teacher rows
@@ -472,13 +558,45 @@ def sgd_batch(W, v, Wt, support, vt, lr, sigma, train_v, batch, rec_steps, check
     for r in prange(n):
         smp = samples[r] if explicit else samples[0]
         if batch == 1:
-            st, sp = _online_run(W[r], v[r], Wt[r], support, vt[r], lr[r], sigma[r], train_v,
-                                 rec_steps, check_every, max_error, states[r], smp, eps_out[r],
-                                 Q_out[r], R_out[r], v_out[r])
+            st, sp = _online_run(
+                W[r],
+                v[r],
+                Wt[r],
+                support,
+                vt[r],
+                lr[r],
+                sigma[r],
+                train_v,
+                rec_steps,
+                check_every,
+                max_error,
+                states[r],
+                smp,
+                eps_out[r],
+                Q_out[r],
+                R_out[r],
+                v_out[r],
+            )
         else:
-            st, sp = _batch_run(W[r], v[r], Wt[r], vt[r], lr[r], sigma[r], train_v, batch,
-                                rec_steps, check_every, max_error, states[r], smp, eps_out[r],
-                                Q_out[r], R_out[r], v_out[r])
+            st, sp = _batch_run(
+                W[r],
+                v[r],
+                Wt[r],
+                vt[r],
+                lr[r],
+                sigma[r],
+                train_v,
+                batch,
+                rec_steps,
+                check_every,
+                max_error,
+                states[r],
+                smp,
+                eps_out[r],
+                Q_out[r],
+                R_out[r],
+                v_out[r],
+            )
         status[r] = st
         stop_step[r] = sp
 
@@ -496,17 +614,35 @@ def train_loss(W, v, X, y):
 
 
 @njit(**FAST)
-def _gd_run(W, v, Wt, vt, lr, sigma, train_v, n_samples, batch, rec_steps, check_every,
-            max_error, state, data, eps_out, tr_out, Q_out, R_out, v_out):
+def _gd_run(
+    W,
+    v,
+    Wt,
+    vt,
+    lr,
+    sigma,
+    train_v,
+    n_samples,
+    batch,
+    rec_steps,
+    check_every,
+    max_error,
+    state,
+    data,
+    eps_out,
+    tr_out,
+    Q_out,
+    R_out,
+    v_out,
+):
     K, d = W.shape
-    M = Wt.shape[0]
     n = n_samples
     if data.shape[0] > 1:
         buf = data.copy()
     else:
         buf = np.empty(n * (d + 1))
         normal_fill(state, buf)
-    X = buf[:n * d].reshape((n, d))
+    X = buf[: n * d].reshape((n, d))
     noise = np.empty(n)
     for b in range(n):
         noise[b] = sigma * buf[n * d + b]
@@ -550,8 +686,23 @@ def _gd_run(W, v, Wt, vt, lr, sigma, train_v, n_samples, batch, rec_steps, check
             break
         if measure_due(step, i_rec, rec_steps, check_every):
             i0 = i_rec
-            i_rec, diverged = checkpoint(step, i_rec, rec_steps, W, v, Wt, vt, T, Q, R,
-                                         max_error, eps_out, Q_out, R_out, v_out)
+            i_rec, diverged = checkpoint(
+                step,
+                i_rec,
+                rec_steps,
+                W,
+                v,
+                Wt,
+                vt,
+                T,
+                Q,
+                R,
+                max_error,
+                eps_out,
+                Q_out,
+                R_out,
+                v_out,
+            )
             if diverged:
                 status = STATUS_DIVERGED
                 break
@@ -564,8 +715,29 @@ def _gd_run(W, v, Wt, vt, lr, sigma, train_v, n_samples, batch, rec_steps, check
 
 
 @njit(parallel=True, **FAST)
-def gd_batch(W, v, Wt, vt, lr, sigma, train_v, n_samples, batch, rec_steps, check_every,
-             max_error, states, data, eps_out, tr_out, Q_out, R_out, v_out, status, stop_step):
+def gd_batch(
+    W,
+    v,
+    Wt,
+    vt,
+    lr,
+    sigma,
+    train_v,
+    n_samples,
+    batch,
+    rec_steps,
+    check_every,
+    max_error,
+    states,
+    data,
+    eps_out,
+    tr_out,
+    Q_out,
+    R_out,
+    v_out,
+    status,
+    stop_step,
+):
     """Training on a fixed dataset of n_samples per run: full-batch GD (batch == n_samples) or
     multi-pass mini-batch SGD with a fresh shuffle every epoch.
 
@@ -577,9 +749,27 @@ def gd_batch(W, v, Wt, vt, lr, sigma, train_v, n_samples, batch, rec_steps, chec
     explicit = data.shape[0] > 1 or data.shape[1] > 1
     for r in prange(n):
         dat = data[r] if explicit else data[0]
-        st, sp = _gd_run(W[r], v[r], Wt[r], vt[r], lr[r], sigma[r], train_v, n_samples, batch,
-                         rec_steps, check_every, max_error, states[r], dat, eps_out[r], tr_out[r],
-                         Q_out[r], R_out[r], v_out[r])
+        st, sp = _gd_run(
+            W[r],
+            v[r],
+            Wt[r],
+            vt[r],
+            lr[r],
+            sigma[r],
+            train_v,
+            n_samples,
+            batch,
+            rec_steps,
+            check_every,
+            max_error,
+            states[r],
+            dat,
+            eps_out[r],
+            tr_out[r],
+            Q_out[r],
+            R_out[r],
+            v_out[r],
+        )
         status[r] = st
         stop_step[r] = sp
 
@@ -638,13 +828,27 @@ def _flow_run(W, v, Wt, vt, lr, train_v, times, dt, max_error, eps_out, Q_out, R
 
 
 @njit(parallel=True, **JIT)
-def flow_batch(W, v, Wt, vt, lr, train_v, times, dt, max_error, eps_out, Q_out, R_out, v_out,
-               status, t_stop):
+def flow_batch(
+    W, v, Wt, vt, lr, train_v, times, dt, max_error, eps_out, Q_out, R_out, v_out, status, t_stop
+):
     """Population gradient flow by RK4 for n runs; times (n_rec,) increasing from >= 0;
     dt (n,) the step of each run."""
     n = W.shape[0]
     for r in prange(n):
-        st, ts = _flow_run(W[r], v[r], Wt[r], vt[r], lr[r], train_v, times, dt[r], max_error,
-                           eps_out[r], Q_out[r], R_out[r], v_out[r])
+        st, ts = _flow_run(
+            W[r],
+            v[r],
+            Wt[r],
+            vt[r],
+            lr[r],
+            train_v,
+            times,
+            dt[r],
+            max_error,
+            eps_out[r],
+            Q_out[r],
+            R_out[r],
+            v_out[r],
+        )
         status[r] = st
         t_stop[r] = ts if st == STATUS_DIVERGED else np.nan

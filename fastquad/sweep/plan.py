@@ -71,13 +71,17 @@ def plan_chunks(sweep, runs, *, chunk_runs=None, n_workers=1):
     for members in groups.values():
         if chunk_runs is None:
             per = max(max(seconds_per_run(sweep.run_config(m)[0]) for m in members[:64]), 1e-9)
-            sizes = _guided_sizes(len(members), n_workers, max(1, int(TARGET_TASK_SECONDS / per)),
-                                  max(1, int(MIN_TASK_SECONDS / per)))
+            sizes = _guided_sizes(
+                len(members),
+                n_workers,
+                max(1, int(TARGET_TASK_SECONDS / per)),
+                max(1, int(MIN_TASK_SECONDS / per)),
+            )
         else:
             sizes = [chunk_runs] * math.ceil(len(members) / chunk_runs)
         i = 0
         for size in sizes:
-            chunks.append(Chunk(np.array(members[i:i + size], dtype=np.int64)))
+            chunks.append(Chunk(np.array(members[i : i + size], dtype=np.int64)))
             i += size
     cost = [len(c) * seconds_per_run(sweep.run_config(int(c.runs[0]))[0]) for c in chunks]
     order = sorted(range(len(chunks)), key=lambda i: (-cost[i], int(chunks[i].runs[0])))

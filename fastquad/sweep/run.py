@@ -6,8 +6,9 @@ return plain arrays; the client alone writes the results file, as chunks complet
 Every cluster fastquad starts admits only its own processes: all its connections use TLS with
 a certificate made for that cluster and held only by its processes and its client (batch jobs
 read it from files only the user can read), and each end must present it, so a process
-without it can neither connect nor run code. None of its processes serves HTTP (no dashboard, ``/metrics`` or ``/health``) unless a
-dashboard is asked for. A cluster of the user's own is used as the user set it up.
+without it can neither connect nor run code. None of its processes serves HTTP (no dashboard,
+``/metrics`` or ``/health``) unless a dashboard is asked for. A cluster of the user's own is
+used as the user set it up.
 """
 
 import contextlib
@@ -54,9 +55,11 @@ class SweepSummary:
         return self.failed == 0
 
     def text(self):
-        lines = [f"sweep: {self.total} runs; {self.skipped} already stored; this time "
-                 f"{self.done} done, {self.diverged} diverged, {self.failed} failed "
-                 f"in {self.seconds:.1f} s"]
+        lines = [
+            f"sweep: {self.total} runs; {self.skipped} already stored; this time "
+            f"{self.done} done, {self.diverged} diverged, {self.failed} failed "
+            f"in {self.seconds:.1f} s"
+        ]
         for m in self.messages[:5]:
             lines.append(f"  failed chunk: {m}")
         return "\n".join(lines)
@@ -108,8 +111,7 @@ def _chunk_task(point_values, point_index, replicas, keep=None, times=None):
     cfgs = [point_cfgs[i] for i in point_index]
     res = run_many(cfgs, np.asarray(replicas), times=times, num_threads=threads)
     arrays = result_arrays(res)
-    return {k: v for k, v in arrays.items()
-            if v is not None and (keep is None or k in keep)}
+    return {k: v for k, v in arrays.items() if v is not None and (keep is None or k in keep)}
 
 
 def warm_up(methods=("sgd", "gd", "flow", "ode")):
@@ -119,8 +121,10 @@ def warm_up(methods=("sgd", "gd", "flow", "ode")):
     threads = _worker_threads()
     for m in methods:
         extra = {"n_samples": 4} if m == "gd" else {}
-        run(make_config(dict(method=m, d=4, K=1, M=1, t_max=0.5, n_times=3, n_runs=1, **extra)),
-            num_threads=threads)
+        run(
+            make_config(dict(method=m, d=4, K=1, M=1, t_max=0.5, n_times=3, n_runs=1, **extra)),
+            num_threads=threads,
+        )
     return os.getpid()
 
 
@@ -190,10 +194,15 @@ def _check_workers(workers):
     if workers is None:
         return
     hi = max_workers()
-    if (isinstance(workers, bool) or not isinstance(workers, numbers.Integral)
-            or not 1 <= workers <= hi):
-        raise InputError(f"--workers must be an integer in [1, {hi}] (at most 4 per core of "
-                         f"this machine), got {workers!r}")
+    if (
+        isinstance(workers, bool)
+        or not isinstance(workers, numbers.Integral)
+        or not 1 <= workers <= hi
+    ):
+        raise InputError(
+            f"--workers must be an integer in [1, {hi}] (at most 4 per core of "
+            f"this machine), got {workers!r}"
+        )
 
 
 def _embedded_cluster(workers, dashboard=False):
@@ -212,20 +221,36 @@ def _embedded_cluster(workers, dashboard=False):
     security = Security.temporary()
     common = {"host": "127.0.0.1", "protocol": "tls://", "security": security}
     if dashboard:
-        scheduler = {"cls": Scheduler, "options": dict(common, port=0, dashboard=True,
-                                                       dashboard_address="127.0.0.1:8787")}
+        scheduler = {
+            "cls": Scheduler,
+            "options": dict(common, port=0, dashboard=True, dashboard_address="127.0.0.1:8787"),
+        }
     else:
-        scheduler = {"cls": NoHttpScheduler, "options": dict(common, port=0, dashboard=False,
-                                                             dashboard_address=None)}
-    worker = {"cls": _EmbeddedNanny,
-              "options": dict(common, nthreads=1, dashboard=False, dashboard_address=None,
-                              memory_limit=1.0 / n,  # a share of this machine's memory each
-                              silence_logs=logging.WARN,
-                              env={"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"})}
+        scheduler = {
+            "cls": NoHttpScheduler,
+            "options": dict(common, port=0, dashboard=False, dashboard_address=None),
+        }
+    worker = {
+        "cls": _EmbeddedNanny,
+        "options": dict(
+            common,
+            nthreads=1,
+            dashboard=False,
+            dashboard_address=None,
+            memory_limit=1.0 / n,  # a share of this machine's memory each
+            silence_logs=logging.WARN,
+            env={"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"},
+        ),
+    }
     with dask.config.set(EMBEDDED_CLUSTER_CONFIG):
-        cluster = SpecCluster(scheduler=scheduler, workers={i: worker for i in range(n)},
-                              worker=worker, security=security, silence_logs=logging.WARN,
-                              name="fastquad")
+        cluster = SpecCluster(
+            scheduler=scheduler,
+            workers={i: worker for i in range(n)},
+            worker=worker,
+            security=security,
+            silence_logs=logging.WARN,
+            name="fastquad",
+        )
         try:
             client = Client(cluster, security=security)
         except BaseException:
@@ -236,8 +261,43 @@ def _embedded_cluster(workers, dashboard=False):
     return client, cluster
 
 
+@contextlib.contextmanager
+def embedded_cluster(workers=None, *, dashboard=False):
+    """The embedded Dask cluster of ``fastquad sweep``, as a context manager yielding its client.
+
+    The same cluster ``run_sweep`` starts when given no client: process workers with one
+    thread (and one Numba thread) each, on loopback, with TLS and a temporary certificate,
+    no HTTP unless ``dashboard``. Use it to run several sweeps on one cluster::
+
+        with embedded_cluster(2) as client:
+            for sweep in sweeps:
+                run_sweep(sweep, out, client=client)
+
+    Parameters
+    ----------
+    workers : int, optional
+        Worker processes (default: one per core; at most :func:`max_workers`).
+    dashboard : bool
+        Serve the dashboard on loopback and print its address.
+
+    Yields
+    ------
+    distributed.Client
+    """
+    _check_workers(workers)
+    client, cluster = _embedded_cluster(workers, dashboard)
+    try:
+        yield client
+    finally:
+        with _no_interrupts():
+            _quiet_shutdown(client)
+            client.close()
+            cluster.close()
+
+
 def _scheduler_file_address(path):
     """The scheduler address a Dask scheduler file holds; InputError if it is not one."""
+
     def not_one(why):
         return InputError(f"--scheduler-file: {path} is not a Dask scheduler file ({why})")
 
@@ -268,8 +328,10 @@ def _reason(exc, address):
         chain.append(exc)
         exc = exc.__cause__ or exc.__context__
     if address.startswith("tls://") and any(isinstance(e, TypeError) for e in chain):
-        return ("no TLS certificate is set up for the client: set distributed.comm.tls.ca-file, "
-                ".client.cert and .client.key in the Dask configuration")
+        return (
+            "no TLS certificate is set up for the client: set distributed.comm.tls.ca-file, "
+            ".client.cert and .client.key in the Dask configuration"
+        )
     for e in reversed(chain):
         if isinstance(e, OSError) and e.strerror:
             return e.strerror
@@ -286,16 +348,16 @@ def _connect(scheduler, scheduler_file):
 
     if scheduler_file:
         address = _scheduler_file_address(scheduler_file)
-        what = (f"--scheduler-file: cannot reach the Dask scheduler {address} named in "
-                f"{scheduler_file}")
+        what = (
+            f"--scheduler-file: cannot reach the Dask scheduler {address} named in {scheduler_file}"
+        )
     else:
         address = str(scheduler)
         what = f"--scheduler: cannot reach a Dask scheduler at {address}"
     try:
         return Client(address, timeout=CONNECT_TIMEOUT)
     except Exception as exc:
-        raise InputError(f"{what} within {CONNECT_TIMEOUT:g} s "
-                         f"({_reason(exc, address)})") from None
+        raise InputError(f"{what} within {CONNECT_TIMEOUT:g} s ({_reason(exc, address)})") from None
 
 
 def _silence_worker_logs():
@@ -331,9 +393,21 @@ def _no_interrupts():
         signal.signal(signal.SIGINT, previous)
 
 
-def run_sweep(sweep, out, *, workers=None, scheduler=None, scheduler_file=None, client=None,
-              overwrite=False, chunk_runs=None, progress=True, consolidate_every=30.0,
-              retries=2, dashboard=False):
+def run_sweep(
+    sweep,
+    out,
+    *,
+    workers=None,
+    scheduler=None,
+    scheduler_file=None,
+    client=None,
+    overwrite=False,
+    chunk_runs=None,
+    progress=True,
+    consolidate_every=30.0,
+    retries=2,
+    dashboard=False,
+):
     """Run every pending run of a sweep and store it in ``out``.
 
     Parameters
@@ -393,8 +467,17 @@ def run_sweep(sweep, out, *, workers=None, scheduler=None, scheduler_file=None, 
             warm_up(methods)
             if client is None:
                 client, cluster = _embedded_cluster(workers, dashboard)
-            _compute(client, sweep, store, todo, methods, state, chunk_runs=chunk_runs,
-                     retries=retries, progress=progress)
+            _compute(
+                client,
+                sweep,
+                store,
+                todo,
+                methods,
+                state,
+                chunk_runs=chunk_runs,
+                retries=retries,
+                progress=progress,
+            )
     except KeyboardInterrupt:
         interrupted = True
     finally:
@@ -403,8 +486,9 @@ def run_sweep(sweep, out, *, workers=None, scheduler=None, scheduler_file=None, 
                 if store is not None:
                     if interrupted:  # what is on disk, journal included, is what is stored
                         st = store.status()
-                        state["stored"] = int(np.count_nonzero((st == STATUS_DONE)
-                                                               | (st == STATUS_DIVERGED)))
+                        state["stored"] = int(
+                            np.count_nonzero((st == STATUS_DONE) | (st == STATUS_DIVERGED))
+                        )
                     store.close()
             finally:
                 if own and client is not None:
@@ -415,12 +499,22 @@ def run_sweep(sweep, out, *, workers=None, scheduler=None, scheduler_file=None, 
                         cluster.close()
     if interrupted:
         if "stored" not in state:
-            raise SweepInterrupted(f"interrupted before {out} was opened; run the same command "
-                                   "again to run the sweep")
-        raise SweepInterrupted(f"interrupted: {state['stored']} of {sweep.total_runs} runs are "
-                               f"stored in {out}; run the same command again to resume")
-    return SweepSummary(sweep.total_runs, state["skipped"], state["done"], state["diverged"],
-                        state["failed"], time.perf_counter() - t0, state["messages"])
+            raise SweepInterrupted(
+                f"interrupted before {out} was opened; run the same command again to run the sweep"
+            )
+        raise SweepInterrupted(
+            f"interrupted: {state['stored']} of {sweep.total_runs} runs are "
+            f"stored in {out}; run the same command again to resume"
+        )
+    return SweepSummary(
+        sweep.total_runs,
+        state["skipped"],
+        state["done"],
+        state["diverged"],
+        state["failed"],
+        time.perf_counter() - t0,
+        state["messages"],
+    )
 
 
 def _compute(client, sweep, store, todo, methods, state, *, chunk_runs, retries, progress):
@@ -430,8 +524,9 @@ def _compute(client, sweep, store, todo, methods, state, *, chunk_runs, retries,
 
     client.run(warm_up, methods)
     n_workers = max(1, len(client.scheduler_info().get("workers", {})))
-    chunks = plan_chunks(sweep, todo, chunk_runs=chunk_runs or sweep.settings.get("chunk_runs"),
-                         n_workers=n_workers)
+    chunks = plan_chunks(
+        sweep, todo, chunk_runs=chunk_runs or sweep.settings.get("chunk_runs"), n_workers=n_workers
+    )
     keep = sorted(store.stored())
     futures = {}
     for ch in chunks:
@@ -441,9 +536,17 @@ def _compute(client, sweep, store, todo, methods, state, *, chunk_runs, retries,
             point_index.append(slots.setdefault(point, len(slots)))
             reps.append(rep)
         vals = [sweep.points[p].values for p in slots]
-        fut = client.submit(_chunk_task, vals, np.array(point_index), np.array(reps),
-                            keep, sweep.times, pure=False, retries=retries,
-                            key=f"fastquad-chunk-{int(ch.runs[0])}-{len(ch)}-{sweep.digest[:8]}")
+        fut = client.submit(
+            _chunk_task,
+            vals,
+            np.array(point_index),
+            np.array(reps),
+            keep,
+            sweep.times,
+            pure=False,
+            retries=retries,
+            key=f"fastquad-chunk-{int(ch.runs[0])}-{len(ch)}-{sweep.digest[:8]}",
+        )
         futures[fut] = ch
     bar = _progress(len(todo), progress)
     try:
@@ -474,9 +577,19 @@ def _progress(total, enabled):
         return None
     from tqdm import tqdm
 
-    return tqdm(total=total, unit="run", desc="sweep", file=sys.stderr, smoothing=0.1,
-                dynamic_ncols=True)
+    return tqdm(
+        total=total, unit="run", desc="sweep", file=sys.stderr, smoothing=0.1, dynamic_ncols=True
+    )
 
 
-__all__ = ["run_sweep", "SweepSummary", "SweepInterrupted", "warm_up", "max_workers",
-           "NoHttpScheduler", "NoHttpWorker", "CONNECT_TIMEOUT", "STATUS_FAILED"]
+__all__ = [
+    "run_sweep",
+    "SweepSummary",
+    "SweepInterrupted",
+    "warm_up",
+    "max_workers",
+    "NoHttpScheduler",
+    "NoHttpWorker",
+    "CONNECT_TIMEOUT",
+    "STATUS_FAILED",
+]

@@ -43,8 +43,11 @@ from ..errors import InputError
 
 #: All runs of a sweep share one time axis, so these cannot vary.
 NOT_AXES = ("t_max", "n_times", "n_runs")
-SWEEP_SETTINGS = {"chunk_runs": lambda n, x: V.integer(n, x, low=1),
-                  "final_weights": V.boolean, "order_parameters": V.boolean}
+SWEEP_SETTINGS = {
+    "chunk_runs": lambda n, x: V.integer(n, x, low=1),
+    "final_weights": V.boolean,
+    "order_parameters": V.boolean,
+}
 #: Settings that change what the results file holds: part of the sweep's identity on resume
 #: (``chunk_runs`` only changes how the work is cut, so a resume may use another value).
 STORED_SETTINGS = ("final_weights", "order_parameters")
@@ -157,7 +160,7 @@ def load_sweep(path):
         with open(path, "rb") as fh:
             text = fh.read().decode("utf-8")
     except OSError as exc:
-        raise ValueError(f"sweep file: cannot read {path}: {exc.strerror}") from None
+        raise InputError(f"sweep file: cannot read {path}: {exc.strerror}") from None
     return parse_sweep(text, source=str(path))
 
 
@@ -166,11 +169,14 @@ def parse_sweep(text, source="sweep"):
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"{source}: not valid TOML: {exc}") from None
+        raise InputError(f"{source}: not valid TOML: {exc}") from None
     if not any(not isinstance(v, dict) for v in doc.values()) and not any(
-            doc.get(section) for section in ("fixed", "axes", "zip")):
-        raise InputError(f"{source}: the sweep file sets no parameter and no axis (it is "
-                         "empty); give at least [fixed] or [axes]")
+        doc.get(section) for section in ("fixed", "axes", "zip")
+    ):
+        raise InputError(
+            f"{source}: the sweep file sets no parameter and no axis (it is "
+            "empty); give at least [fixed] or [axes]"
+        )
     p = V.Problems()
     fixed = {k: v for k, v in doc.items() if not isinstance(v, dict)}
     for section in doc:
@@ -204,8 +210,10 @@ def parse_sweep(text, source="sweep"):
                 p.add(f"{where}: unknown parameter (known: {', '.join(PARAMETERS)})")
                 continue
             if k in NOT_AXES:
-                p.add(f"{where}: {k} cannot be swept (all runs of a sweep share one time axis "
-                      "and one number of replicas); use separate sweeps")
+                p.add(
+                    f"{where}: {k} cannot be swept (all runs of a sweep share one time axis "
+                    "and one number of replicas); use separate sweeps"
+                )
                 continue
             if k in fixed:
                 p.add(f"{where}: also given as a fixed parameter")
@@ -260,8 +268,17 @@ def parse_sweep(text, source="sweep"):
         content["stored"] = stored
     canon = json.dumps(content, sort_keys=True)
     digest = hashlib.sha256(canon.encode()).hexdigest()
-    return Sweep(text=text, fixed=fixed, axes=axes, zipped=zipped, settings=settings,
-                 points=points, n_runs=n_runs, digest=digest, times=times)
+    return Sweep(
+        text=text,
+        fixed=fixed,
+        axes=axes,
+        zipped=zipped,
+        settings=settings,
+        points=points,
+        n_runs=n_runs,
+        digest=digest,
+        times=times,
+    )
 
 
 def _shared_times(points):
@@ -270,7 +287,9 @@ def _shared_times(points):
     g = math.gcd(*discrete) if discrete else None
     t_max = points[0].t_max
     if len(discrete) > 1 and t_max * g < 1:
-        raise InputError(f"t_max must be >= {1 / g:g} in this sweep, got {t_max:g}: every run "
-                         f"records at the same times, and d = {', '.join(map(str, discrete))} "
-                         f"take whole steps together only every 1/gcd(d) = {1 / g:g}")
+        raise InputError(
+            f"t_max must be >= {1 / g:g} in this sweep, got {t_max:g}: every run "
+            f"records at the same times, and d = {', '.join(map(str, discrete))} "
+            f"take whole steps together only every 1/gcd(d) = {1 / g:g}"
+        )
     return time_grid(points)

@@ -36,8 +36,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .. import __version__
-from .. import files
+from .. import __version__, files
 from .. import store as S
 from ..errors import InputError, StorageError
 from ..result import STATUS_DIVERGED, STATUS_DONE, STATUS_FAILED, STATUS_NAMES, STATUS_PENDING
@@ -101,16 +100,23 @@ class SweepStore:
         create = not self.path.exists()
         if not create:
             digest = _read_digest(self.path)
-            stale_times = digest == self.sweep.digest and not _same_times(self.path,
-                                                                          self.sweep.times)
+            stale_times = digest == self.sweep.digest and not _same_times(
+                self.path, self.sweep.times
+            )
             if digest != self.sweep.digest or stale_times:
                 if not overwrite:
-                    why = ("it is not a fastquad sweep file" if digest is None else
-                           "it was made by a different sweep file" if not stale_times else
-                           "its time axis is not the one its runs record at (a file made "
-                           "before fastquad 0.2 labelled some times wrongly)")
-                    raise InputError(f"--out: {self.path} exists and {why}; use --overwrite to "
-                                     "replace it, or another --out")
+                    why = (
+                        "it is not a fastquad sweep file"
+                        if digest is None
+                        else "it was made by a different sweep file"
+                        if not stale_times
+                        else "its time axis is not the one its runs record at (a file made "
+                        "before fastquad 0.2 labelled some times wrongly)"
+                    )
+                    raise InputError(
+                        f"--out: {self.path} exists and {why}; use --overwrite to "
+                        "replace it, or another --out"
+                    )
                 # the old journal goes first: it must never be folded into the new file; the
                 # old file itself is replaced only by a complete new one
                 shutil.rmtree(self.journal, ignore_errors=True)
@@ -142,20 +148,35 @@ class SweepStore:
         M = max(c.M for c in cfgs)
         d = max(c.d for c in cfgs)
 
-        attrs = {"config": sw.text, "sweep_digest": sw.digest, "sweep_axes": " ".join(sw.axis_names()),
-                 "n_replicas": sw.n_runs, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                 "fastquad_version": __version__}
+        attrs = {
+            "config": sw.text,
+            "sweep_digest": sw.digest,
+            "sweep_axes": " ".join(sw.axis_names()),
+            "n_replicas": sw.n_runs,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "fastquad_version": __version__,
+        }
         for name, vals in list(sw.axes.items()) + list(sw.zipped.items()):
             attrs[f"axis_{name}"] = str(vals)
         methods = {c.method for c in cfgs}
         try:
             with files.atomic_output(self.path) as tmp, files.guarded(tmp, create=True) as g:
-                S.create(g, n_runs=sw.total_runs, times=sw.times, d=d, K=K, M=M,
-                         method=methods.pop() if len(methods) == 1 else "mixed",
-                         per_run=sw.run_coordinates(), attrs=attrs,
-                         train_error="gd" in {c.method for c in cfgs}, messages=True, mode="w",
-                         weights=bool(sw.settings.get("final_weights")),
-                         order_parameters=bool(sw.settings.get("order_parameters"))).close()
+                S.create(
+                    g,
+                    n_runs=sw.total_runs,
+                    times=sw.times,
+                    d=d,
+                    K=K,
+                    M=M,
+                    method=methods.pop() if len(methods) == 1 else "mixed",
+                    per_run=sw.run_coordinates(),
+                    attrs=attrs,
+                    train_error="gd" in {c.method for c in cfgs},
+                    messages=True,
+                    mode="w",
+                    weights=bool(sw.settings.get("final_weights")),
+                    order_parameters=bool(sw.settings.get("order_parameters")),
+                ).close()
         except StorageError:
             self._failed = True
             raise
@@ -167,8 +188,11 @@ class SweepStore:
             return {name for name in f}
 
     def _entries(self):
-        return [self.journal / n for n in sorted(os.listdir(self.journal))
-                if n.endswith(ENTRY_SUFFIX)] if self.journal.is_dir() else []
+        return (
+            [self.journal / n for n in sorted(os.listdir(self.journal)) if n.endswith(ENTRY_SUFFIX)]
+            if self.journal.is_dir()
+            else []
+        )
 
     def status(self):
         """Per-run status (n_runs,), counting the journal's runs."""
@@ -203,14 +227,21 @@ class SweepStore:
             raise files.storage_error(exc, self.path, existed=True, hint=_RESUMES) from None
         files.fsync_dir(self.journal)
         self._journal_runs += len(index)
-        if (time.monotonic() - self._last > self.consolidate_every
-                or self._journal_runs >= self._fold_runs):
+        if (
+            time.monotonic() - self._last > self.consolidate_every
+            or self._journal_runs >= self._fold_runs
+        ):
             self.consolidate()
 
     def add_failure(self, index, message):
         n = len(index)
-        self.add(index, {"status": np.full(n, STATUS_FAILED, dtype=np.int8),
-                         "message": np.array([message] * n)})
+        self.add(
+            index,
+            {
+                "status": np.full(n, STATUS_FAILED, dtype=np.int8),
+                "message": np.array([message] * n),
+            },
+        )
 
     def consolidate(self):
         """Fold the journal into the HDF5 file by copy, write and atomic rename.
@@ -394,15 +425,20 @@ def info(path):
 def _info(f, path):
     import json
 
-    lines = [f"{path}: fastquad results, layout {f.attrs.get('layout_version')}, "
-             f"method {f.attrs.get('method')}"]
+    lines = [
+        f"{path}: fastquad results, layout {f.attrs.get('layout_version')}, "
+        f"method {f.attrs.get('method')}"
+    ]
     n = f["run"].shape[0]
     t = f["time"][()]
-    lines.append(f"runs: {n}   times: {len(t)}"
-                 + (f" (t = {t[0]:g} .. {t[-1]:g})" if len(t) else "")
-                 + f"   d={f.attrs.get('d')} K={f.attrs.get('K')} M={f.attrs.get('M')}")
-    stored = [name for name in ("eps_g", "train_error", "Q", "R", "v", "W_final", "v_final")
-              if name in f]
+    lines.append(
+        f"runs: {n}   times: {len(t)}"
+        + (f" (t = {t[0]:g} .. {t[-1]:g})" if len(t) else "")
+        + f"   d={f.attrs.get('d')} K={f.attrs.get('K')} M={f.attrs.get('M')}"
+    )
+    stored = [
+        name for name in ("eps_g", "train_error", "Q", "R", "v", "W_final", "v_final") if name in f
+    ]
     lines.append("arrays: " + ", ".join(stored))
     axes = str(f.attrs.get("sweep_axes", "")).split()
     for name in axes:
@@ -412,19 +448,31 @@ def _info(f, path):
         lines.append(f"  replicas per point: {f.attrs['n_replicas']}")
     st = f["status"][()]
     journal = Path(str(path) + JOURNAL_SUFFIX)
-    entries = ([journal / e for e in sorted(os.listdir(journal)) if e.endswith(ENTRY_SUFFIX)]
-               if journal.is_dir() else [])
+    entries = (
+        [journal / e for e in sorted(os.listdir(journal)) if e.endswith(ENTRY_SUFFIX)]
+        if journal.is_dir()
+        else []
+    )
     n_j = _apply_journal(st, entries)
     counts = {name: int(np.count_nonzero(st == code)) for code, name in STATUS_NAMES.items()}
-    lines.append("status: " + ", ".join(f"{k} {v}" for k, v in counts.items())
-                 + (f"   ({n_j} run(s) still in the journal)" if n_j else ""))
+    lines.append(
+        "status: "
+        + ", ".join(f"{k} {v}" for k, v in counts.items())
+        + (f"   ({n_j} run(s) still in the journal)" if n_j else "")
+    )
     if counts["diverged"]:
         ts = f["t_stop"][()]
-        lines.append(f"  diverged runs stopped at t in [{np.nanmin(ts):.4g}, {np.nanmax(ts):.4g}]"
-                     if np.isfinite(ts).any() else "  diverged (times in the journal)")
+        lines.append(
+            f"  diverged runs stopped at t in [{np.nanmin(ts):.4g}, {np.nanmax(ts):.4g}]"
+            if np.isfinite(ts).any()
+            else "  diverged (times in the journal)"
+        )
     if counts["failed"] and "message" in f:
-        msgs = {m.decode() if isinstance(m, bytes) else m
-                for m, s in zip(f["message"][()], f["status"][()]) if s == STATUS_FAILED}
+        msgs = {
+            m.decode() if isinstance(m, bytes) else m
+            for m, s in zip(f["message"][()], f["status"][()])
+            if s == STATUS_FAILED
+        }
         for m in sorted(msgs)[:5]:
             lines.append(f"  failed: {m}")
     vers = f.attrs.get("versions")
