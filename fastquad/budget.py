@@ -14,7 +14,9 @@ catch a typo such as ``t_max = 1e12`` or ``dt = 1e-12``, not to plan a budget.
 import math
 import os
 
+from . import methods
 from .errors import InputError
+from .methods.base import BYTES
 
 #: Refuse (without ``force``) work estimated to take longer than this, in seconds.
 MAX_SECONDS = 24 * 3600.0
@@ -24,10 +26,10 @@ MAX_SWEEP_RUNS = 10_000_000
 #: Share of the machine's memory one call may plan to use.
 MEMORY_SHARE = 0.8
 
-# rough single-core costs measured on the reference machine
-_SEC_PER_NORMAL = 4e-9
-_SEC_PER_FMA = 1.5e-10
-_BYTES = 8
+
+def _steps(cfg):
+    """Steps one run takes, and the parameter that sets their number."""
+    return methods.get(cfg.method).steps(cfg)
 
 
 def machine_memory():
@@ -40,80 +42,29 @@ def machine_memory():
         return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
 
 
-def _steps(cfg):
-    """Steps one run takes, and the parameter that sets their number."""
-    if cfg.method in ("sgd", "gd"):
-        return cfg.t_max * cfg.d, "t_max"
-    if cfg.method == "flow":
-        dt = cfg.dt or min(0.05, 0.01 / cfg.lr)
-        return cfg.t_max / dt, "dt" if cfg.dt else "t_max"
-    if cfg.integrator == "rk4" and cfg.dt:
-        return cfg.t_max / cfg.dt, "dt"
-    return 3000.0, "t_max"  # adaptive: a few thousand steps for the problems of this model
-
-
 def seconds_per_run(cfg):
-    """A rough estimate of one run's time on one core of the reference machine."""
-    K, M, d = float(cfg.K), float(cfg.M), float(cfg.d)
-    steps, _ = _steps(cfg)
-    if cfg.method == "sgd":
-        if cfg.sampler == "exact" or (cfg.sampler == "auto" and d > 4 * (K + M) ** 2):
-            r = K + M
-            return steps * cfg.batch_size * (r * _SEC_PER_NORMAL + 4 * r * r * _SEC_PER_FMA)
-        if cfg.batch_size == 1:  # fused single-sample steps, the teacher in its frame
-            return steps * ((d + 1) * _SEC_PER_NORMAL + (2 * K * d + M * M) * _SEC_PER_FMA)
-        return steps * cfg.batch_size * ((d + 1) * _SEC_PER_NORMAL + d * (2 * K + M) * _SEC_PER_FMA)
-    if cfg.method == "gd":
-        return steps * cfg.batch_size * d * (2 * K + M) * _SEC_PER_FMA + cfg.n_samples * d * 5e-9
-    if cfg.method == "flow":
-        return steps * 4 * 3 * K * (K + M) * d * _SEC_PER_FMA
-    # ode: each step a few right-hand sides of O((K + M)^3) work
-    return steps * 10 * (K + M) ** 3 * _SEC_PER_FMA + 1e-4
+    """A rough estimate of one run's time on one core of the reference machine (the method's
+    own cost model, :attr:`fastquad.methods.Method.seconds_per_run`)."""
+    return methods.get(cfg.method).seconds_per_run(cfg)
 
 
 def memory_terms(cfg, n_runs, n_times, threads=1):
-    """Bytes a call of ``n_runs`` runs of ``cfg`` allocates, by what sets each term.
+    """Bytes a call of ``n_runs`` runs of ``cfg`` allocates, by what sets each term: the
+    recorded curves, and what the method allocates besides.
 
     Returns
     -------
     list of (bytes, parameters, formula)
     """
-    K, M, d = float(cfg.K), float(cfg.M), float(cfg.d)  # float: products of huge counts
-    n_runs, n_times = float(n_runs), float(n_times)
-    per_time = 1 + K * K + K * M + K + (1 if cfg.method == "gd" else 0)
-    terms = [
-        (
-            n_runs * n_times * per_time * _BYTES,
-            "n_runs, n_times, K, M",
-            "n_runs x n_times x (1 + K^2 + K M + K) numbers",
-        )
-    ]
-    if cfg.method != "ode":
-        # initial and final student, teacher, and the copies the inputs' frame needs
-        terms.append(
-            (
-                4 * n_runs * (K + M) * d * _BYTES,
-                "n_runs, d, K, M",
-                "4 x n_runs x (K + M) x d numbers",
-            )
-        )
-    if cfg.method == "sgd" and cfg.batch_size > 1:
-        terms.append(
-            (
-                2.0 * threads * cfg.batch_size * (d + 1) * _BYTES,
-                "batch_size, d",
-                "2 x threads x batch_size x (d + 1) numbers",
-            )
-        )
-    if cfg.method == "gd":
-        terms.append(
-            (
-                min(n_runs, threads) * (cfg.n_samples + cfg.batch_size) * (d + 2.0) * _BYTES,
-                "n_samples, d",
-                "threads x (n_samples + batch_size) x (d + 2) numbers",
-            )
-        )
-    return terms
+    method = methods.get(cfg.method)
+    K, M = float(cfg.K), float(cfg.M)  # float: products of huge counts
+    per_time = 1 + K * K + K * M + K + (1 if method.records_train_error else 0)
+    curves = (
+        float(n_runs) * float(n_times) * per_time * BYTES,
+        "n_runs, n_times, K, M",
+        "n_runs x n_times x (1 + K^2 + K M + K) numbers",
+    )
+    return [curves] + list(method.memory_terms(cfg, n_runs, threads))
 
 
 def _hours(seconds):

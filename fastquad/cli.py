@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import config as C
+from . import config
 from .errors import InputError, StorageError
 
 EXIT_BAD_INPUT = 2
@@ -88,7 +88,7 @@ def _add_simulate(sub):
         action="store_true",
         help="run even when the runs are estimated to take more than a day",
     )
-    for name, (default, _, help_) in C.PARAMETERS.items():
+    for name, (default, _, help_) in config.PARAMETERS.items():
         flag = "--" + name.replace("_", "-")
         p.add_argument(
             flag,
@@ -107,12 +107,12 @@ def _simulate(args):
     if args.config is not None:
         if not args.config.is_file():
             raise InputError(f"--config: no such file {args.config}")
-        values.update(C.load_toml(args.config))
-    for name in C.PARAMETERS:
+        values.update(config.load_toml(args.config))
+    for name in config.PARAMETERS:
         val = getattr(args, name)
         if val is not None:
             values[name] = val
-    cfg = C.make_config(values)
+    cfg = config.make_config(values)
     from .files import check_output
 
     # every check that can fail comes before the computation, not after it
@@ -120,7 +120,7 @@ def _simulate(args):
     _check_threads(args.threads)
     t0 = time.perf_counter()
     try:
-        res = C.run(cfg, num_threads=args.threads, force=args.force)
+        res = config.run(cfg, num_threads=args.threads, force=args.force)
     except KeyboardInterrupt:
         raise Interrupted(
             f"interrupted; nothing was written"

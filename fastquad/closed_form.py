@@ -7,14 +7,14 @@ O((K + M)^2 d) from the weights. These functions validate their inputs and call 
 
 import numpy as np
 
-from . import _validate as V
+from . import _validate
 from .errors import InputError
 from .kernels import closed_form as _cf
 
 
 def _weights(W, W_teacher):
-    W = V.finite_array("W", W, ndim=2)
-    Wt = V.finite_array("W_teacher", W_teacher, ndim=2)
+    W = _validate.finite_array("W", W, ndim=2)
+    Wt = _validate.finite_array("W_teacher", W_teacher, ndim=2)
     if Wt.shape[1] != W.shape[1]:
         raise InputError(f"W_teacher must have d={W.shape[1]} columns like W, got shape {Wt.shape}")
     if W.shape[1] < 1 or W.shape[0] < 1 or Wt.shape[0] < 1:
@@ -47,12 +47,12 @@ def order_parameters(W, W_teacher):
 
 
 def _order_state(Q, R, T, v, v_teacher):
-    v = V.finite_array("v", v, ndim=1)
-    vt = V.finite_array("v_teacher", v_teacher, ndim=1)
+    v = _validate.finite_array("v", v, ndim=1)
+    vt = _validate.finite_array("v_teacher", v_teacher, ndim=1)
     K, M = v.shape[0], vt.shape[0]
-    Q = V.finite_array("Q", Q, shape=(K, K))
-    R = V.finite_array("R", R, shape=(K, M))
-    T = V.finite_array("T", T, shape=(M, M))
+    Q = _validate.finite_array("Q", Q, shape=(K, K))
+    R = _validate.finite_array("R", R, shape=(K, M))
+    T = _validate.finite_array("T", T, shape=(M, M))
     return Q, R, T, v, vt
 
 
@@ -96,8 +96,8 @@ def population_gradients(W, v, W_teacher, v_teacher):
     grad_v : ndarray, shape (K,)
     """
     W, Wt = _weights(W, W_teacher)
-    v = V.finite_array("v", v, shape=(W.shape[0],))
-    vt = V.finite_array("v_teacher", v_teacher, shape=(Wt.shape[0],))
+    v = _validate.finite_array("v", v, shape=(W.shape[0],))
+    vt = _validate.finite_array("v_teacher", v_teacher, shape=(Wt.shape[0],))
     Q, R, T = order_parameters(W, Wt)
     gW = np.empty_like(W)
     gv = np.empty_like(v)

@@ -11,12 +11,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import _validate as V
+from . import _validate, methods
 from .errors import InputError
 from .model import TEACHER_KINDS, make_student, make_teacher, student_weights
-from .times import check_steps
 
-METHODS = ("sgd", "gd", "flow", "ode")
+#: The methods registered at import (``fastquad.methods.names()`` is the live list).
+METHODS = methods.names()
 #: Largest count any size parameter may take (exact in float64); memory limits come first.
 MAX_COUNT = 2**53
 #: Most recording times of one run (the grid itself is built before the memory check).
@@ -29,49 +29,52 @@ def _floats(name, value):
     if isinstance(value, (list, tuple)):
         if not value:
             raise InputError(f"{name} must be a number or a non-empty list of numbers")
-        return tuple(V.real(f"{name}[{i}]", x) for i, x in enumerate(value))
-    return V.real(name, value)
+        return tuple(_validate.real(f"{name}[{i}]", x) for i, x in enumerate(value))
+    return _validate.real(name, value)
 
 
 # name: (default, checker, help). The checker returns the cleaned value or raises ValueError.
 PARAMETERS = {
     "method": (
         "sgd",
-        lambda n, x: _choice(n, x, METHODS),
-        "sgd (online SGD), gd (fixed dataset), flow (population gradient flow, RK4), "
-        "ode (order-parameter ODE)",
+        lambda n, x: _choice(n, x, methods.names()),
+        ", ".join(f"{m} ({methods.get(m).summary})" for m in METHODS),
     ),
-    "d": (100, lambda n, x: V.integer(n, x, low=1, high=MAX_COUNT), "input dimension"),
-    "K": (2, lambda n, x: V.integer(n, x, low=1, high=MAX_COUNT), "student hidden units"),
-    "M": (2, lambda n, x: V.integer(n, x, low=1, high=MAX_COUNT), "teacher hidden units"),
-    "lr": (0.1, lambda n, x: V.real(n, x, low=0.0, low_open=True), "learning rate eta (> 0)"),
+    "d": (100, lambda n, x: _validate.integer(n, x, low=1, high=MAX_COUNT), "input dimension"),
+    "K": (2, lambda n, x: _validate.integer(n, x, low=1, high=MAX_COUNT), "student hidden units"),
+    "M": (2, lambda n, x: _validate.integer(n, x, low=1, high=MAX_COUNT), "teacher hidden units"),
+    "lr": (
+        0.1,
+        lambda n, x: _validate.real(n, x, low=0.0, low_open=True),
+        "learning rate eta (> 0)",
+    ),
     "t_max": (
         50.0,
-        lambda n, x: V.real(n, x, low=0.0, low_open=True),
+        lambda n, x: _validate.real(n, x, low=0.0, low_open=True),
         "last time, t = step / d (> 0)",
     ),
     "n_times": (
         121,
-        lambda n, x: V.integer(n, x, low=2, high=MAX_TIMES),
+        lambda n, x: _validate.integer(n, x, low=2, high=MAX_TIMES),
         "recording times, log-spaced from t_max/1000 (plus t = 0)",
     ),
     "n_runs": (
         4,
-        lambda n, x: V.integer(n, x, low=1, high=MAX_COUNT),
+        lambda n, x: _validate.integer(n, x, low=1, high=MAX_COUNT),
         "runs (seeds): run r uses the stream (seed, r) and its own initialisation",
     ),
     "seed": (
         0,
-        lambda n, x: V.integer(n, x, low=0, high=2**63 - 1),
+        lambda n, x: _validate.integer(n, x, low=0, high=2**63 - 1),
         "base seed of the runs' streams and initialisations",
     ),
     "batch_size": (
         1,
-        lambda n, x: V.integer(n, x, low=1, high=MAX_COUNT),
+        lambda n, x: _validate.integer(n, x, low=1, high=MAX_COUNT),
         "samples per SGD step (sgd, gd; gd default: full batch)",
     ),
-    "label_noise": (0.0, lambda n, x: V.real(n, x, low=0.0), "label noise sigma (>= 0)"),
-    "train_second_layer": (True, V.boolean, "train v (false: frozen second layer)"),
+    "label_noise": (0.0, lambda n, x: _validate.real(n, x, low=0.0), "label noise sigma (>= 0)"),
+    "train_second_layer": (True, _validate.boolean, "train v (false: frozen second layer)"),
     "teacher": (
         "orthonormal",
         lambda n, x: _choice(n, x, TEACHER_KINDS),
@@ -80,17 +83,17 @@ PARAMETERS = {
     "teacher_v": (1.0, _floats, "teacher second layer v* (a number, or one per unit)"),
     "teacher_seed": (
         0,
-        lambda n, x: V.integer(n, x, low=0, high=2**63 - 1),
+        lambda n, x: _validate.integer(n, x, low=0, high=2**63 - 1),
         "seed of the teacher (shared by all runs)",
     ),
     "init_scale": (
         0.1,
-        lambda n, x: V.real(n, x, low=0.0),
+        lambda n, x: _validate.real(n, x, low=0.0),
         "std of the student's initial first-layer entries (>= 0)",
     ),
     "init_overlap": (
         0.0,
-        lambda n, x: V.real(n, x),
+        lambda n, x: _validate.real(n, x),
         "warm start: add this multiple of teacher row j to student row j "
         "(j < min(K, M)); 0 is a purely random start",
     ),
@@ -108,7 +111,7 @@ PARAMETERS = {
     ),
     "n_samples": (
         0,
-        lambda n, x: V.integer(n, x, low=0, high=MAX_COUNT),
+        lambda n, x: _validate.integer(n, x, low=0, high=MAX_COUNT),
         "dataset size for method gd (required there, >= 1)",
     ),
     "integrator": (
@@ -118,15 +121,23 @@ PARAMETERS = {
     ),
     "dt": (
         0.0,
-        lambda n, x: V.real(n, x, low=0.0),
+        lambda n, x: _validate.real(n, x, low=0.0),
         "RK4 step for flow/ode (0: automatic; initial step for rk45)",
     ),
-    "rtol": (1e-8, lambda n, x: V.real(n, x, low=0.0, low_open=True), "rk45 relative tolerance"),
-    "atol": (1e-10, lambda n, x: V.real(n, x, low=0.0, low_open=True), "rk45 absolute tolerance"),
-    "sgd_noise": (True, V.boolean, "include the eta^2 SGD-noise term in the ode"),
+    "rtol": (
+        1e-8,
+        lambda n, x: _validate.real(n, x, low=0.0, low_open=True),
+        "rk45 relative tolerance",
+    ),
+    "atol": (
+        1e-10,
+        lambda n, x: _validate.real(n, x, low=0.0, low_open=True),
+        "rk45 absolute tolerance",
+    ),
+    "sgd_noise": (True, _validate.boolean, "include the eta^2 SGD-noise term in the ode"),
     "max_error": (
         1e6,
-        lambda n, x: V.real(n, x, low=0.0, low_open=True),
+        lambda n, x: _validate.real(n, x, low=0.0, low_open=True),
         "a run with eps_g above this (or non-finite) is stopped as diverged",
     ),
 }
@@ -174,7 +185,7 @@ def make_config(values, *, problems=None, prefix=""):
     -------
     RunConfig
     """
-    p = problems or V.Problems()
+    p = problems or _validate.Problems()
     clean = {}
     for key in values:
         if key not in PARAMETERS:
@@ -201,21 +212,7 @@ def _cross_check(c, p, prefix):
             )
     if c["teacher"] == "orthonormal" and c["M"] > c["d"]:
         p.add(f"{prefix}M must be <= d for an orthonormal teacher, got M={c['M']}, d={c['d']}")
-    if c["method"] == "gd":
-        if c["n_samples"] < 1:
-            p.add(f"{prefix}n_samples must be an integer >= 1 for method gd, got {c['n_samples']}")
-        elif c["batch_size"] > c["n_samples"]:
-            p.add(
-                f"{prefix}batch_size must be <= n_samples={c['n_samples']}, got {c['batch_size']}"
-            )
-    if c["method"] in ("sgd", "gd"):
-        if c["t_max"] * c["d"] < 1:
-            p.add(
-                f"{prefix}t_max must be >= 1/d = {1 / c['d']:g} (at least one step), "
-                f"got {c['t_max']:g}"
-            )
-        else:
-            p.check(check_steps, c["t_max"], c["d"], f"{prefix}t_max")
+    methods.get(c["method"]).check(c, p, prefix)
 
 
 def load_toml(path):
@@ -260,7 +257,7 @@ def time_grid(cfgs):
 
     cfgs = [cfgs] if isinstance(cfgs, RunConfig) else list(cfgs)
     c = cfgs[0]
-    discrete = [o.d for o in cfgs if o.method in ("sgd", "gd")]
+    discrete = [o.d for o in cfgs if methods.get(o.method).discrete]
     return recording_times(
         c.t_max, c.n_times, common_steps_per_unit(discrete) if discrete else None
     )
@@ -343,10 +340,6 @@ def run_many(cfgs, replicas, *, times=None, num_threads=None):
     -------
     Result with n runs, in the given order.
     """
-    from .closed_form import order_parameters
-    from .ode import integrate_ode
-    from .simulate import integrate_flow, simulate_gd, simulate_sgd
-
     c = cfgs[0]
     key = batch_key(c)
     if any(batch_key(o) != key for o in {id(o): o for o in cfgs[1:]}.values()):
@@ -364,63 +357,7 @@ def run_many(cfgs, replicas, *, times=None, num_threads=None):
         max_error=c.max_error,
         num_threads=num_threads,
     )
-    if c.method == "sgd":
-        return simulate_sgd(
-            W0,
-            v0,
-            Wt,
-            vt,
-            lr,
-            c.t_max,
-            seeds=seeds,
-            run_ids=ids,
-            batch_size=c.batch_size,
-            label_noise=sigma,
-            sampler=c.sampler,
-            dtype=c.dtype,
-            **common,
-        )
-    if c.method == "gd":
-        return simulate_gd(
-            W0,
-            v0,
-            Wt,
-            vt,
-            lr,
-            c.t_max,
-            n_samples=c.n_samples,
-            batch_size=c.batch_size if c.batch_size > 1 else None,
-            seeds=seeds,
-            run_ids=ids,
-            label_noise=sigma,
-            **common,
-        )
-    if c.method == "flow":
-        return integrate_flow(W0, v0, Wt, vt, lr, c.t_max, dt=c.dt or None, **common)
-    # the ODE starts from the order parameters of the very weights the simulations start from
-    ops = [order_parameters(W, T) for W, T in zip(W0, Wt)]
-    Q0 = np.array([o[0] for o in ops])
-    R0 = np.array([o[1] for o in ops])
-    T = np.array([o[2] for o in ops])
-    res = integrate_ode(
-        Q0,
-        R0,
-        v0,
-        T,
-        vt,
-        lr,
-        c.t_max,
-        dt=c.dt or None,
-        label_noise=sigma,
-        sgd_noise=c.sgd_noise,
-        batch_size=c.batch_size,
-        method=c.integrator,
-        rtol=c.rtol,
-        atol=c.atol,
-        **common,
-    )
-    res.params.update(d=c.d, seed=seeds, run_id=ids)
-    return res
+    return methods.get(c.method).run(c, W0, v0, Wt, vt, lr, sigma, seeds, ids, common)
 
 
 def fields():

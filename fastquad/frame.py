@@ -20,10 +20,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-JIT = dict(cache=True, nogil=True)
-# reassociation vectorises the reflections' dot products; the result is still a fixed
-# function of the run's own data (same code, same order), so batch invariance holds
-FAST = dict(JIT, fastmath={"reassoc", "contract", "nsz"})
+from .kernels.options import FAST, JIT  # FAST: the reflections' dot products
 
 
 @njit(**FAST)

@@ -6,7 +6,7 @@ Weights are drawn here, in the Python layer, with NumPy's PCG64 seeded from
 
 import numpy as np
 
-from . import _validate as V
+from . import _validate
 from .errors import InputError
 
 TEACHER_KINDS = ("gaussian", "orthonormal")
@@ -15,8 +15,8 @@ _ROLE_TEACHER, _ROLE_STUDENT = 1, 2
 
 def _stream_ids(seed, run_id):
     return (
-        V.integer("seed", seed, low=0, high=2**63 - 1),
-        V.integer("run_id", run_id, low=0, high=2**63 - 1),
+        _validate.integer("seed", seed, low=0, high=2**63 - 1),
+        _validate.integer("run_id", run_id, low=0, high=2**63 - 1),
     )
 
 
@@ -40,8 +40,8 @@ def student_weights(d, K, scale, seed, run_id):
 
 def _second_layer(name, v, n):
     if np.ndim(v) == 0:
-        return np.full(n, V.real(name, v))
-    return V.finite_array(name, v, shape=(n,))
+        return np.full(n, _validate.real(name, v))
+    return _validate.finite_array(name, v, shape=(n,))
 
 
 def make_teacher(d, M, *, kind="orthonormal", v=1.0, seed=0, run_id=0):
@@ -64,8 +64,8 @@ def make_teacher(d, M, *, kind="orthonormal", v=1.0, seed=0, run_id=0):
     W_teacher : ndarray, shape (M, d)
     v_teacher : ndarray, shape (M,)
     """
-    d = V.integer("d", d, low=1)
-    M = V.integer("M", M, low=1)
+    d = _validate.integer("d", d, low=1)
+    M = _validate.integer("M", M, low=1)
     if kind not in TEACHER_KINDS:
         raise InputError(f"teacher kind must be one of {TEACHER_KINDS}, got {kind!r}")
     vt = _second_layer("v_teacher", v, M)
@@ -100,9 +100,9 @@ def make_student(d, K, *, scale=1.0, v=1.0, seed=0, run_id=0):
     W0 : ndarray, shape (K, d)
     v0 : ndarray, shape (K,)
     """
-    d = V.integer("d", d, low=1)
-    K = V.integer("K", K, low=1)
-    scale = V.real("init_scale", scale, low=0.0)
+    d = _validate.integer("d", d, low=1)
+    K = _validate.integer("K", K, low=1)
+    scale = _validate.real("init_scale", scale, low=0.0)
     v0 = _second_layer("v0", v, K)
     seed, run_id = _stream_ids(seed, run_id)
     return student_weights(d, K, scale, seed, run_id), v0
@@ -117,16 +117,16 @@ def check_networks(W0, v0, W_teacher, v_teacher, *, allow_runs=True):
     with n the common number of runs (length-1 run axes broadcast).
     """
     nd = (2, 3) if allow_runs else 2
-    p = V.Problems()
-    W0 = p.check(V.finite_array, "W0", W0, ndim=nd)
-    Wt = p.check(V.finite_array, "W_teacher", W_teacher, ndim=nd)
-    v0 = p.check(V.finite_array, "v0", v0, ndim=(1, 2))
-    vt = p.check(V.finite_array, "v_teacher", v_teacher, ndim=(1, 2))
+    p = _validate.Problems()
+    W0 = p.check(_validate.finite_array, "W0", W0, ndim=nd)
+    Wt = p.check(_validate.finite_array, "W_teacher", W_teacher, ndim=nd)
+    v0 = p.check(_validate.finite_array, "v0", v0, ndim=(1, 2))
+    vt = p.check(_validate.finite_array, "v_teacher", v_teacher, ndim=(1, 2))
     p.raise_if_any()
-    W0 = V.with_run_axis("W0", W0, 2)
-    Wt = V.with_run_axis("W_teacher", Wt, 2)
-    v0 = V.with_run_axis("v0", v0, 1)
-    vt = V.with_run_axis("v_teacher", vt, 1)
+    W0 = _validate.with_run_axis("W0", W0, 2)
+    Wt = _validate.with_run_axis("W_teacher", Wt, 2)
+    v0 = _validate.with_run_axis("v0", v0, 1)
+    vt = _validate.with_run_axis("v_teacher", vt, 1)
     K, d = W0.shape[1:]
     M = Wt.shape[1]
     for name, arr, size, what in (
@@ -152,6 +152,6 @@ def check_networks(W0, v0, W_teacher, v_teacher, *, allow_runs=True):
         )
     n = sizes.pop() if sizes else 1
     return tuple(
-        V.broadcast_runs(nm, a, n)
+        _validate.broadcast_runs(nm, a, n)
         for nm, a in (("W0", W0), ("v0", v0), ("W_teacher", Wt), ("v_teacher", vt))
     )

@@ -9,7 +9,7 @@ All checks run here, before any kernel does; the kernels live in :mod:`fastquad.
 
 import numpy as np
 
-from . import _validate as V
+from . import _validate
 from .errors import InputError
 from .kernels import ode as _k
 from .result import Result
@@ -54,12 +54,12 @@ def _order_parameters(names, arrays, allow_runs):
     def ndim(base):
         return (base, base + 1) if allow_runs else base
 
-    p = V.Problems()
-    v = p.check(V.finite_array, nv, v, ndim=ndim(1))
-    vt = p.check(V.finite_array, nvt, vt, ndim=ndim(1))
-    Q = p.check(V.finite_array, nQ, Q, ndim=ndim(2))
-    R = p.check(V.finite_array, nR, R, ndim=ndim(2))
-    T = p.check(V.finite_array, nT, T, ndim=ndim(2))
+    p = _validate.Problems()
+    v = p.check(_validate.finite_array, nv, v, ndim=ndim(1))
+    vt = p.check(_validate.finite_array, nvt, vt, ndim=ndim(1))
+    Q = p.check(_validate.finite_array, nQ, Q, ndim=ndim(2))
+    R = p.check(_validate.finite_array, nR, R, ndim=ndim(2))
+    T = p.check(_validate.finite_array, nT, T, ndim=ndim(2))
     p.raise_if_any()
     K, M = v.shape[-1], vt.shape[-1]
     if K < 1:
@@ -161,12 +161,12 @@ def ode_rhs(
     (Q, R, v, T, vt), K, M = _order_parameters(
         ("Q", "R", "v", "T", "v_teacher"), (Q, R, v, T, v_teacher), allow_runs=False
     )
-    p = V.Problems()
-    lr = p.check(V.real, "lr", lr, low=0.0, low_open=True)
-    sigma = p.check(V.real, "label_noise", label_noise, low=0.0)
-    train_v = p.check(V.boolean, "train_second_layer", train_second_layer)
-    noise = p.check(V.boolean, "sgd_noise", sgd_noise)
-    batch = p.check(V.integer, "batch_size", batch_size, low=1)
+    p = _validate.Problems()
+    lr = p.check(_validate.real, "lr", lr, low=0.0, low_open=True)
+    sigma = p.check(_validate.real, "label_noise", label_noise, low=0.0)
+    train_v = p.check(_validate.boolean, "train_second_layer", train_second_layer)
+    noise = p.check(_validate.boolean, "sgd_noise", sgd_noise)
+    batch = p.check(_validate.integer, "batch_size", batch_size, low=1)
     p.raise_if_any()
     Q, R, v, T, vt = _for_kernel(Q, R, v, T, vt)
     dQ, dR, dv = np.empty((K, K)), np.empty((K, M)), np.empty(K)
@@ -263,7 +263,8 @@ def integrate_ode(
         names, (Q0, R0, v0, T, v_teacher), allow_runs=True
     )
     Q0, R0, v0, T, vt = (
-        V.with_run_axis(nm, a, b) for nm, a, b in zip(names, (Q0, R0, v0, T, vt), (2, 2, 1, 2, 1))
+        _validate.with_run_axis(nm, a, b)
+        for nm, a, b in zip(names, (Q0, R0, v0, T, vt), (2, 2, 1, 2, 1))
     )
     sizes = {a.shape[0] for a in (Q0, R0, v0, T, vt)}
     sizes |= {np.size(x) for x in (lr, label_noise, dt) if x is not None and np.ndim(x)}
@@ -275,27 +276,29 @@ def integrate_ode(
         )
     n = sizes.pop() if sizes else 1
 
-    p = V.Problems()
-    lr = p.check(V.per_run, "lr", lr, n, low=0.0, low_open=True)
-    sigma = p.check(V.per_run, "label_noise", label_noise, n, low=0.0)
-    t_max = p.check(V.real, "t_max", t_max, low=0.0, low_open=True)
-    train_v = p.check(V.boolean, "train_second_layer", train_second_layer)
-    noise = p.check(V.boolean, "sgd_noise", sgd_noise)
-    batch = p.check(V.integer, "batch_size", batch_size, low=1)
+    p = _validate.Problems()
+    lr = p.check(_validate.per_run, "lr", lr, n, low=0.0, low_open=True)
+    sigma = p.check(_validate.per_run, "label_noise", label_noise, n, low=0.0)
+    t_max = p.check(_validate.real, "t_max", t_max, low=0.0, low_open=True)
+    train_v = p.check(_validate.boolean, "train_second_layer", train_second_layer)
+    noise = p.check(_validate.boolean, "sgd_noise", sgd_noise)
+    batch = p.check(_validate.integer, "batch_size", batch_size, low=1)
     if not (isinstance(method, str) and method in METHODS):
         p.add(f"method must be one of {sorted(METHODS)}, got {method!r}")
-    rtol = p.check(V.real, "rtol", rtol, low=1e-14, high=1.0, high_open=True)
-    atol = p.check(V.real, "atol", atol, low=0.0, low_open=True)
-    max_error = p.check(V.real, "max_error", max_error, low=0.0, low_open=True)
+    rtol = p.check(_validate.real, "rtol", rtol, low=1e-14, high=1.0, high_open=True)
+    atol = p.check(_validate.real, "atol", atol, low=0.0, low_open=True)
+    max_error = p.check(_validate.real, "max_error", max_error, low=0.0, low_open=True)
     p.raise_if_any()
-    times = log_times(t_max) if times is None else V.times_grid("times", times, t_max)
+    times = log_times(t_max) if times is None else _validate.times_grid("times", times, t_max)
     times = np.minimum(times, t_max)
-    Q0, R0, v0, T, vt = (V.broadcast_runs(nm, a, n) for nm, a in zip(names, (Q0, R0, v0, T, vt)))
+    Q0, R0, v0, T, vt = (
+        _validate.broadcast_runs(nm, a, n) for nm, a in zip(names, (Q0, R0, v0, T, vt))
+    )
     _check_overlaps(Q0, R0, T)
     if dt is None:
         dt = _DT_FRACTION / (lr * _rate_scale(Q0, v0, T, vt, lr, noise / batch))
     else:
-        dt = V.per_run("dt", dt, n, low=1e-12 * t_max)
+        dt = _validate.per_run("dt", dt, n, low=1e-12 * t_max)
 
     Q0, R0, v0, T, vt, lr, sigma2, times, dt = _for_kernel(
         Q0, R0, v0, T, vt, lr, sigma * sigma, times, dt

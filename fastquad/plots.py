@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import methods
 from .errors import InputError
 from .result import STATUS_DIVERGED, STATUS_DONE
 
@@ -172,7 +173,8 @@ def plot_learning_curves(ds, *, theory=True, max_groups=8, title=None):
     t = ds.time.values
     tt = np.where(t > 0, t, np.nan)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    is_sim = str(ds.attrs.get("method", "")) in ("sgd", "gd")
+    name = str(ds.attrs.get("method", ""))  # "mixed" for a sweep over methods
+    is_sim = name in methods.names() and methods.get(name).discrete
     for i, (label, idx) in enumerate(groups(ds)[:max_groups]):
         keep, n_div, n_out = _kept(ds, idx)
         c = colors[i % len(colors)]

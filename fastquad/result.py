@@ -10,12 +10,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import InputError
+from .kernels.status import STATUS_DIVERGED, STATUS_DONE, STATUS_FAILED
 
-#: Per-run status codes (stored as int8; ``flag_values``/``flag_meanings`` in files).
+#: Per-run status codes (stored as int8; ``flag_values``/``flag_meanings`` in files): what the
+#: kernels record, and ``pending`` for a run of a sweep not yet stored.
 STATUS_PENDING = -1
-STATUS_DONE = 0
-STATUS_DIVERGED = 1
-STATUS_FAILED = 2
 STATUS_NAMES = {
     STATUS_PENDING: "pending",
     STATUS_DONE: "done",

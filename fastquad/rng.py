@@ -99,6 +99,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .errors import InputError
+from .kernels.options import JIT
 
 __all__ = [
     "STATE_WORDS",
@@ -110,7 +111,6 @@ __all__ = [
     "randbelow",
 ]
 
-JIT = dict(cache=True, nogil=True, fastmath=False)
 
 STATE_WORDS = 88
 

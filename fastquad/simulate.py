@@ -9,7 +9,7 @@ import numbers
 
 import numpy as np
 
-from . import _validate as V
+from . import _validate
 from .budget import MEMORY_SHARE, machine_memory
 from .errors import InputError
 from .frame import from_frame, teacher_frame, to_frame
@@ -29,7 +29,7 @@ def _seed_keys(seeds, run_ids, n_other):
     """
     if isinstance(seeds, numbers.Integral) and not isinstance(seeds, bool):
         seed_arr = None
-        s = V.integer("seeds", seeds, low=0, high=2**63 - 1)
+        s = _validate.integer("seeds", seeds, low=0, high=2**63 - 1)
     else:
         arr = np.asarray(seeds)
         if arr.ndim != 1 or arr.size == 0 or not np.issubdtype(arr.dtype, np.integer):
@@ -37,7 +37,10 @@ def _seed_keys(seeds, run_ids, n_other):
                 f"seeds must be an integer in [0, 2**63-1] or a 1-D list of them, got {seeds!r}"
             )
         seed_arr = np.array(
-            [V.integer(f"seeds[{i}]", int(x), low=0, high=2**63 - 1) for i, x in enumerate(arr)],
+            [
+                _validate.integer(f"seeds[{i}]", int(x), low=0, high=2**63 - 1)
+                for i, x in enumerate(arr)
+            ],
             dtype=np.int64,
         )
     ids = None
@@ -80,7 +83,7 @@ def _streams(seeds, run_ids):
 
 
 def _common(W0, v0, W_teacher, v_teacher, lr, label_noise, n_hint=1):
-    p = V.Problems()
+    p = _validate.Problems()
     nets = p.check(check_networks, W0, v0, W_teacher, v_teacher)
     p.raise_if_any()
     n_net = nets[0].shape[0]
@@ -93,17 +96,18 @@ def _common(W0, v0, W_teacher, v_teacher, lr, label_noise, n_hint=1):
             f"label_noise {n_ln}, seeds/run_ids {n_hint}"
         )
     n = sizes.pop() if sizes else 1
-    lr = p.check(V.per_run, "lr", lr, n, low=0.0, low_open=True)
-    sigma = p.check(V.per_run, "label_noise", label_noise, n, low=0.0)
+    lr = p.check(_validate.per_run, "lr", lr, n, low=0.0, low_open=True)
+    sigma = p.check(_validate.per_run, "label_noise", label_noise, n, low=0.0)
     p.raise_if_any()
     nets = tuple(
-        V.broadcast_runs(nm, a, n) for nm, a in zip(("W0", "v0", "W_teacher", "v_teacher"), nets)
+        _validate.broadcast_runs(nm, a, n)
+        for nm, a in zip(("W0", "v0", "W_teacher", "v_teacher"), nets)
     )
     return nets, lr, sigma, n
 
 
 def _time_grid(t_max, times, d):
-    t_max = V.real("t_max", t_max, low=0.0, low_open=True)
+    t_max = _validate.real("t_max", t_max, low=0.0, low_open=True)
     if d is not None and t_max * d < 1:
         raise InputError(f"t_max must be >= 1/d = {1 / d:g} (at least one step), got {t_max:g}")
     if d is not None:
@@ -111,7 +115,7 @@ def _time_grid(t_max, times, d):
     times = (
         recording_times(t_max, steps_per_unit=d)
         if times is None
-        else V.times_grid("times", times, t_max)
+        else _validate.times_grid("times", times, t_max)
     )
     return t_max, times
 
@@ -137,10 +141,10 @@ def _outputs(n, n_rec, K, M):
 def _explicit(name, X, xi, n, n_steps, rows, d):
     """Pack explicit inputs X (n?, n_steps, rows, d) and noise xi (n?, n_steps, rows) into the
     kernels' flat layout (n, n_steps, rows*(d+1))."""
-    X = V.finite_array(f"{name}[0] (inputs)", X, ndim=(3, 4))
-    xi = V.finite_array(f"{name}[1] (label noise)", xi, ndim=(2, 3))
-    X = V.with_run_axis(f"{name}[0] (inputs)", X, 3, n)
-    xi = V.with_run_axis(f"{name}[1] (label noise)", xi, 2, n)
+    X = _validate.finite_array(f"{name}[0] (inputs)", X, ndim=(3, 4))
+    xi = _validate.finite_array(f"{name}[1] (label noise)", xi, ndim=(2, 3))
+    X = _validate.with_run_axis(f"{name}[0] (inputs)", X, 3, n)
+    xi = _validate.with_run_axis(f"{name}[1] (label noise)", xi, 2, n)
     if X.shape[1:][1:] != (rows, d) or X.shape[1] < n_steps:
         raise InputError(
             f"{name}[0] (inputs) must have shape ([n_runs,] >={n_steps}, {rows}, {d}), "
@@ -151,8 +155,8 @@ def _explicit(name, X, xi, n, n_steps, rows, d):
             f"{name}[1] (label noise) must have shape ([n_runs,] >={n_steps}, {rows}), "
             f"got {xi.shape}"
         )
-    X = V.broadcast_runs(name, X[:, :n_steps], n)
-    xi = V.broadcast_runs(name, xi[:, :n_steps], n)
+    X = _validate.broadcast_runs(name, X[:, :n_steps], n)
+    xi = _validate.broadcast_runs(name, xi[:, :n_steps], n)
     flat = np.concatenate([X.reshape(n, n_steps, rows * d), xi], axis=2)
     return np.ascontiguousarray(flat)
 
@@ -268,12 +272,12 @@ def simulate_sgd(
     v, vt = nets[1].copy(), nets[3].copy()
     K, d = W.shape[1:]
     M = Wt.shape[1]
-    p = V.Problems()
-    batch = p.check(V.integer, "batch_size", batch_size, low=1)
-    train_v = p.check(V.boolean, "train_second_layer", train_second_layer)
-    max_error = p.check(V.real, "max_error", max_error, low=0.0, low_open=True)
+    p = _validate.Problems()
+    batch = p.check(_validate.integer, "batch_size", batch_size, low=1)
+    train_v = p.check(_validate.boolean, "train_second_layer", train_second_layer)
+    max_error = p.check(_validate.real, "max_error", max_error, low=0.0, low_open=True)
     check_every = (
-        d if check_every is None else p.check(V.integer, "check_every", check_every, low=1)
+        d if check_every is None else p.check(_validate.integer, "check_every", check_every, low=1)
     )
     keys = p.check(_seed_keys, seeds, run_ids, n)
     grid = p.check(_time_grid, t_max, times, d)
@@ -502,17 +506,17 @@ def simulate_gd(
     W, v, Wt, vt = (a.copy() for a in nets)
     K, d = W.shape[1:]
     M = Wt.shape[1]
-    p = V.Problems()
-    n_samples = p.check(V.integer, "n_samples", n_samples, low=1)
+    p = _validate.Problems()
+    n_samples = p.check(_validate.integer, "n_samples", n_samples, low=1)
     batch = (
         n_samples
         if batch_size is None or n_samples is None
-        else p.check(V.integer, "batch_size", batch_size, low=1, high=n_samples)
+        else p.check(_validate.integer, "batch_size", batch_size, low=1, high=n_samples)
     )
-    train_v = p.check(V.boolean, "train_second_layer", train_second_layer)
-    max_error = p.check(V.real, "max_error", max_error, low=0.0, low_open=True)
+    train_v = p.check(_validate.boolean, "train_second_layer", train_second_layer)
+    max_error = p.check(_validate.real, "max_error", max_error, low=0.0, low_open=True)
     check_every = (
-        d if check_every is None else p.check(V.integer, "check_every", check_every, low=1)
+        d if check_every is None else p.check(_validate.integer, "check_every", check_every, low=1)
     )
     keys = p.check(_seed_keys, seeds, run_ids, n)
     grid = p.check(_time_grid, t_max, times, d)
@@ -610,12 +614,12 @@ def integrate_flow(
     W, v, Wt, vt = (a.copy() for a in nets)
     K, d = W.shape[1:]
     M = Wt.shape[1]
-    p = V.Problems()
-    train_v = p.check(V.boolean, "train_second_layer", train_second_layer)
-    max_error = p.check(V.real, "max_error", max_error, low=0.0, low_open=True)
+    p = _validate.Problems()
+    train_v = p.check(_validate.boolean, "train_second_layer", train_second_layer)
+    max_error = p.check(_validate.real, "max_error", max_error, low=0.0, low_open=True)
     grid = p.check(_time_grid, t_max, times, None)
     if dt is not None:
-        dt = p.check(V.real, "dt", dt, low=0.0, low_open=True)
+        dt = p.check(_validate.real, "dt", dt, low=0.0, low_open=True)
     p.raise_if_any()
     t = grid[1]
     # per run, so that a run does not depend on the batch it is in

@@ -5,7 +5,7 @@ from contextlib import contextmanager
 
 import numba
 
-from . import _validate as V
+from . import _validate
 
 
 @contextmanager
@@ -18,7 +18,7 @@ def numba_threads(num_threads=None):
     if num_threads is None:
         yield
         return
-    n = V.integer("num_threads", num_threads, low=1, high=numba.config.NUMBA_NUM_THREADS)
+    n = _validate.integer("num_threads", num_threads, low=1, high=numba.config.NUMBA_NUM_THREADS)
     old = numba.get_num_threads()
     numba.set_num_threads(n)
     try:

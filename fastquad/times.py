@@ -4,7 +4,7 @@ import math
 
 import numpy as np
 
-from . import _validate as V
+from . import _validate
 from .errors import InputError
 
 #: Largest number of steps of one run: step numbers and ``t = step / d`` stay exact in float64.
@@ -30,12 +30,12 @@ def log_times(t_max, n_times=121, t_first=None):
     -------
     ndarray, shape (n_times,)
     """
-    t_max = V.real("t_max", t_max, low=0.0, low_open=True)
-    n_times = V.integer("n_times", n_times, low=2)
+    t_max = _validate.real("t_max", t_max, low=0.0, low_open=True)
+    n_times = _validate.integer("n_times", n_times, low=2)
     t_first = (
         t_max * 1e-3
         if t_first is None
-        else V.real("t_first", t_first, low=0.0, high=t_max, low_open=True)
+        else _validate.real("t_first", t_first, low=0.0, high=t_max, low_open=True)
     )
     if n_times == 2:
         return np.array([0.0, t_max])
@@ -76,11 +76,11 @@ def recording_times(t_max, n_times=121, steps_per_unit=None):
     -------
     ndarray, shape (<= n_times,), strictly increasing, starting at 0.
     """
-    t_max = V.real("t_max", t_max, low=0.0, low_open=True)
-    n_times = V.integer("n_times", n_times, low=2)
+    t_max = _validate.real("t_max", t_max, low=0.0, low_open=True)
+    n_times = _validate.integer("n_times", n_times, low=2)
     if steps_per_unit is None:
         return log_times(t_max, n_times)
-    g = V.integer("steps_per_unit", steps_per_unit, low=1)
+    g = _validate.integer("steps_per_unit", steps_per_unit, low=1)
     last = int(np.rint(check_steps(t_max, g)))
     if last < 1:
         raise InputError(f"t_max must be >= {0.5 / g:g} (half a step of 1/{g}), got {t_max:g}")

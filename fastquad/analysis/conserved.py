@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import _validate as V
+from .. import _validate
 from ..errors import InputError
 
 
@@ -148,38 +148,38 @@ def predict_failure(v0, v_teacher, *, Q0=None, C0=None, R0=None, T=None):
     -------
     FailurePrediction
     """
-    p = V.Problems()
-    v = p.check(V.finite_array, "v0", v0, ndim=(1, 2))
-    vt = p.check(V.finite_array, "v_teacher", v_teacher, ndim=(1, 2))
+    p = _validate.Problems()
+    v = p.check(_validate.finite_array, "v0", v0, ndim=(1, 2))
+    vt = p.check(_validate.finite_array, "v_teacher", v_teacher, ndim=(1, 2))
     p.raise_if_any()
-    v = V.with_run_axis("v0", v, 1)
-    vt = V.with_run_axis("v_teacher", vt, 1)
+    v = _validate.with_run_axis("v0", v, 1)
+    vt = _validate.with_run_axis("v_teacher", vt, 1)
     K, M = v.shape[1], vt.shape[1]
     if (Q0 is None) == (C0 is None):
         raise InputError(
             "give exactly one of Q0 (initial overlaps) and C0 (initial conserved quantities)"
         )
     if Q0 is not None:
-        Q = V.with_run_axis("Q0", V.finite_array("Q0", Q0, ndim=(2, 3)), 2)
+        Q = _validate.with_run_axis("Q0", _validate.finite_array("Q0", Q0, ndim=(2, 3)), 2)
         if Q.shape[1:] != (K, K):
             raise InputError(f"Q0 must have shape (K, K) = ({K}, {K}) (K from v0), got {Q.shape}")
         qd = np.einsum("rjj->rj", Q)
         if np.any(qd < 0):
             raise InputError("Q0 must have a non-negative diagonal (Q_jj = |w_j|^2 / d)")
     else:
-        C = V.with_run_axis("C0", V.finite_array("C0", C0, ndim=(1, 2)), 1)
+        C = _validate.with_run_axis("C0", _validate.finite_array("C0", C0, ndim=(1, 2)), 1)
         if C.shape[1] != K:
             raise InputError(f"C0 must have K={K} entries per run (K from v0), got {C.shape}")
     if T is None:
         T = np.eye(M)
-    Tm = V.with_run_axis("T", V.finite_array("T", T, ndim=(2, 3)), 2)
+    Tm = _validate.with_run_axis("T", _validate.finite_array("T", T, ndim=(2, 3)), 2)
     if Tm.shape[1:] != (M, M):
         raise InputError(
             f"T must have shape (M, M) = ({M}, {M}) (M from v_teacher), got {Tm.shape}"
         )
     Rm = None
     if R0 is not None:
-        Rm = V.with_run_axis("R0", V.finite_array("R0", R0, ndim=(2, 3)), 2)
+        Rm = _validate.with_run_axis("R0", _validate.finite_array("R0", R0, ndim=(2, 3)), 2)
         if Rm.shape[1:] != (K, M):
             raise InputError(f"R0 must have shape (K, M) = ({K}, {M}), got {Rm.shape}")
     sizes = {
@@ -193,16 +193,16 @@ def predict_failure(v0, v_teacher, *, Q0=None, C0=None, R0=None, T=None):
             f"the run axes of v0, v_teacher, Q0/C0, R0 and T disagree: {sorted(sizes)}"
         )
     n = sizes.pop() if sizes else 1
-    v = V.broadcast_runs("v0", v, n)
-    vt = V.broadcast_runs("v_teacher", vt, n)
-    Tm = V.broadcast_runs("T", Tm, n)
+    v = _validate.broadcast_runs("v0", v, n)
+    vt = _validate.broadcast_runs("v_teacher", vt, n)
+    Tm = _validate.broadcast_runs("T", Tm, n)
     C = (
-        (V.broadcast_runs("Q0", qd, n) - 2 * v**2)
+        (_validate.broadcast_runs("Q0", qd, n) - 2 * v**2)
         if Q0 is not None
-        else V.broadcast_runs("C0", C, n)
+        else _validate.broadcast_runs("C0", C, n)
     )
     if Rm is not None:
-        Rm = V.broadcast_runs("R0", Rm, n)
+        Rm = _validate.broadcast_runs("R0", Rm, n)
 
     success = np.zeros(n, dtype=bool)
     exact = np.zeros(n, dtype=bool)
@@ -337,20 +337,20 @@ def phase_diagram_failure(
     from ..simulate import integrate_flow
     from .fixed_points import weights_from_order_parameters
 
-    p = V.Problems()
-    vs = p.check(V.finite_array, "v0_values", v0_values, ndim=1)
-    qs = p.check(V.finite_array, "Q0_values", Q0_values, ndim=1)
-    vt = p.check(V.real, "v_teacher", v_teacher)
-    Tn = p.check(V.real, "T", T, low=0.0, low_open=True)
-    overlap = p.check(V.real, "overlap", overlap, low=0.0, high=1.0, low_open=True)
-    lr = p.check(V.real, "lr", lr, low=0.0, low_open=True)
-    t_max = p.check(V.real, "t_max", t_max, low=0.0, low_open=True)
-    d = p.check(V.integer, "d", d, low=2)
+    p = _validate.Problems()
+    vs = p.check(_validate.finite_array, "v0_values", v0_values, ndim=1)
+    qs = p.check(_validate.finite_array, "Q0_values", Q0_values, ndim=1)
+    vt = p.check(_validate.real, "v_teacher", v_teacher)
+    Tn = p.check(_validate.real, "T", T, low=0.0, low_open=True)
+    overlap = p.check(_validate.real, "overlap", overlap, low=0.0, high=1.0, low_open=True)
+    lr = p.check(_validate.real, "lr", lr, low=0.0, low_open=True)
+    t_max = p.check(_validate.real, "t_max", t_max, low=0.0, low_open=True)
+    d = p.check(_validate.integer, "d", d, low=2)
     success_tol = p.check(
-        V.real, "success_tol", success_tol, low=0.0, high=1.0, low_open=True, high_open=True
+        _validate.real, "success_tol", success_tol, low=0.0, high=1.0, low_open=True, high_open=True
     )
-    margin = p.check(V.real, "margin", margin, low=0.0)
-    seed = p.check(V.integer, "seed", seed, low=0)
+    margin = p.check(_validate.real, "margin", margin, low=0.0)
+    seed = p.check(_validate.integer, "seed", seed, low=0)
     if method not in ("ode", "flow"):
         p.add(f"method must be 'ode' or 'flow', got {method!r}")
     p.raise_if_any()

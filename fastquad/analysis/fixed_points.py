@@ -47,7 +47,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from scipy import optimize
 
-from .. import _validate as V
+from .. import _validate
 from ..closed_form import generalization_error, population_gradients
 from ..errors import InputError
 from ..kernels import ode as _k
@@ -1036,15 +1036,19 @@ def _frozen_v(K, train_v, v_student):
         if v_student is not None:
             raise InputError("v_student is only used with train_second_layer=False")
         return None
-    return np.ones(K) if v_student is None else V.finite_array("v_student", v_student, shape=(K,))
+    return (
+        np.ones(K)
+        if v_student is None
+        else _validate.finite_array("v_student", v_student, shape=(K,))
+    )
 
 
 def _check_teacher(T, v_teacher, M):
-    p = V.Problems()
-    vt = p.check(V.finite_array, "v_teacher", v_teacher, shape=(M,))
+    p = _validate.Problems()
+    vt = p.check(_validate.finite_array, "v_teacher", v_teacher, shape=(M,))
     if T is None:
         T = np.eye(M)
-    T = p.check(V.finite_array, "T", T, shape=(M, M))
+    T = p.check(_validate.finite_array, "T", T, shape=(M, M))
     p.raise_if_any()
     if np.abs(T - T.T).max() > 1e-10 * max(1.0, np.abs(T).max()):
         raise InputError("T must be symmetric")
@@ -1211,31 +1215,31 @@ def find_fixed_points(
         back in the given order. Its attributes count the dropped candidates, the starts and
         the converged starts.
     """
-    p = V.Problems()
-    K = p.check(V.integer, "K", K, low=1)
-    M = p.check(V.integer, "M", M, low=1)
-    lr = p.check(V.real, "lr", lr, low=0.0, low_open=True)
-    train_v = p.check(V.boolean, "train_second_layer", train_second_layer)
-    noise = p.check(V.boolean, "sgd_noise", sgd_noise)
-    sigma = p.check(V.real, "label_noise", label_noise, low=0.0)
-    n_starts = p.check(V.integer, "n_starts", n_starts, low=1)
-    seed = p.check(V.integer, "seed", seed, low=0)
-    tol = p.check(V.real, "tol", tol, low=0.0, low_open=True)
-    max_abs = p.check(V.real, "max_abs", max_abs, low=0.0, low_open=True)
+    p = _validate.Problems()
+    K = p.check(_validate.integer, "K", K, low=1)
+    M = p.check(_validate.integer, "M", M, low=1)
+    lr = p.check(_validate.real, "lr", lr, low=0.0, low_open=True)
+    train_v = p.check(_validate.boolean, "train_second_layer", train_second_layer)
+    noise = p.check(_validate.boolean, "sgd_noise", sgd_noise)
+    sigma = p.check(_validate.real, "label_noise", label_noise, low=0.0)
+    n_starts = p.check(_validate.integer, "n_starts", n_starts, low=1)
+    seed = p.check(_validate.integer, "seed", seed, low=0)
+    tol = p.check(_validate.real, "tol", tol, low=0.0, low_open=True)
+    max_abs = p.check(_validate.real, "max_abs", max_abs, low=0.0, low_open=True)
     zero_tol = p.check(
-        V.real, "zero_tol", zero_tol, low=0.0, high=1.0, low_open=True, high_open=True
+        _validate.real, "zero_tol", zero_tol, low=0.0, high=1.0, low_open=True, high_open=True
     )
-    dedup_tol = p.check(V.real, "dedup_tol", dedup_tol, low=0.0, low_open=True)
-    merge = p.check(V.boolean, "merge_same_function", merge_same_function)
-    batch = p.check(V.integer, "batch_size", batch_size, low=1)
+    dedup_tol = p.check(_validate.real, "dedup_tol", dedup_tol, low=0.0, low_open=True)
+    merge = p.check(_validate.boolean, "merge_same_function", merge_same_function)
+    batch = p.check(_validate.integer, "batch_size", batch_size, low=1)
     p.raise_if_any()
     T, vt = _check_teacher(T, v_teacher, M)
     v_fixed = _frozen_v(K, train_v, v_student)
     if conserved is not None:
         conserved = (
-            np.full(K, V.real("conserved", conserved))
+            np.full(K, _validate.real("conserved", conserved))
             if np.ndim(conserved) == 0
-            else V.finite_array("conserved", conserved, shape=(K,))
+            else _validate.finite_array("conserved", conserved, shape=(K,))
         )
 
     # The starts, the tie-breaking of the canonical form and the order of the search all see
@@ -1407,15 +1411,19 @@ def canonical_form(Q, R, v, T, v_teacher, *, rescale=True, tol=1e-6, fixed_v=Fal
     -------
     Q, R, v, key : as :meth:`Symmetry.canonical`
     """
-    v = V.finite_array("v", v, ndim=1)
-    vt = V.finite_array("v_teacher", v_teacher, ndim=1)
+    v = _validate.finite_array("v", v, ndim=1)
+    vt = _validate.finite_array("v_teacher", v_teacher, ndim=1)
     K, M = v.shape[0], vt.shape[0]
-    Q = V.finite_array("Q", Q, shape=(K, K))
-    R = V.finite_array("R", R, shape=(K, M))
+    Q = _validate.finite_array("Q", Q, shape=(K, K))
+    R = _validate.finite_array("R", R, shape=(K, M))
     T, vt = _check_teacher(T, vt, M)
-    tol = V.real("tol", tol, low=0.0, low_open=True)
+    tol = _validate.real("tol", tol, low=0.0, low_open=True)
     return Symmetry(
-        T, vt, rescale=V.boolean("rescale", rescale), tol=tol, fixed_v=V.boolean("fixed_v", fixed_v)
+        T,
+        vt,
+        rescale=_validate.boolean("rescale", rescale),
+        tol=tol,
+        fixed_v=_validate.boolean("fixed_v", fixed_v),
     ).canonical(Q, R, v)
 
 
@@ -1785,25 +1793,25 @@ def plateau_levels_with_noise(
         One entry per flow fixed point, sorted by increasing eps_flow (per state, in the
         given order, with ``states``).
     """
-    p = V.Problems()
-    K = p.check(V.integer, "K", K, low=1)
-    M = p.check(V.integer, "M", M, low=1)
-    lr = p.check(V.real, "lr", lr, low=0.0, low_open=True)
-    sigma = p.check(V.real, "label_noise", label_noise, low=0.0)
-    batch = p.check(V.integer, "batch_size", batch_size, low=1)
-    train_v = p.check(V.boolean, "train_second_layer", train_second_layer)
-    tol = p.check(V.real, "tol", tol, low=0.0, low_open=True)
-    max_abs = p.check(V.real, "max_abs", max_abs, low=0.0, low_open=True)
-    n_steps = p.check(V.integer, "n_steps", n_steps, low=1)
+    p = _validate.Problems()
+    K = p.check(_validate.integer, "K", K, low=1)
+    M = p.check(_validate.integer, "M", M, low=1)
+    lr = p.check(_validate.real, "lr", lr, low=0.0, low_open=True)
+    sigma = p.check(_validate.real, "label_noise", label_noise, low=0.0)
+    batch = p.check(_validate.integer, "batch_size", batch_size, low=1)
+    train_v = p.check(_validate.boolean, "train_second_layer", train_second_layer)
+    tol = p.check(_validate.real, "tol", tol, low=0.0, low_open=True)
+    max_abs = p.check(_validate.real, "max_abs", max_abs, low=0.0, low_open=True)
+    n_steps = p.check(_validate.integer, "n_steps", n_steps, low=1)
     zero_tol = p.check(
-        V.real, "zero_tol", zero_tol, low=0.0, high=1.0, low_open=True, high_open=True
+        _validate.real, "zero_tol", zero_tol, low=0.0, high=1.0, low_open=True, high_open=True
     )
     p.raise_if_any()
     T, vt = _check_teacher(T, v_teacher, M)
     c = (
-        np.full(K, V.real("conserved", conserved))
+        np.full(K, _validate.real("conserved", conserved))
         if np.ndim(conserved) == 0
-        else V.finite_array("conserved", conserved, shape=(K,))
+        else _validate.finite_array("conserved", conserved, shape=(K,))
     )
     v_fixed = _frozen_v(K, train_v, v_student)
     if points is not None and states is not None:
@@ -1914,16 +1922,16 @@ def weights_from_order_parameters(Q, R, T, d, seed=0):
     W : ndarray, shape (K, d)
     W_teacher : ndarray, shape (M, d)
     """
-    Q = V.finite_array("Q", Q, ndim=2)
+    Q = _validate.finite_array("Q", Q, ndim=2)
     K = Q.shape[0]
-    R = V.finite_array("R", R, ndim=2)
+    R = _validate.finite_array("R", R, ndim=2)
     M = R.shape[1] if R.ndim == 2 else 0
-    p = V.Problems()
-    p.check(V.finite_array, "Q", Q, shape=(K, K))
-    p.check(V.finite_array, "R", R, shape=(K, M))
-    T = p.check(V.finite_array, "T", T, shape=(M, M))
-    d = p.check(V.integer, "d", d, low=K + M)
-    seed = p.check(V.integer, "seed", seed, low=0)
+    p = _validate.Problems()
+    p.check(_validate.finite_array, "Q", Q, shape=(K, K))
+    p.check(_validate.finite_array, "R", R, shape=(K, M))
+    T = p.check(_validate.finite_array, "T", T, shape=(M, M))
+    d = p.check(_validate.integer, "d", d, low=K + M)
+    seed = p.check(_validate.integer, "seed", seed, low=0)
     p.raise_if_any()
     G = np.block([[T, R.T], [R, Q]])
     G = 0.5 * (G + G.T)
@@ -2025,17 +2033,17 @@ def parameter_space_hessian(W, v, W_teacher, v_teacher, *, train_second_layer=Tr
     -------
     ParameterHessian
     """
-    p = V.Problems()
-    W = p.check(V.finite_array, "W", W, ndim=2)
-    Wt = p.check(V.finite_array, "W_teacher", W_teacher, ndim=2)
+    p = _validate.Problems()
+    W = p.check(_validate.finite_array, "W", W, ndim=2)
+    Wt = p.check(_validate.finite_array, "W_teacher", W_teacher, ndim=2)
     p.raise_if_any()
     K, d = W.shape
     M = Wt.shape[0]
-    v = p.check(V.finite_array, "v", v, shape=(K,))
-    vt = p.check(V.finite_array, "v_teacher", v_teacher, shape=(M,))
-    train_v = p.check(V.boolean, "train_second_layer", train_second_layer)
+    v = p.check(_validate.finite_array, "v", v, shape=(K,))
+    vt = p.check(_validate.finite_array, "v_teacher", v_teacher, shape=(M,))
+    train_v = p.check(_validate.boolean, "train_second_layer", train_second_layer)
     zero_tol = p.check(
-        V.real, "zero_tol", zero_tol, low=0.0, high=1.0, low_open=True, high_open=True
+        _validate.real, "zero_tol", zero_tol, low=0.0, high=1.0, low_open=True, high_open=True
     )
     if Wt.shape[1] != d:
         p.add(f"W_teacher must have d={d} columns like W, got shape {Wt.shape}")

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import _validate as V
+from .. import _validate
 from ..errors import InputError
 
 # Rows of the (start x extent) matrix processed at once by _max_extent (memory ~ rows * n).
@@ -335,7 +335,7 @@ def _ledges(x, y, yr, a, ya, c, yc, *, bk, n_win, min_drop, contrast, min_points
 
 
 def _check(t, eps_g, two_d):
-    t = V.finite_array("t", t, ndim=1)
+    t = _validate.finite_array("t", t, ndim=1)
     if t.size < 2:
         raise InputError(f"t must have at least 2 times, got {t.size}")
     if np.any(np.diff(t) <= 0) or t[0] < 0:
@@ -354,16 +354,18 @@ def _check(t, eps_g, two_d):
 
 
 def _options(band, flat, min_duration, min_drop, floor, smooth, min_points, contrast):
-    p = V.Problems()
+    p = _validate.Problems()
     out = dict(
-        band=p.check(V.real, "band", band, low=0.0, low_open=True),
-        flat=p.check(V.real, "flat", flat, low=0.0, low_open=True),
-        min_duration=p.check(V.real, "min_duration", min_duration, low=0.0),
-        min_drop=p.check(V.real, "min_drop", min_drop, low=0.0, low_open=True),
-        floor=p.check(V.real, "floor", floor, low=0.0, high=1.0, low_open=True, high_open=True),
-        smooth=None if smooth is None else p.check(V.real, "smooth", smooth, low=0.0),
-        min_points=p.check(V.integer, "min_points", min_points, low=2),
-        contrast=p.check(V.real, "contrast", contrast, low=1.0),
+        band=p.check(_validate.real, "band", band, low=0.0, low_open=True),
+        flat=p.check(_validate.real, "flat", flat, low=0.0, low_open=True),
+        min_duration=p.check(_validate.real, "min_duration", min_duration, low=0.0),
+        min_drop=p.check(_validate.real, "min_drop", min_drop, low=0.0, low_open=True),
+        floor=p.check(
+            _validate.real, "floor", floor, low=0.0, high=1.0, low_open=True, high_open=True
+        ),
+        smooth=None if smooth is None else p.check(_validate.real, "smooth", smooth, low=0.0),
+        min_points=p.check(_validate.integer, "min_points", min_points, low=2),
+        contrast=p.check(_validate.real, "contrast", contrast, low=1.0),
     )
     p.raise_if_any()
     return out
@@ -702,11 +704,11 @@ def detect_stages_batch(t, eps_g, *, max_plateaus=None, max_drops=None, **option
     StagesBatch
     """
     t, eps = _check(t, eps_g, two_d=True)
-    p = V.Problems()
+    p = _validate.Problems()
     if max_plateaus is not None:
-        max_plateaus = p.check(V.integer, "max_plateaus", max_plateaus, low=1)
+        max_plateaus = p.check(_validate.integer, "max_plateaus", max_plateaus, low=1)
     if max_drops is not None:
-        max_drops = p.check(V.integer, "max_drops", max_drops, low=1)
+        max_drops = p.check(_validate.integer, "max_drops", max_drops, low=1)
     p.raise_if_any()
     defaults = dict(
         band=0.03,
@@ -769,7 +771,7 @@ def plateau_levels(v_teacher, order=None):
     ndarray, shape (M + 1,)
         Levels for L = 0, 1, ..., M (the last is 0).
     """
-    vt = V.finite_array("v_teacher", v_teacher, ndim=1)
+    vt = _validate.finite_array("v_teacher", v_teacher, ndim=1)
     M = vt.shape[0]
     if M < 1:
         raise InputError("v_teacher must have at least one entry")

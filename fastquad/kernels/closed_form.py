@@ -7,13 +7,13 @@ All arrays are float64 and C-contiguous; shapes use K student units, M teacher u
 
 from numba import njit
 
-JIT = dict(cache=True, nogil=True, fastmath=False)
-# reassociation vectorises the d-long dot products of gram_into (called at every record and
-# divergence check); NaN and inf still propagate
-_DOTS = dict(cache=True, nogil=True, fastmath={"reassoc", "contract", "nsz"})
+from .options import FAST, JIT
+
+# FAST: reassociation vectorises the d-long dot products of gram_into (called at every record
+# and divergence check)
 
 
-@njit(**_DOTS)
+@njit(**FAST)
 def gram_into(A, B, out):
     """out[i, j] = A[i] . B[j] / d for A (a, d), B (b, d) -> out (a, b)."""
     d = A.shape[1]

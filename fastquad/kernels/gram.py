@@ -42,8 +42,10 @@ import numpy as np
 from numba import njit, prange
 
 from ..rng import next_double, normal_fill
-from .closed_form import JIT, eps_g_of
-from .sgd import STATUS_DIVERGED, STATUS_DONE, bad, record, stop_run
+from .closed_form import eps_g_of
+from .options import JIT, NUMPY_ERRORS
+from .sgd import bad, record, stop_run
+from .status import STATUS_DIVERGED, STATUS_DONE
 
 __all__ = [
     "initial_factor",
@@ -252,9 +254,8 @@ def factor_order_params(F, M, Q, R, T):
 # factor just written), so interleaving runs keeps the core busy, and LLVM turns the lane loops
 # into vector code. Lanes never interact and the arithmetic is IEEE (no fast-math, no
 # contraction), so vector and scalar lanes give the same bits: results do not depend on G, the
-# batch or the thread count. error_model="numpy" drops Python's division-by-zero check, a branch
-# that stops vectorisation (every divisor here is non-zero by construction).
-KERNEL = dict(cache=True, nogil=True, fastmath=False, error_model="numpy")
+# batch or the thread count. NUMPY_ERRORS drops Python's division-by-zero check, a branch that
+# stops vectorisation (every divisor here is non-zero by construction).
 
 # Runs per lockstep group: 16 lanes are four 4-wide vectors, enough independent chains to hide
 # the sqrt and division latencies (measured: 16 ~1.4x faster than 8 per run-step, 32 no faster).
@@ -288,7 +289,7 @@ def block_steps(B, r, d):
     return max(1, _BLOCK_NORMALS // per), per
 
 
-@njit(inline="always", **KERNEL)
+@njit(inline="always", **NUMPY_ERRORS)
 def _givens_into(A, row, c, csv, snv, G):
     """Per lane, the rotation of columns (c, c + 1) that zeroes A[row, c + 1]: its cosine and
     sine into csv, snv, and A[row, c] <- the norm (a zero pair gives the identity)."""
@@ -304,7 +305,7 @@ def _givens_into(A, row, c, csv, snv, G):
         A[row, c + 1, g] = 0.0
 
 
-@njit(inline="always", **KERNEL)
+@njit(inline="always", **NUMPY_ERRORS)
 def _rotate_rows(A, lo, hi, c, csv, snv, G):
     """Apply the lanes' rotations (csv, snv) to columns (c, c + 1) of rows lo .. hi-1 of A."""
     for i in range(lo, hi):
@@ -315,7 +316,7 @@ def _rotate_rows(A, lo, hi, c, csv, snv, G):
             A[i, c + 1, g] = csv[g] * q - snv[g] * p
 
 
-@njit(**KERNEL)
+@njit(**NUMPY_ERRORS)
 def _steps_soa(
     F,
     v,
@@ -486,7 +487,7 @@ def _steps_soa(
     return s1 - s0
 
 
-@njit(inline="always", **KERNEL)
+@njit(inline="always", **NUMPY_ERRORS)
 def _pack(F, v, vt, lr, sigma, d, B, i0, Fg, vg, vtg, scale, sig):
     """Lanes g <- runs i0 + g: F (n, r, r) -> Fg (r, r, G), and so on."""
     r = F.shape[1]
@@ -505,7 +506,7 @@ def _pack(F, v, vt, lr, sigma, d, B, i0, Fg, vg, vtg, scale, sig):
         sig[g] = sigma[i]
 
 
-@njit(inline="always", **KERNEL)
+@njit(inline="always", **NUMPY_ERRORS)
 def _unpack(Fg, vg, g, Fi, vi):
     """Lane g -> one run's F (r, r) and v (K,)."""
     r = Fg.shape[0]
@@ -516,7 +517,7 @@ def _unpack(Fg, vg, g, Fi, vi):
         vi[j] = vg[j, g]
 
 
-@njit(inline="always", **KERNEL)
+@njit(inline="always", **NUMPY_ERRORS)
 def _silence(Fg, vg, scale, sig, g):
     """Zero a finished lane: it then steps on zeros (no overflow, no NaN) until the group ends."""
     Fg[:, :, g] = 0.0
@@ -647,7 +648,7 @@ def _measure(Fg, g, M, v, vt, T, Fl, Q, R, no_T):
     return eps_g_of(Q, R, T, v, vt)
 
 
-@njit(**KERNEL)
+@njit(**NUMPY_ERRORS)
 def _gram_group(
     F,
     v,
@@ -818,7 +819,7 @@ def lanes_for(n, n_threads):
     return max(1, min(_LANES, (n + n_threads - 1) // n_threads))
 
 
-@njit(parallel=True, **KERNEL)
+@njit(parallel=True, **NUMPY_ERRORS)
 def gram_sgd_batch(
     F,
     v,

@@ -10,15 +10,9 @@ stays exactly symmetric (every symmetric product is computed once and mirrored).
 import numpy as np
 from numba import njit, prange
 
-from ..result import STATUS_DIVERGED, STATUS_DONE, STATUS_FAILED
-from .closed_form import JIT, eps_g_of
-
-# The right-hand side is a handful of length-K and length-M dot products. Letting LLVM reorder
-# their sums is what lets it vectorise them, and fusing multiply-adds helps again (together 2.5x
-# at K = 16). No nnan/ninf, so NaN and inf still propagate and divergence is still detected;
-# every trajectory runs the same compiled code, so results stay deterministic and independent
-# of the batch.
-_JIT_RHS = dict(JIT, fastmath={"reassoc", "contract"})
+from .closed_form import eps_g_of
+from .options import JIT, RHS
+from .status import STATUS_DIVERGED, STATUS_DONE, STATUS_FAILED
 
 #: Attempted steps after which an adaptive trajectory is given up (status FAILED): a guard
 #: against a tolerance the problem cannot meet, not a limit a sensible run comes near.
@@ -76,7 +70,7 @@ def _teacher_constants(T, vt):
     return tT, tT2
 
 
-@njit(**_JIT_RHS)
+@njit(**RHS)
 def _rhs(
     Q, R, v, T, vt, tT, tT2, lr, sigma2, inv_batch, train_v, sgd_noise, out, row, A, B, Rt, P, S
 ):

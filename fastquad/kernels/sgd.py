@@ -13,14 +13,9 @@ from numba import njit, prange, types
 from numba.extending import overload
 
 from ..rng import normal_fill, normal_fill32, randbelow
-from .closed_form import JIT, eps_g_of, gram_into, population_gradients_into
-
-# Reassociation lets LLVM vectorise the dot products (the kernels' FLOPs); no-NaN/no-inf
-# assumptions stay off because divergence detection relies on NaN and inf being seen.
-FAST = dict(cache=True, nogil=True, fastmath={"reassoc", "contract", "nsz"})
-
-STATUS_DONE = 0
-STATUS_DIVERGED = 1
+from .closed_form import eps_g_of, gram_into, population_gradients_into
+from .options import FAST, JIT
+from .status import STATUS_DIVERGED, STATUS_DONE
 
 
 def fill_normals(state, out):

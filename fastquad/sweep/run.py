@@ -114,17 +114,15 @@ def _chunk_task(point_values, point_index, replicas, keep=None, times=None):
     return {k: v for k, v in arrays.items() if v is not None and (keep is None or k in keep)}
 
 
-def warm_up(methods=("sgd", "gd", "flow", "ode")):
-    """Compile (or load from Numba's cache) every kernel a sweep can call, on a tiny problem."""
+def warm_up(methods=None):
+    """Compile (or load from Numba's cache) the kernels of the given methods (default: every
+    registered one), each on its tiny warm-up configuration."""
+    from .. import methods as registry
     from ..config import make_config, run
 
     threads = _worker_threads()
-    for m in methods:
-        extra = {"n_samples": 4} if m == "gd" else {}
-        run(
-            make_config(dict(method=m, d=4, K=1, M=1, t_max=0.5, n_times=3, n_runs=1, **extra)),
-            num_threads=threads,
-        )
+    for m in registry.names() if methods is None else methods:
+        run(make_config(registry.get(m).warm_up_config()), num_threads=threads)
     return os.getpid()
 
 

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import _validate as V
+from .. import _validate, methods
 from ..budget import check_grid, grid_size
 from ..config import PARAMETERS, make_config, time_grid
 from ..errors import InputError
@@ -44,9 +44,9 @@ from ..errors import InputError
 #: All runs of a sweep share one time axis, so these cannot vary.
 NOT_AXES = ("t_max", "n_times", "n_runs")
 SWEEP_SETTINGS = {
-    "chunk_runs": lambda n, x: V.integer(n, x, low=1),
-    "final_weights": V.boolean,
-    "order_parameters": V.boolean,
+    "chunk_runs": lambda n, x: _validate.integer(n, x, low=1),
+    "final_weights": _validate.boolean,
+    "order_parameters": _validate.boolean,
 }
 #: Settings that change what the results file holds: part of the sweep's identity on resume
 #: (``chunk_runs`` only changes how the work is cut, so a resume may use another value).
@@ -177,7 +177,7 @@ def parse_sweep(text, source="sweep"):
             f"{source}: the sweep file sets no parameter and no axis (it is "
             "empty); give at least [fixed] or [axes]"
         )
-    p = V.Problems()
+    p = _validate.Problems()
     fixed = {k: v for k, v in doc.items() if not isinstance(v, dict)}
     for section in doc:
         if isinstance(doc[section], dict) and section not in ("fixed", "axes", "zip", "sweep"):
@@ -250,7 +250,7 @@ def parse_sweep(text, source="sweep"):
             values = dict(base)
             values.update({k: v for (k, _), v in zip(axis_items, combo)})
             values.update({k: vals[z] for k, vals in zipped.items()})
-            sub = V.Problems()
+            sub = _validate.Problems()
             cfg = make_config(values, problems=sub)
             for msg in sub.messages:
                 label = ", ".join(f"{k}={values[k]}" for k in list(axes) + list(zipped))
@@ -283,7 +283,7 @@ def parse_sweep(text, source="sweep"):
 
 def _shared_times(points):
     """The one recording grid of every run (``config.time_grid`` of all the points)."""
-    discrete = sorted({c.d for c in points if c.method in ("sgd", "gd")})
+    discrete = sorted({c.d for c in points if methods.get(c.method).discrete})
     g = math.gcd(*discrete) if discrete else None
     t_max = points[0].t_max
     if len(discrete) > 1 and t_max * g < 1:

@@ -36,8 +36,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .. import __version__, files
-from .. import store as S
+from .. import __version__, files, methods
+from .. import store as results_file
 from ..errors import InputError, StorageError
 from ..result import STATUS_DIVERGED, STATUS_DONE, STATUS_FAILED, STATUS_NAMES, STATUS_PENDING
 
@@ -158,20 +158,20 @@ class SweepStore:
         }
         for name, vals in list(sw.axes.items()) + list(sw.zipped.items()):
             attrs[f"axis_{name}"] = str(vals)
-        methods = {c.method for c in cfgs}
+        used = {c.method for c in cfgs}
         try:
             with files.atomic_output(self.path) as tmp, files.guarded(tmp, create=True) as g:
-                S.create(
+                results_file.create(
                     g,
                     n_runs=sw.total_runs,
                     times=sw.times,
                     d=d,
                     K=K,
                     M=M,
-                    method=methods.pop() if len(methods) == 1 else "mixed",
+                    method=used.pop() if len(used) == 1 else "mixed",
                     per_run=sw.run_coordinates(),
                     attrs=attrs,
-                    train_error="gd" in {c.method for c in cfgs},
+                    train_error=any(methods.get(c.method).records_train_error for c in cfgs),
                     messages=True,
                     mode="w",
                     weights=bool(sw.settings.get("final_weights")),
@@ -288,7 +288,7 @@ class SweepStore:
             items, _ = pending.pop(kind)
             merged = {k: np.concatenate([a[k] for a in items]) for k in items[0]}
             index = merged.pop("index")
-            S.write_arrays(f, index, merged)
+            results_file.write_arrays(f, index, merged)
             g.check()  # a full disk: stop now rather than write the rest into memory
 
         for entry, mask in zip(entries, keep):
@@ -412,14 +412,14 @@ def info(path):
     """
     path = Path(path)
     try:
-        f = S.open_results(path)
+        f = results_file.open_results(path)
     except InputError as exc:
         raise InputError(f"FILE: {exc}") from None
     try:
         with f:
             return _info(f, path)
-    except S._READ_ERRORS as exc:
-        raise InputError(f"FILE: {S.damaged(path, exc)}") from None
+    except results_file._READ_ERRORS as exc:
+        raise InputError(f"FILE: {results_file.damaged(path, exc)}") from None
 
 
 def _info(f, path):

@@ -1,0 +1,31 @@
+"""The population gradient flow in parameter space (RK4 on the exact population gradient)."""
+
+from .base import SEC_PER_FMA, Method
+from .sgd import weights_memory
+
+
+def _run(c, W0, v0, Wt, vt, lr, sigma, seeds, ids, common):
+    from ..simulate import integrate_flow
+
+    return integrate_flow(W0, v0, Wt, vt, lr, c.t_max, dt=c.dt or None, **common)
+
+
+def _steps(c):
+    dt = c.dt or min(0.05, 0.01 / c.lr)
+    return c.t_max / dt, "dt" if c.dt else "t_max"
+
+
+def _seconds(c):
+    K, M, d = float(c.K), float(c.M), float(c.d)
+    n, _ = _steps(c)
+    return n * 4 * 3 * K * (K + M) * d * SEC_PER_FMA
+
+
+METHOD = Method(
+    name="flow",
+    summary="population gradient flow, RK4",
+    run=_run,
+    steps=_steps,
+    seconds_per_run=_seconds,
+    memory_terms=lambda c, n_runs, threads: [weights_memory(c, n_runs)],
+)

@@ -1,0 +1,62 @@
+"""Gradient descent on a fixed dataset of ``n_samples`` samples (full batch or mini-batches)."""
+
+from .base import BYTES, SEC_PER_FMA, Method
+from .sgd import check_steps, steps, weights_memory
+
+
+def _run(c, W0, v0, Wt, vt, lr, sigma, seeds, ids, common):
+    from ..simulate import simulate_gd
+
+    return simulate_gd(
+        W0,
+        v0,
+        Wt,
+        vt,
+        lr,
+        c.t_max,
+        n_samples=c.n_samples,
+        batch_size=c.batch_size if c.batch_size > 1 else None,
+        seeds=seeds,
+        run_ids=ids,
+        label_noise=sigma,
+        **common,
+    )
+
+
+def _seconds(c):
+    K, M, d = float(c.K), float(c.M), float(c.d)
+    n, _ = steps(c)
+    return n * c.batch_size * d * (2 * K + M) * SEC_PER_FMA + c.n_samples * d * 5e-9
+
+
+def _memory(c, n_runs, threads):
+    return [
+        weights_memory(c, n_runs),
+        (
+            min(float(n_runs), threads) * (c.n_samples + c.batch_size) * (float(c.d) + 2.0) * BYTES,
+            "n_samples, d",
+            "threads x (n_samples + batch_size) x (d + 2) numbers",
+        ),
+    ]
+
+
+def _check(c, p, prefix):
+    if c["n_samples"] < 1:
+        p.add(f"{prefix}n_samples must be an integer >= 1 for method gd, got {c['n_samples']}")
+    elif c["batch_size"] > c["n_samples"]:
+        p.add(f"{prefix}batch_size must be <= n_samples={c['n_samples']}, got {c['batch_size']}")
+    check_steps(c, p, prefix)
+
+
+METHOD = Method(
+    name="gd",
+    summary="gradient descent on a fixed dataset",
+    run=_run,
+    steps=steps,
+    seconds_per_run=_seconds,
+    memory_terms=_memory,
+    check=_check,
+    discrete=True,
+    records_train_error=True,
+    warm_up={"n_samples": 4},
+)

@@ -1,0 +1,107 @@
+"""The method registry: every method is owned by one module, and a new one plugs in whole."""
+
+import numpy as np
+import pytest
+
+import fastquad as fq
+from fastquad import budget, config, methods
+from fastquad.errors import InputError
+from fastquad.methods.base import Method
+from fastquad.sweep import parse_sweep
+from fastquad.sweep.plan import plan_chunks
+from fastquad.sweep.run import warm_up
+
+
+def test_the_registry_knows_the_four_methods_and_names_them_on_error():
+    assert methods.names() == ("sgd", "gd", "flow", "ode")
+    assert config.METHODS == methods.names()
+    for name in methods.names():
+        m = methods.get(name)
+        assert m.name == name and m.summary in config.PARAMETERS["method"][2]
+    assert [methods.get(n).discrete for n in methods.names()] == [True, True, False, False]
+    with pytest.raises(InputError, match="method must be one of sgd, gd, flow, ode; got 'x'"):
+        methods.get("x")
+    with pytest.raises(ValueError, match="already registered"):
+        methods.register(methods.get("sgd"))
+
+
+@pytest.mark.parametrize("name", ["sgd", "gd", "flow", "ode"])
+def test_each_method_runs_through_the_registry_as_through_its_public_function(name):
+    # the registry's run is the public function with the configuration's options: same numbers
+    extra = {"n_samples": 50} if name == "gd" else {}
+    cfg = config.make_config(
+        dict(method=name, d=30, K=2, M=2, t_max=2.0, n_times=7, n_runs=3, lr=0.1, **extra)
+    )
+    res = config.run(cfg)
+    W0, v0, Wt, vt = config.networks([cfg] * 3, np.arange(3))
+    t = config.time_grid(cfg)
+    if name == "sgd":
+        ref = fq.simulate_sgd(
+            W0, v0, Wt, vt, 0.1, 2.0, seeds=np.zeros(3, np.int64), run_ids=np.arange(3), times=t
+        )
+    elif name == "gd":
+        ref = fq.simulate_gd(
+            W0,
+            v0,
+            Wt,
+            vt,
+            0.1,
+            2.0,
+            n_samples=50,
+            seeds=np.zeros(3, np.int64),
+            run_ids=np.arange(3),
+            times=t,
+        )
+    elif name == "flow":
+        ref = fq.integrate_flow(W0, v0, Wt, vt, 0.1, 2.0, times=t)
+    else:
+        ops = [fq.order_parameters(W, T) for W, T in zip(W0, Wt)]
+        ref = fq.integrate_ode(
+            *(np.array([o[i] for o in ops]) for i in (0, 1)),
+            v0,
+            np.array([o[2] for o in ops]),
+            vt,
+            0.1,
+            2.0,
+            times=t,
+        )
+    np.testing.assert_array_equal(res.eps_g, ref.eps_g)
+    assert budget.seconds_per_run(cfg) == methods.get(name).seconds_per_run(cfg) > 0
+
+
+@pytest.fixture
+def toy(monkeypatch):
+    """A toy method registered for one test: the ODE at twice the learning rate."""
+    ode = methods.get("ode")
+
+    def run(c, W0, v0, Wt, vt, lr, sigma, seeds, ids, common):
+        return ode.run(c, W0, v0, Wt, vt, 2 * lr, sigma, seeds, ids, common)
+
+    method = Method(
+        name="toy",
+        summary="the ODE at twice the learning rate",
+        run=run,
+        steps=lambda c: (10.0, "t_max"),
+        seconds_per_run=lambda c: 1e-3,
+    )
+    monkeypatch.setitem(methods._REGISTRY, "toy", method)
+    return method
+
+
+def test_a_new_method_plugs_into_configs_budgets_sweeps_and_warm_up(toy):
+    # registering one Method is all it takes: configs accept it, budgets and sweep plans
+    # use its cost, a sweep can zip it with the others, the workers warm it up
+    cfg = config.make_config(dict(method="toy", d=20, K=1, M=1, t_max=1.0, n_runs=2, lr=0.05))
+    fast = config.run(cfg)
+    ref = config.run(cfg.replace(method="ode", lr=0.1))
+    np.testing.assert_array_equal(fast.eps_g, ref.eps_g)
+    assert budget.seconds_per_run(cfg) == 1e-3
+    budget.check_time(cfg, 2)
+    sweep = parse_sweep(
+        "[fixed]\nd = 20\nK = 1\nM = 1\nt_max = 1.0\nn_runs = 2\n[zip]\nmethod = ['toy', 'sgd']\n"
+    )
+    assert [p.method for p in sweep.points] == ["toy", "sgd"]
+    assert sum(len(c) for c in plan_chunks(sweep, np.arange(sweep.total_runs))) == 4
+    warm_up(["toy"])
+    with pytest.raises(InputError, match="toy"):
+        config.make_config(dict(method="nope"))
