@@ -22,6 +22,14 @@ MAX_COUNT = 2**53
 #: Most recording times of one run (the grid itself is built before the memory check).
 MAX_TIMES = 10**7
 INTEGRATORS = ("rk45", "rk4")
+#: The parameters that take one of a few names, and those names (the live method list).
+CHOICES = {
+    "method": methods.names,
+    "teacher": lambda: TEACHER_KINDS,
+    "sampler": lambda: ("direct", "exact", "auto"),
+    "dtype": lambda: ("float64", "float32"),
+    "integrator": lambda: INTEGRATORS,
+}
 
 
 def _floats(name, value):
@@ -33,11 +41,23 @@ def _floats(name, value):
     return _validate.real(name, value)
 
 
+def _choice(key):
+    """The checker of parameter ``key``, one of ``CHOICES``."""
+
+    def check(name, value):
+        allowed = CHOICES[key]()
+        if value not in allowed:
+            raise InputError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+        return value
+
+    return check
+
+
 # name: (default, checker, help). The checker returns the cleaned value or raises ValueError.
 PARAMETERS = {
     "method": (
         "sgd",
-        lambda n, x: _choice(n, x, methods.names()),
+        _choice("method"),
         ", ".join(f"{m} ({methods.get(m).summary})" for m in METHODS),
     ),
     "d": (100, lambda n, x: _validate.integer(n, x, low=1, high=MAX_COUNT), "input dimension"),
@@ -77,7 +97,7 @@ PARAMETERS = {
     "train_second_layer": (True, _validate.boolean, "train v (false: frozen second layer)"),
     "teacher": (
         "orthonormal",
-        lambda n, x: _choice(n, x, TEACHER_KINDS),
+        _choice("teacher"),
         "teacher rows: orthonormal (T = I) or gaussian",
     ),
     "teacher_v": (1.0, _floats, "teacher second layer v* (a number, or one per unit)"),
@@ -100,13 +120,13 @@ PARAMETERS = {
     "student_v": (1.0, _floats, "initial student second layer v (a number, or one per unit)"),
     "sampler": (
         "direct",
-        lambda n, x: _choice(n, x, ("direct", "exact", "auto")),
+        _choice("sampler"),
         "online SGD: direct (d-dimensional weights), exact (dimension-free Gram-matrix "
         "sampler, same law, cost independent of d) or auto",
     ),
     "dtype": (
         "float64",
-        lambda n, x: _choice(n, x, ("float64", "float32")),
+        _choice("dtype"),
         "online SGD (direct): precision of weights, samples and arithmetic",
     ),
     "n_samples": (
@@ -116,7 +136,7 @@ PARAMETERS = {
     ),
     "integrator": (
         "rk45",
-        lambda n, x: _choice(n, x, INTEGRATORS),
+        _choice("integrator"),
         "ode integrator: rk45 (adaptive, default) or rk4 (fixed step)",
     ),
     "dt": (
@@ -141,12 +161,6 @@ PARAMETERS = {
         "a run with eps_g above this (or non-finite) is stopped as diverged",
     ),
 }
-
-
-def _choice(name, value, allowed):
-    if value not in allowed:
-        raise InputError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
-    return value
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,6 @@ computation here
 code under test.
 """
 
-import argparse
 import itertools
 
 import numpy as np
@@ -15,7 +14,6 @@ from scipy import optimize
 
 import fastquad as fq
 from fastquad.analysis import (
-    add_fixed_points_parser,
     canonical_form,
     conserved_drift,
     detect_stages,
@@ -598,10 +596,9 @@ def test_a_slow_power_law_has_no_plateau_on_any_grid():
 
 
 def _parser():
-    parser = argparse.ArgumentParser(prog="fastquad")
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_fixed_points_parser(sub)
-    return parser
+    from fastquad.cli import build_parser
+
+    return build_parser()
 
 
 def test_fixed_points_subcommand_prints_the_table(capsys):

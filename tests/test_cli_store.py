@@ -207,3 +207,18 @@ def test_store_round_trip_keeps_divergence_and_nan(tmp_path, rng):
     ds = fq.load(tmp_path / "a.h5")
     assert np.isnan(ds.eps_g.values[1, -1])
     assert ds.status.attrs["flag_meanings"].split()[1:3] == ["done", "diverged"]
+
+
+@pytest.mark.parametrize("command", ["simulate", "sweep", "info", "plot", "fixed-points"])
+def test_help_shows_choices_and_each_default_once(command, capsys):
+    from fastquad.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main([command, "--help"])
+    assert exc.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: None)" not in text and "(default: False)" not in text
+    assert "[default:" not in text                          # never shown twice
+    if command == "simulate":
+        assert "--method {sgd,gd,flow,ode}" in text and "--sampler {direct,exact,auto}" in text
+        assert "--train-second-layer {true,false}" in text and "(default: sgd)" in text

@@ -7,10 +7,8 @@ quantities and the failures they predict, and the stages (plateaus, drops) of le
   with the SGD-noise term, :class:`NoisyPlateauLevels`)
 - :func:`conserved_drift`, :func:`predict_failure`, :func:`phase_diagram_failure`
 - :func:`detect_stages`, :func:`detect_stages_batch`, :func:`plateau_levels`
-- :func:`add_fixed_points_parser` (the ``fastquad fixed-points`` subcommand)
 """
 
-from .cli import add_fixed_points_parser
 from .conserved import (
     ConservedDrift,
     FailurePrediction,
@@ -55,5 +53,4 @@ __all__ = [
     "Stages",
     "StagesBatch",
     "plateau_levels",
-    "add_fixed_points_parser",
 ]
