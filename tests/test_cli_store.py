@@ -218,7 +218,7 @@ def test_help_shows_choices_and_each_default_once(command, capsys):
     assert exc.value.code == 0
     text = " ".join(capsys.readouterr().out.split())
     assert "(default: None)" not in text and "(default: False)" not in text
-    assert "[default:" not in text                          # never shown twice
+    assert "[default:" not in text  # never shown twice
     if command == "simulate":
         assert "--method {sgd,gd,flow,ode}" in text and "--sampler {direct,exact,auto}" in text
         assert "--train-second-layer {true,false}" in text and "(default: sgd)" in text
