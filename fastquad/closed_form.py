@@ -36,6 +36,15 @@ def order_parameters(W, W_teacher):
     Q : ndarray, shape (K, K)   -- W W^T / d
     R : ndarray, shape (K, M)   -- W W*^T / d
     T : ndarray, shape (M, M)   -- W* W*^T / d
+
+    Examples
+    --------
+    >>> import fastquad as fq
+    >>> W = [[1.0, 1.0, 0.0, 0.0]]  # K = 1 student unit, d = 4
+    >>> W_teacher = [[2.0, 0.0, 0.0, 0.0]]
+    >>> Q, R, T = fq.order_parameters(W, W_teacher)
+    >>> float(Q[0, 0]), float(R[0, 0]), float(T[0, 0])
+    (0.5, 0.5, 1.0)
     """
     W, Wt = _weights(W, W_teacher)
     K, M = W.shape[0], Wt.shape[0]
@@ -72,6 +81,16 @@ def generalization_error(Q, R, T, v, v_teacher):
     Returns
     -------
     float
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import fastquad as fq
+    >>> I = np.eye(1)
+    >>> round(fq.generalization_error(I, I, I, [1.0], [1.0]), 6)  # the student is the teacher
+    0.0
+    >>> round(fq.generalization_error(I, 0 * I, I, [0.0], [1.0]), 6)  # w = 0: 3/2 (v* T)^2
+    1.5
     """
     Q, R, T, v, vt = _order_state(Q, R, T, v, v_teacher)
     return float(_cf.eps_g_of(Q, R, T, v, vt))
@@ -94,6 +113,24 @@ def population_gradients(W, v, W_teacher, v_teacher):
     -------
     grad_W : ndarray, shape (K, d)
     grad_v : ndarray, shape (K,)
+
+    Examples
+    --------
+    With d = 4, ``D = (w w^T - w* w*^T) / 4``, and ``G = [[-2, 0.5], [0.5, 0]]`` on the first two
+    coordinates (where w lives):
+
+    >>> import numpy as np
+    >>> import fastquad as fq
+    >>> grad_W, grad_v = fq.population_gradients([[1.0, 1.0, 0.0, 0.0]], [1.0],
+    ...                                          [[2.0, 0.0, 0.0, 0.0]], [1.0])
+    >>> print(np.round(grad_W, 6), np.round(grad_v, 6))
+    [[-0.75  0.25  0.    0.  ]] [-0.25]
+
+    The gradient vanishes at the teacher:
+
+    >>> grad_W, grad_v = fq.population_gradients(np.eye(2), [1.0, 0.5], np.eye(2), [1.0, 0.5])
+    >>> float(np.abs(grad_W).max() + np.abs(grad_v).max()) < 1e-12
+    True
     """
     W, Wt = _weights(W, W_teacher)
     v = _validate.finite_array("v", v, shape=(W.shape[0],))

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import _validate, methods
+from .closed_form import order_parameters
 from .errors import InputError
 from .model import TEACHER_KINDS, make_student, make_teacher, student_weights
 
@@ -317,6 +318,49 @@ def networks(cfgs, replicas):
     return W0, v0, Wt, vt
 
 
+#: Numbers of first-layer weights ((K + M) * d per run) built at a time by
+#: :func:`initial_order_parameters`: many runs of a large d are done a slice at a time.
+_START_CHUNK = 2**22
+
+
+def initial_order_parameters(cfgs, replicas):
+    """The order parameters of the very networks runs start from (the start of their ODE).
+
+    Run i is replica ``replicas[i]`` of ``cfgs[i]``, built by :func:`networks`; its overlaps
+    are :func:`fastquad.closed_form.order_parameters` of those weights, the very numbers the
+    ``ode`` method starts from. The runs must share K and M; d may differ (the overlaps do
+    not depend on it), and many runs are built a slice at a time (a few tens of MB of weights).
+
+    Returns
+    -------
+    Q0 (n, K, K), R0 (n, K, M), v0 (n, K), T (n, M, M), v_teacher (n, M)
+    """
+    cfgs = list(cfgs)
+    n = len(cfgs)
+    ids = np.asarray(replicas, dtype=np.int64)
+    if ids.shape != (n,):
+        raise InputError(f"replicas must be {n} integers >= 0, got {replicas!r}")
+    if not n:
+        raise InputError("initial_order_parameters: no runs given")
+    K, M = cfgs[0].K, cfgs[0].M
+    if any(c.K != K or c.M != M for c in cfgs):
+        raise InputError("initial_order_parameters: the runs must share K and M")
+    Q0, R0, v0 = np.empty((n, K, K)), np.empty((n, K, M)), np.empty((n, K))
+    T, vt = np.empty((n, M, M)), np.empty((n, M))
+    by_d = {}
+    for i, c in enumerate(cfgs):
+        by_d.setdefault(c.d, []).append(i)
+    for d, rows in by_d.items():
+        step = max(1, _START_CHUNK // ((K + M) * d))
+        for lo in range(0, len(rows), step):
+            sel = rows[lo : lo + step]
+            W0, v0_sel, Wt, vt_sel = networks([cfgs[i] for i in sel], ids[sel])
+            v0[sel], vt[sel] = v0_sel, vt_sel
+            for j, i in enumerate(sel):
+                Q0[i], R0[i], T[i] = order_parameters(W0[j], Wt[j])
+    return Q0, R0, v0, T, vt
+
+
 def _arr(v):
     return np.array(v) if isinstance(v, tuple) else v
 
@@ -386,6 +430,7 @@ __all__ = [
     "make_config",
     "load_toml",
     "networks",
+    "initial_order_parameters",
     "run",
     "run_many",
     "batch_key",

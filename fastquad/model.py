@@ -63,6 +63,17 @@ def make_teacher(d, M, *, kind="orthonormal", v=1.0, seed=0, run_id=0):
     -------
     W_teacher : ndarray, shape (M, d)
     v_teacher : ndarray, shape (M,)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import fastquad as fq
+    >>> W_teacher, v_teacher = fq.make_teacher(50, 2, v=[1.0, 0.5])
+    >>> W_teacher.shape, v_teacher
+    ((2, 50), array([1. , 0.5]))
+    >>> T = fq.order_parameters(W_teacher, W_teacher)[2]
+    >>> bool(np.allclose(T, np.eye(2), rtol=0, atol=1e-12))  # orthonormal: T = I
+    True
     """
     d = _validate.integer("d", d, low=1)
     M = _validate.integer("M", M, low=1)
@@ -99,6 +110,19 @@ def make_student(d, K, *, scale=1.0, v=1.0, seed=0, run_id=0):
     -------
     W0 : ndarray, shape (K, d)
     v0 : ndarray, shape (K,)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import fastquad as fq
+    >>> W0, v0 = fq.make_student(1000, 2, scale=0.1, v=0.0, seed=3)
+    >>> W0.shape, v0
+    ((2, 1000), array([0., 0.]))
+    >>> Q0 = fq.order_parameters(W0, W0)[0]
+    >>> bool(np.allclose(Q0, 0.01 * np.eye(2), atol=0.002))  # Q0 ~ scale^2 I
+    True
+    >>> bool(np.array_equal(W0, fq.make_student(1000, 2, scale=0.1, seed=3)[0]))  # same stream
+    True
     """
     d = _validate.integer("d", d, low=1)
     K = _validate.integer("K", K, low=1)

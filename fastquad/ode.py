@@ -157,6 +157,23 @@ def ode_rhs(
     dR : ndarray, shape (K, M)
     dv : ndarray, shape (K,)
         Time derivatives per unit of ``t = step / d``.
+
+    Examples
+    --------
+    K = M = 1: the teacher itself is a fixed point, until label noise enters through the
+    SGD-noise term, at order lr^2 (and 1 / batch_size):
+
+    >>> import numpy as np
+    >>> import fastquad as fq
+    >>> I = np.eye(1)
+    >>> dQ, dR, dv = fq.ode_rhs(I, I, [1.0], I, [1.0], lr=0.1)
+    >>> float(np.abs(dQ).max() + np.abs(dR).max() + np.abs(dv).max())
+    0.0
+    >>> dQ, dR, dv = fq.ode_rhs(I, I, [1.0], I, [1.0], lr=0.1, label_noise=1.0)
+    >>> round(float(dQ[0, 0]), 6), float(np.abs(dR).max() + np.abs(dv).max())
+    (0.04, 0.0)
+    >>> round(float(fq.ode_rhs(I, I, [1.0], I, [1.0], lr=0.2, label_noise=1.0)[0][0, 0]), 6)
+    0.16
     """
     (Q, R, v, T, vt), K, M = _order_parameters(
         ("Q", "R", "v", "T", "v_teacher"), (Q, R, v, T, v_teacher), allow_runs=False
@@ -257,6 +274,22 @@ def integrate_ode(
         (NaN unless stopped; records from then on are NaN). ``params``: lr, label_noise, dt and
         n_evals (right-hand-side evaluations) per run; batch_size, train_second_layer,
         sgd_noise, integrator, rtol, atol, max_error.
+
+    Examples
+    --------
+    K = M = 1 from a small student with v = 0 and almost no overlap with the teacher: eps_g
+    starts at the ``w = 0`` level 3/2, sits on the ``R = 0`` saddle at 4/3 (the unit grows
+    before it aligns), then learns the teacher:
+
+    >>> import numpy as np
+    >>> import fastquad as fq
+    >>> I = np.eye(1)
+    >>> res = fq.integrate_ode(1e-2 * I, 1e-8 * I, [0.0], I, [1.0], lr=0.5, t_max=200.0,
+    ...                        times=[0.0, 40.0, 200.0])
+    >>> res.method, res.eps_g.shape, res.status
+    ('ode', (1, 3), array([0], dtype=int8))
+    >>> print(np.round(res.eps_g, 4))
+    [[1.5    1.3333 0.    ]]
     """
     names = ("Q0", "R0", "v0", "T", "v_teacher")
     (Q0, R0, v0, T, vt), K, M = _order_parameters(
@@ -349,7 +382,8 @@ def integrate_ode(
         atol=atol,
         max_error=max_error,
     )
-    return Result(
+    return Result.from_params(
+        params,
         method="ode",
         t=times,
         eps_g=eps,
@@ -360,5 +394,4 @@ def integrate_ode(
         v_teacher=vt,
         status=status,
         t_stop=t_stop,
-        params=params,
     )

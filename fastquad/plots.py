@@ -114,7 +114,10 @@ def theory_curves(ds, idx):
     """The order-parameter ODE from the t = 0 state of each run (same starts).
 
     The start is the recorded one, or, for a sweep that stored curves only, the one rebuilt
-    from the sweep file's seeds (:meth:`Sweep.initial_order_parameters`).
+    from the sweep file's seeds (:func:`fastquad.config.initial_order_parameters`). All the runs
+    go through one batched :func:`fastquad.integrate_ode` call (one per distinct (K, M) when a
+    sweep varies them); each trajectory is integrated on its own, so a run's curve does not
+    depend on which other runs are asked for.
 
     Returns eps_g (len(idx), n_times) or None when the records do not start at t = 0 or the
     parameters needed are not in the dataset.
@@ -122,47 +125,70 @@ def theory_curves(ds, idx):
     from .ode import integrate_ode
 
     t = ds.time.values
-    if t[0] != 0 or "lr" not in ds.coords and "lr" not in ds.attrs:
-        return None
     sweep = None
-    if "Q" not in ds:
-        if "sweep_digest" not in ds.attrs:
-            return None
+    if "sweep_digest" in ds.attrs:  # a sweep's file: every run's parameters are in its config
         from .sweep import parse_sweep
 
         sweep = parse_sweep(str(ds.attrs["config"]))
-    K, M = ds.sizes["student"], ds.sizes["teacher"]
-    out = []
-    for r in idx:
-        k = int(ds.K.values[r]) if "K" in ds.coords else K
-        m = int(ds.M.values[r]) if "M" in ds.coords else M
-        lr = float(ds.lr.values[r]) if "lr" in ds.coords else float(ds.attrs["lr"])
-        sigma = (
-            float(ds.label_noise.values[r])
-            if "label_noise" in ds.coords
-            else float(ds.attrs.get("label_noise", 0.0))
+    elif "lr" not in ds.coords and "lr" not in ds.attrs:
+        return None
+    if t[0] != 0 or ("Q" not in ds and sweep is None):
+        return None
+    idx = np.asarray(idx, dtype=np.int64).ravel()
+    n = len(idx)
+    if sweep is not None:
+        cfgs, replicas = sweep.run_configs(ds.run.values[idx])
+        ks, ms = (np.array([getattr(c, a) for c in cfgs], dtype=np.int64) for a in "KM")
+        lr, sigma = (
+            np.array([getattr(c, a) for c in cfgs], dtype=np.float64) for a in ("lr", "label_noise")
         )
-        batch = int(ds.attrs.get("batch_size", 1))
-        train_v = bool(ds.attrs.get("train_second_layer", True))
+        batch = np.array([c.batch_size for c in cfgs], dtype=np.int64)
+        train_v = np.array([c.train_second_layer for c in cfgs], dtype=bool)
+    else:  # one configuration (simulate, save): per-run coordinates, else attributes
+        ks = np.full(n, ds.sizes["student"])
+        ms = np.full(n, ds.sizes["teacher"])
+        lr = (
+            ds.lr.values[idx].astype(np.float64)
+            if "lr" in ds.coords
+            else np.full(n, float(ds.attrs["lr"]))
+        )
+        sigma = (
+            ds.label_noise.values[idx].astype(np.float64)
+            if "label_noise" in ds.coords
+            else np.full(n, float(ds.attrs.get("label_noise", 0.0)))
+        )
+        batch = np.full(n, int(ds.attrs.get("batch_size", 1)))
+        train_v = np.full(n, bool(ds.attrs.get("train_second_layer", True)))
+    out = np.empty((n, len(t)))
+    # one batched call per kernel shape: runs that share K, M, batch size and training of v
+    shapes = list(zip(ks.tolist(), ms.tolist(), batch.tolist(), train_v.tolist()))
+    for k, m, b, tv in dict.fromkeys(shapes):
+        sel = np.flatnonzero([s == (k, m, b, tv) for s in shapes])
+        runs = idx[sel]
         if "Q" in ds:
-            Q0, R0, v0 = ds.Q.values[r, 0, :k, :k], ds.R.values[r, 0, :k, :m], ds.v.values[r, 0, :k]
+            start = ds[["Q", "R", "v"]].isel(run=runs, time=0)
+            Q0, R0 = start.Q.values[:, :k, :k], start.R.values[:, :k, :m]
+            v0 = start.v.values[:, :k]
         else:  # a sweep that stored curves only: rebuild each run's start from its seeds
-            Q0, R0, v0 = sweep.initial_order_parameters(int(ds.run.values[r]))
+            from .config import initial_order_parameters
+
+            Q0, R0, v0, _, _ = initial_order_parameters([cfgs[i] for i in sel], replicas[sel])
+        teacher = ds[["T", "v_teacher"]].isel(run=runs)
         res = integrate_ode(
             Q0,
             R0,
             v0,
-            ds.T.values[r, :m, :m],
-            ds.v_teacher.values[r, :m],
-            lr,
+            teacher.T.values[:, :m, :m],
+            teacher.v_teacher.values[:, :m],
+            lr[sel],
             float(t[-1]),
             times=t,
-            label_noise=sigma,
-            batch_size=batch,
-            train_second_layer=train_v,
+            label_noise=sigma[sel],
+            batch_size=b,
+            train_second_layer=tv,
         )
-        out.append(res.eps_g[0])
-    return np.array(out)
+        out[sel] = res.eps_g
+    return out
 
 
 def plot_learning_curves(ds, *, theory=True, max_groups=8, title=None):
@@ -175,8 +201,15 @@ def plot_learning_curves(ds, *, theory=True, max_groups=8, title=None):
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     name = str(ds.attrs.get("method", ""))  # "mixed" for a sweep over methods
     is_sim = name in methods.names() and methods.get(name).discrete
-    for i, (label, idx) in enumerate(groups(ds)[:max_groups]):
-        keep, n_div, n_out = _kept(ds, idx)
+    all_groups = groups(ds)
+    shown = [(label, idx, *_kept(ds, idx)) for label, idx in all_groups[:max_groups]]
+    # the theory of every group at once: one batched ODE call, split back by group below
+    th_runs = [keep[:8] for _, _, keep, _, _ in shown]
+    th_all = None
+    if theory and is_sim and any(len(r) for r in th_runs):
+        th_all = theory_curves(ds, np.concatenate(th_runs))
+    th_ends = np.cumsum([len(r) for r in th_runs])
+    for i, (label, idx, keep, _, n_out) in enumerate(shown):
         c = colors[i % len(colors)]
         if len(keep):
             eps = ds.eps_g.values[keep]
@@ -188,23 +221,22 @@ def plot_learning_curves(ds, *, theory=True, max_groups=8, title=None):
                 color=c,
                 lw=1.6,
                 label=f"{label}{note}"
-                if len(groups(ds)) > 1
+                if len(all_groups) > 1
                 else f"mean over {len(keep)} runs{note}",
             )
             if len(keep) > 1:
                 lo, hi = np.percentile(eps, [10, 90], axis=0)
                 ax.fill_between(tt, lo, hi, color=c, alpha=0.2, lw=0)
-        if theory and is_sim and len(keep):
-            th = theory_curves(ds, keep[:8])
-            if th is not None:
-                ax.plot(
-                    tt,
-                    th.mean(axis=0),
-                    color=c,
-                    ls="--",
-                    lw=1.2,
-                    label="ODE theory (same starts)" if i == 0 else None,
-                )
+        if th_all is not None and len(keep):
+            th = th_all[th_ends[i] - len(th_runs[i]) : th_ends[i]]
+            ax.plot(
+                tt,
+                th.mean(axis=0),
+                color=c,
+                ls="--",
+                lw=1.2,
+                label="ODE theory (same starts)" if i == 0 else None,
+            )
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("time t = step / d")

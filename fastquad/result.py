@@ -5,10 +5,12 @@ same time axis ``t = step / d``, with a leading run axis, so everything downstre
 figures, analysis) is written once.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
 
 import numpy as np
 
+from . import schema
 from .errors import InputError
 from .kernels.status import STATUS_DIVERGED, STATUS_DONE, STATUS_FAILED
 
@@ -23,7 +25,25 @@ STATUS_NAMES = {
 }
 
 
-@dataclass
+def split_params(params, n_runs):
+    """Split a dict of parameters into per-run coordinates (1-D arrays of length ``n_runs``)
+    and scalar attributes (numbers, strings, booleans); anything else is not kept.
+
+    Returns
+    -------
+    coords : dict of name -> ndarray (n_runs,)
+    attrs : dict of name -> scalar
+    """
+    coords, attrs = {}, {}
+    for k, val in params.items():
+        if np.ndim(val) == 1 and np.shape(val)[0] == n_runs:
+            coords[k] = np.asarray(val)
+        elif np.ndim(val) == 0 and isinstance(val, (int, float, str, bool, np.number, np.bool_)):
+            attrs[k] = val.item() if isinstance(val, np.generic) else val
+    return coords, attrs
+
+
+@dataclass(frozen=True)
 class Result:
     """Learning curves and order parameters of a batch of runs.
 
@@ -51,8 +71,13 @@ class Result:
         Mean training loss on the fixed dataset (method ``"gd"`` only).
     W, v_final : ndarray, optional
         Final weights, shape (n_runs, K, d) and (n_runs, K) (not for ``"ode"``).
-    params : dict
-        Scalars and per-run arrays describing how the runs were made (d, lr, seeds, ...).
+    coords : dict of name -> ndarray (n_runs,)
+        Per-run parameters describing how each run was made (lr, label_noise, seed, ...).
+    attrs : dict of name -> scalar
+        Parameters shared by all runs (d, K, M, batch_size, ...).
+
+    A Result is immutable: :meth:`replace` makes a changed copy. Its variables, their
+    dimensions and their file names are those of :mod:`fastquad.schema`.
     """
 
     method: str
@@ -68,7 +93,27 @@ class Result:
     train_error: np.ndarray | None = None
     W: np.ndarray | None = None
     v_final: np.ndarray | None = None
-    params: dict = field(default_factory=dict)
+    coords: dict = field(default_factory=dict)
+    attrs: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_params(cls, params, **fields):
+        """A Result whose parameters are given as one dict (split by :func:`split_params`)."""
+        coords, attrs = split_params(params, np.shape(fields["eps_g"])[0])
+        return cls(coords=coords, attrs=attrs, **fields)
+
+    def replace(self, *, params=None, **changes):
+        """A copy with some fields changed; ``params`` adds or replaces parameters."""
+        if params is not None:
+            coords, attrs = split_params(params, self.n_runs)
+            changes["coords"] = {**self.coords, **coords}
+            changes["attrs"] = {**self.attrs, **attrs}
+        return replace(self, **changes)
+
+    @property
+    def params(self):
+        """All parameters, per-run and shared, in one read-only mapping."""
+        return MappingProxyType({**self.attrs, **self.coords})
 
     @property
     def n_runs(self):
@@ -139,40 +184,23 @@ class Result:
         return "\n".join(lines)
 
     def to_xarray(self):
-        """The result as a labelled :class:`xarray.Dataset` (dims run, time, student, teacher)."""
+        """The result as a labelled :class:`xarray.Dataset`: the variables and dimensions of
+        :mod:`fastquad.schema`, per-run parameters as coordinates along ``run``, shared ones as
+        attributes."""
         import xarray as xr
 
         K = self.K
         M = self.v_teacher.shape[-1]
-        data = {
-            "eps_g": (("run", "time"), self.eps_g),
-            "Q": (("run", "time", "student", "student_b"), self.Q),
-            "R": (("run", "time", "student", "teacher"), self.R),
-            "v": (("run", "time", "student"), self.v),
-            "T": (("run", "teacher", "teacher_b"), self.T),
-            "v_teacher": (("run", "teacher"), self.v_teacher),
-            "status": (("run",), self.status),
-            "t_stop": (("run",), self.t_stop),
-        }
-        data = {k: val for k, val in data.items() if val[1] is not None}
-        if self.train_error is not None:
-            data["train_error"] = (("run", "time"), self.train_error)
-        coords = {
-            "run": np.arange(self.n_runs),
-            "time": self.t,
-            "student": np.arange(K),
-            "student_b": np.arange(K),
-            "teacher": np.arange(M),
-            "teacher_b": np.arange(M),
-        }
-        for k, val in self.params.items():
-            arr = np.asarray(val)
-            if arr.ndim == 1 and arr.shape[0] == self.n_runs:
-                coords[k] = ("run", arr)
-        attrs = {
-            k: v
-            for k, v in self.params.items()
-            if np.ndim(v) == 0 and isinstance(v, (int, float, str, bool, np.number))
-        }
-        attrs["method"] = self.method
+        data = {}
+        for var in schema.variables():
+            val = None if var.field is None else getattr(self, var.field)
+            if val is not None:
+                data[var.name] = (var.dims, val, {"long_name": var.doc})
+        sizes = {"run": self.n_runs, "student": K, "student_b": K, "teacher": M, "teacher_b": M}
+        if self.W is not None:
+            sizes["input"] = self.W.shape[-1]
+        coords = {name: np.arange(n) for name, n in sizes.items()}
+        coords["time"] = self.t
+        coords.update({k: ("run", val) for k, val in self.coords.items()})
+        attrs = {**self.attrs, "method": self.method}
         return xr.Dataset(data, coords=coords, attrs=attrs)

@@ -1,29 +1,12 @@
 """The HDF5 results layout (version 1), written with h5py and readable by xarray.
 
-Layout of a results file (every array has a leading ``run`` dimension; dimension names are
-HDF5 dimension scales, so ``xarray.open_dataset(path, engine="h5netcdf")`` labels them)::
-
-    /time          (time,)                        recording times t = step / d
-    /run           (run,)                         run index 0..n-1
-    /student, /student_b, /teacher, /teacher_b    unit indices (for Q, R, T)
-    /eps_g         (run, time)                    exact generalisation error (NaN after divergence)
-    /train_error   (run, time)                    training loss (method "gd" only)
-    /Q             (run, time, student, student_b)
-    /R             (run, time, student, teacher)
-    /v             (run, time, student)
-    /T             (run, teacher, teacher_b)
-    /v_teacher     (run, teacher)
-    /status        (run,) int8                    -1 pending, 0 done, 1 diverged, 2 failed
-    /t_stop        (run,)                         time a diverged run was stopped (else NaN)
-    /message       (run,) string                  why a run failed (sweeps; else empty)
-    /<param>       (run,)                         per-run parameters (lr, label_noise, seed, ...)
-    /W_final       (run, student, input)          final first layer (optional)
-    /v_final       (run, student)                 final second layer (optional)
-
-File attributes: ``layout_version``, ``fastquad_version``, ``method``, ``d``, ``K``, ``M``, scalar
-parameters, ``config`` (the TOML text that made the file, when there was one) and ``versions``
-(numpy, numba, h5py, dask). Only numbers and strings are stored: nothing is ever unpickled or
-evaluated from a file. Curves are chunked ``(runs, time)`` and gzip-compressed.
+Every variable has a leading ``run`` dimension; dimension names are HDF5 dimension scales, so
+``xarray.open_dataset(path, engine="h5netcdf")`` labels them. The variables, their dimensions
+and the file attributes are declared once, in :mod:`fastquad.schema` (rendered in
+``docs/file-format.md``); per-run parameters (lr, label_noise, seed, ...) are 1-D datasets
+along ``run``, loaded by xarray as coordinates. Only numbers and strings are stored: nothing is
+ever unpickled or evaluated from a file. Curves are chunked ``(runs, time)`` and
+gzip-compressed.
 
 A file is written to a temporary file beside it and renamed into place when complete, so a
 failed write (a full disk) leaves the previous file as it was and no partial file. Reading
@@ -38,11 +21,11 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from . import files
+from . import __version__, files, schema
 from .errors import InputError
 from .result import STATUS_NAMES, STATUS_PENDING, Result
+from .schema import LAYOUT_VERSION
 
-LAYOUT_VERSION = 1
 _FLAG_VALUES = np.array(sorted(STATUS_NAMES), dtype=np.int8)
 _FLAG_MEANINGS = " ".join(STATUS_NAMES[k] for k in sorted(STATUS_NAMES))
 
@@ -153,49 +136,53 @@ def _fill(
     order_parameters,
 ):
     n_t = len(times)
-    _scale(f, "time", np.asarray(times, dtype=np.float64))
-    f["time"].attrs["long_name"] = "time t = step / d"
+    sizes = {
+        "run": n_runs,
+        "time": n_t,
+        "student": K,
+        "student_b": K,
+        "teacher": M,
+        "teacher_b": M,
+        "input": d,
+    }
+    stored = {
+        "train_error": train_error,
+        "Q": order_parameters,
+        "R": order_parameters,
+        "v": order_parameters,
+        "W_final": weights,
+        "v_final": weights,
+        "message": messages,
+    }
     _scale(f, "run", np.arange(n_runs, dtype=np.int64))
-    for name, size in (("student", K), ("student_b", K), ("teacher", M), ("teacher_b", M)):
-        _scale(f, name, np.arange(size, dtype=np.int64))
-    if weights:
-        _scale(f, "input", np.arange(d, dtype=np.int64))
-    # chunks of whole curves for a block of runs: reading one run's curve, or all runs at
-    # one time, touches few chunks; a chunk stays well under 1 MiB
-    rc = max(1, min(n_runs, 65536 // max(1, n_t)))
+    _scale(f, "time", np.asarray(times, dtype=np.float64))
+    for name in ("student", "student_b", "teacher", "teacher_b") + (("input",) if weights else ()):
+        _scale(f, name, np.arange(sizes[name], dtype=np.int64))
+    for dim in schema.DIMENSIONS.values():
+        if dim.name in f:
+            f[dim.name].attrs["long_name"] = dim.doc
     # level 1: most of the size reduction of gzip at a fraction of the client CPU it costs
     kw = dict(compression="gzip", compression_opts=1, shuffle=True, fillvalue=np.nan)
-
-    def arr(name, dims, shape, chunks):
-        ds = f.create_dataset(name, shape=shape, dtype=np.float64, chunks=chunks, **kw)
-        _attach(ds, dims, f)
-        return ds
-
-    arr("eps_g", ("run", "time"), (n_runs, n_t), (rc, n_t))
-    f["eps_g"].attrs["long_name"] = "generalisation error (exact, label noise excluded)"
-    if train_error:
-        arr("train_error", ("run", "time"), (n_runs, n_t), (rc, n_t))
-    if order_parameters:
-        rcq = max(1, min(n_runs, 65536 // max(1, n_t * K * max(K, M))))
-        arr("Q", ("run", "time", "student", "student_b"), (n_runs, n_t, K, K), (rcq, n_t, K, K))
-        arr("R", ("run", "time", "student", "teacher"), (n_runs, n_t, K, M), (rcq, n_t, K, M))
-        arr("v", ("run", "time", "student"), (n_runs, n_t, K), (rcq, n_t, K))
-    arr("T", ("run", "teacher", "teacher_b"), (n_runs, M, M), None)
-    arr("v_teacher", ("run", "teacher"), (n_runs, M), None)
-    if weights:
-        wc = max(1, min(n_runs, 65536 // max(1, K * d)))
-        arr("W_final", ("run", "student", "input"), (n_runs, K, d), (wc, K, d))
-        arr("v_final", ("run", "student"), (n_runs, K), None)
-    st = f.create_dataset("status", data=np.full(n_runs, STATUS_PENDING, dtype=np.int8))
-    st.attrs["flag_values"] = _FLAG_VALUES
-    st.attrs["flag_meanings"] = _FLAG_MEANINGS
-    _attach(st, ("run",), f)
-    ts = f.create_dataset("t_stop", data=np.full(n_runs, np.nan))
-    _attach(ts, ("run",), f)
-    if messages:
-        msg = f.create_dataset("message", shape=(n_runs,), dtype=h5py.string_dtype())
-        msg.attrs["long_name"] = "why a run failed (empty unless status is failed)"
-        _attach(msg, ("run",), f)
+    for var in schema.variables():
+        if not stored.get(var.name, True):
+            continue
+        shape = tuple(sizes[dim] for dim in var.dims)
+        if var.dtype == "float64":
+            # chunks of whole curves (or weights) for a block of runs: reading one run, or all
+            # runs at one time, touches few chunks; a chunk stays well under 1 MiB
+            chunks = None
+            if "time" in var.dims or "input" in var.dims:
+                rows = max(1, min(n_runs, 65536 // max(1, int(np.prod(shape[1:])))))
+                chunks = (rows,) + shape[1:]
+            ds = f.create_dataset(var.name, shape=shape, dtype=np.float64, chunks=chunks, **kw)
+        elif var.dtype == "int8":  # the status: every run pending until stored
+            ds = f.create_dataset(var.name, data=np.full(shape, STATUS_PENDING, dtype=np.int8))
+            ds.attrs["flag_values"] = _FLAG_VALUES
+            ds.attrs["flag_meanings"] = _FLAG_MEANINGS
+        else:
+            ds = f.create_dataset(var.name, shape=shape, dtype=h5py.string_dtype())
+        ds.attrs["long_name"] = var.doc
+        _attach(ds, var.dims, f)
     coord_names = []
     for name, values in (per_run or {}).items():
         values = np.asarray(values)
@@ -210,6 +197,7 @@ def _fill(
         for name in ("eps_g", "status", "t_stop"):
             f[name].attrs["coordinates"] = " ".join(coord_names)
     f.attrs["layout_version"] = LAYOUT_VERSION
+    f.attrs["fastquad_version"] = __version__
     f.attrs["method"] = method
     f.attrs["d"], f.attrs["K"], f.attrs["M"] = int(d), int(K), int(M)
     f.attrs["versions"] = json.dumps(versions())
@@ -219,19 +207,7 @@ def _fill(
 
 def result_arrays(res):
     """The per-run arrays of a Result, by dataset name (None where absent)."""
-    return {
-        "eps_g": res.eps_g,
-        "train_error": res.train_error,
-        "Q": res.Q,
-        "R": res.R,
-        "v": res.v,
-        "T": res.T,
-        "v_teacher": res.v_teacher,
-        "W_final": res.W,
-        "v_final": res.v_final,
-        "t_stop": res.t_stop,
-        "status": res.status,
-    }
+    return {v.name: getattr(res, v.field) for v in schema.variables() if v.field is not None}
 
 
 def write_arrays(f, index, arrays):
@@ -261,20 +237,9 @@ def write_arrays(f, index, arrays):
             val = val.astype(object)
         ds[(sel,) + tail] = val
 
-    for name in (
-        "eps_g",
-        "train_error",
-        "Q",
-        "R",
-        "v",
-        "T",
-        "v_teacher",
-        "W_final",
-        "v_final",
-        "t_stop",
-        "message",
-    ):
-        put(name)
+    for var in schema.variables():
+        if var.name != "status":
+            put(var.name)
     f.flush()
     put("status")
     f.flush()
@@ -303,18 +268,9 @@ def save(path, res, *, attrs=None, weights=False, overwrite=False):
     path = files.check_output(path, overwrite=overwrite, name="path")
     K = res.K
     M = res.v_teacher.shape[-1]
-    d = int(res.params.get("d", res.W.shape[-1] if res.W is not None else 0))
-    per_run = {
-        k: np.asarray(v)
-        for k, v in res.params.items()
-        if np.ndim(v) == 1 and np.shape(v)[0] == res.n_runs
-    }
-    scal = {
-        k: v
-        for k, v in res.params.items()
-        if np.ndim(v) == 0 and isinstance(v, (bool, int, float, str, np.number, np.bool_))
-    }
-    scal = {k: (int(v) if isinstance(v, (bool, np.bool_)) else v) for k, v in scal.items()}
+    d = int(res.attrs.get("d", res.W.shape[-1] if res.W is not None else 0))
+    per_run = dict(res.coords)
+    scal = {k: (int(v) if isinstance(v, (bool, np.bool_)) else v) for k, v in res.attrs.items()}
     scal.update(attrs or {})
     with (
         files.atomic_output(path, overwrite=overwrite, name="path") as tmp,
@@ -341,21 +297,8 @@ def save(path, res, *, attrs=None, weights=False, overwrite=False):
 # ------------------------------------------------------------------ reading
 
 #: Datasets every results file has, and the per-run ones among them (leading ``run`` axis).
-REQUIRED = ("time", "run", "eps_g", "T", "v_teacher", "status", "t_stop")
-_PER_RUN = (
-    "eps_g",
-    "train_error",
-    "Q",
-    "R",
-    "v",
-    "T",
-    "v_teacher",
-    "W_final",
-    "v_final",
-    "status",
-    "t_stop",
-    "message",
-)
+REQUIRED = ("time", "run") + tuple(v.name for v in schema.variables(always=True))
+_PER_RUN = tuple(schema.VARIABLES)
 # what h5py, numpy and xarray raise on a damaged file
 _READ_ERRORS = (OSError, KeyError, ValueError, TypeError, RuntimeError, IndexError)
 
@@ -451,7 +394,6 @@ def read(path):
 
 
 def _read(f):
-    g = lambda name: f[name][()] if name in f else None  # noqa: E731
     params = {
         k: (v.decode() if isinstance(v, bytes) else v)
         for k, v in f.attrs.items()
@@ -464,36 +406,15 @@ def _read(f):
             isinstance(ds, h5py.Dataset)
             and ds.ndim == 1
             and ds.shape[0] == n
-            and name
-            not in (
-                "run",
-                "status",
-                "t_stop",
-                "time",
-                "student",
-                "student_b",
-                "teacher",
-                "teacher_b",
-                "input",
-            )
+            and schema.per_run_coordinate(name)
         ):
             params[name] = ds[()]
-    return Result(
-        method=str(params.pop("method")),
-        t=g("time"),
-        eps_g=g("eps_g"),
-        Q=g("Q"),
-        R=g("R"),
-        v=g("v"),
-        T=g("T"),
-        v_teacher=g("v_teacher"),
-        status=g("status"),
-        t_stop=g("t_stop"),
-        train_error=g("train_error"),
-        W=g("W_final"),
-        v_final=g("v_final"),
-        params=params,
-    )
+    fields = {
+        v.field: (f[v.name][()] if v.name in f else None)
+        for v in schema.variables()
+        if v.field is not None
+    }
+    return Result.from_params(params, method=str(params.pop("method")), t=f["time"][()], **fields)
 
 
 def load(path, *, lazy=False):

@@ -147,6 +147,24 @@ def predict_failure(v0, v_teacher, *, Q0=None, C0=None, R0=None, T=None):
     Returns
     -------
     FailurePrediction
+
+    Examples
+    --------
+    K = M = 1, two runs that start with the wrong sign of v, with C < 0 and C > 0:
+
+    >>> from fastquad.analysis import predict_failure
+    >>> pred = predict_failure([[-1.0], [-1.0]], [1.0], C0=[[-0.5], [0.5]])
+    >>> pred.success, pred.exact
+    (array([False,  True]), array([ True,  True]))
+    >>> print(pred.reason[0])
+    v0 has the wrong sign and C = -0.5 <= 0: v can never cross zero
+
+    K = M = 2, a teacher with one positive and one negative unit, a student whose two units
+    are both stuck positive:
+
+    >>> pred = predict_failure([1.0, 1.0], [1.0, -0.5], C0=[-0.5, -0.5])
+    >>> bool(pred.success[0]), bool(pred.exact[0])
+    (False, True)
     """
     p = _validate.Problems()
     v = p.check(_validate.finite_array, "v0", v0, ndim=(1, 2))

@@ -1214,6 +1214,20 @@ def find_fixed_points(
         canonical form of :class:`Symmetry` for the relabelled teacher, with R's columns put
         back in the given order. Its attributes count the dropped candidates, the starts and
         the converged starts.
+
+    Examples
+    --------
+    K = M = 1 (docs/theory.md, 'Fixed points, plateaus and stages'): the global minimum, the
+    ``R = 0`` saddle at 4/3, and the ``w = 0`` line at 3/2, stable for ``v < 0`` and unstable
+    for ``v > 0``:
+
+    >>> from fastquad.analysis import find_fixed_points
+    >>> points = find_fixed_points(1, 1, None, [1.0], n_starts=50)
+    >>> [(round(abs(fp.eps_g), 4), fp.kind) for fp in points]
+    [(0.0, 'stable'), (1.3333, 'saddle'), (1.5, 'stable'), (1.5, 'unstable')]
+    >>> minimum, saddle = points[0], points[1]
+    >>> round(float(minimum.v[0] * minimum.Q[0, 0]), 6), round(abs(float(saddle.R[0, 0])), 6)
+    (1.0, 0.0)
     """
     p = _validate.Problems()
     K = p.check(_validate.integer, "K", K, low=1)
@@ -1792,6 +1806,19 @@ def plateau_levels_with_noise(
     NoisyPlateauLevels
         One entry per flow fixed point, sorted by increasing eps_flow (per state, in the
         given order, with ``states``).
+
+    Examples
+    --------
+    K = M = 1 at lr = 0.1: the noise term lifts the ``R = 0`` saddle's level from 4/3, and
+    leaves the minimum and the ``w = 0`` level (3/2) in place:
+
+    >>> import numpy as np
+    >>> from fastquad.analysis import plateau_levels_with_noise
+    >>> levels = plateau_levels_with_noise(1, 1, None, [1.0], lr=0.1, n_starts=50)
+    >>> print(np.round(levels.eps_flow, 4), np.round(levels.eps_full, 4))
+    [0.     1.3333 1.5    1.5   ] [0.     1.3353 1.5    1.5   ]
+    >>> round(float(levels.conserved_rate[1, 0]), 3)  # dC/dt on the saddle's plateau
+    0.024
     """
     p = _validate.Problems()
     K = p.check(_validate.integer, "K", K, low=1)

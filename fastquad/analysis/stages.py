@@ -421,6 +421,30 @@ def detect_stages(
     Returns
     -------
     Stages
+
+    Examples
+    --------
+    A clean synthetic staircase through the levels of :func:`plateau_levels`, log-spaced in t:
+
+    >>> import numpy as np
+    >>> from fastquad.analysis import detect_stages, plateau_levels
+    >>> L = plateau_levels([1.0, 0.6, 0.3])
+    >>> t = np.logspace(-1, 3, 201)
+    >>> step = lambda t_drop: 1 / (1 + (t / t_drop) ** 8)
+    >>> eps_g = L[2] + (L[1] - L[2]) * step(30.0) + (L[0] - L[1]) * step(1.0)
+    >>> stages = detect_stages(t, eps_g)
+    >>> stages.n_plateaus, stages.n_drops
+    (3, 2)
+    >>> print(np.round(stages.levels, 4))
+    [3.2549 0.72   0.1125]
+    >>> print(stages.table())
+    stage           from          to  eps_g / depth
+    plateau          0.1      0.6918        3.25493
+    drop          0.6918       1.738         x4.521
+    plateau        1.738       19.95           0.72
+    drop           19.95       57.54           x6.4
+    plateau        57.54         nan         0.1125
+    final eps_g 0.1125
     """
     t, eps = _check(t, eps_g, two_d=False)
     opts = _options(band, flat, min_duration, min_drop, floor, smooth, min_points, contrast)
@@ -770,6 +794,18 @@ def plateau_levels(v_teacher, order=None):
     -------
     ndarray, shape (M + 1,)
         Levels for L = 0, 1, ..., M (the last is 0).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastquad.analysis import plateau_levels
+    >>> print(np.round(plateau_levels([1.0, 0.6, 0.3]), 4))
+    [3.255  0.72   0.1125 0.    ]
+
+    Learning the smallest direction first instead:
+
+    >>> print(np.round(plateau_levels([1.0, 0.6, 0.3], order=[2, 0, 1]), 4))
+    [3.255  2.2133 0.45   0.    ]
     """
     vt = _validate.finite_array("v_teacher", v_teacher, ndim=1)
     M = vt.shape[0]

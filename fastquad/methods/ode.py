@@ -31,8 +31,7 @@ def _run(c, W0, v0, Wt, vt, lr, sigma, seeds, ids, common):
         atol=c.atol,
         **common,
     )
-    res.params.update(d=c.d, seed=seeds, run_id=ids)
-    return res
+    return res.replace(params=dict(d=c.d, seed=seeds, run_id=ids))
 
 
 def _steps(c):

@@ -38,7 +38,7 @@ import numpy as np
 
 from .. import _validate, methods
 from ..budget import check_grid, grid_size
-from ..config import PARAMETERS, make_config, time_grid
+from ..config import PARAMETERS, initial_order_parameters, make_config, time_grid
 from ..errors import InputError
 
 #: All runs of a sweep share one time axis, so these cannot vary.
@@ -103,20 +103,22 @@ class Sweep:
         """(grid point index, replica) of run index ``run`` (runs are point-major)."""
         return divmod(int(run), self.n_runs)
 
+    def run_configs(self, runs):
+        """(list of RunConfig, replicas array) of the run indices ``runs``: what
+        :func:`fastquad.config.networks` and :func:`fastquad.config.initial_order_parameters`
+        take to rebuild those runs."""
+        pairs = [self.run_config(r) for r in np.asarray(runs, dtype=np.int64).ravel()]
+        return [c for c, _ in pairs], np.array([r for _, r in pairs], dtype=np.int64)
+
     def initial_order_parameters(self, run):
         """(Q0, R0, v0) of run index ``run``: its start, rebuilt from the sweep's seeds.
 
-        The very initial networks the run started from (``config.networks``), so a results
-        file that does not store the order parameters over time still gives the ODE theory
-        from each run's own start.
+        The sweep only says which configuration and replica the run is; the start itself is
+        :func:`fastquad.config.initial_order_parameters` (for many runs at once, call that with
+        :meth:`run_configs`).
         """
-        from ..closed_form import order_parameters
-        from ..config import networks
-
-        cfg, rep = self.run_config(run)
-        W0, v0, Wt, _ = networks([cfg], [rep])
-        Q0, R0, _ = order_parameters(W0[0], Wt[0])
-        return Q0, R0, v0[0]
+        Q0, R0, v0, _, _ = initial_order_parameters(*self.run_configs([run]))
+        return Q0[0], R0[0], v0[0]
 
     def axis_names(self):
         return list(self.axes) + list(self.zipped)

@@ -36,7 +36,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .. import __version__, files, methods
+from .. import __version__, files, methods, schema
 from .. import store as results_file
 from ..errors import InputError, StorageError
 from ..result import STATUS_DIVERGED, STATUS_DONE, STATUS_FAILED, STATUS_NAMES, STATUS_PENDING
@@ -436,9 +436,7 @@ def _info(f, path):
         + (f" (t = {t[0]:g} .. {t[-1]:g})" if len(t) else "")
         + f"   d={f.attrs.get('d')} K={f.attrs.get('K')} M={f.attrs.get('M')}"
     )
-    stored = [
-        name for name in ("eps_g", "train_error", "Q", "R", "v", "W_final", "v_final") if name in f
-    ]
+    stored = [var.name for var in schema.variables() if var.name in f]
     lines.append("arrays: " + ", ".join(stored))
     axes = str(f.attrs.get("sweep_axes", "")).split()
     for name in axes:
