@@ -14,6 +14,7 @@ import numpy as np
 from . import _validate, methods
 from .closed_form import order_parameters
 from .errors import InputError
+from .methods.sgd import DTYPES, SAMPLERS
 from .model import TEACHER_KINDS, make_student, make_teacher, student_weights
 
 #: The methods registered at import (``fastquad.methods.names()`` is the live list).
@@ -27,8 +28,8 @@ INTEGRATORS = ("rk45", "rk4")
 CHOICES = {
     "method": methods.names,
     "teacher": lambda: TEACHER_KINDS,
-    "sampler": lambda: ("direct", "exact", "auto"),
-    "dtype": lambda: ("float64", "float32"),
+    "sampler": lambda: SAMPLERS,
+    "dtype": lambda: DTYPES,
     "integrator": lambda: INTEGRATORS,
 }
 

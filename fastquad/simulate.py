@@ -14,6 +14,9 @@ from .budget import MEMORY_SHARE, machine_memory
 from .errors import InputError
 from .frame import from_frame, teacher_frame, to_frame
 from .kernels import sgd as _k
+from .methods.flow import default_dt
+from .methods.gd import check_batch
+from .methods.sgd import DTYPES, SAMPLERS, sampler_used
 from .model import check_networks
 from .result import Result
 from .rng import run_states
@@ -108,8 +111,6 @@ def _common(W0, v0, W_teacher, v_teacher, lr, label_noise, n_hint=1):
 
 def _time_grid(t_max, times, d):
     t_max = _validate.real("t_max", t_max, low=0.0, low_open=True)
-    if d is not None and t_max * d < 1:
-        raise InputError(f"t_max must be >= 1/d = {1 / d:g} (at least one step), got {t_max:g}")
     if d is not None:
         check_steps(t_max, d)
     times = (
@@ -305,10 +306,10 @@ def simulate_sgd(
     )
     keys = p.check(_seed_keys, seeds, run_ids, n)
     grid = p.check(_time_grid, t_max, times, d)
-    if dtype not in ("float64", "float32", np.float64, np.float32):
-        p.add(f"dtype must be 'float64' or 'float32', got {dtype!r}")
-    if sampler not in ("direct", "exact", "auto"):
-        p.add(f"sampler must be 'direct', 'exact' or 'auto', got {sampler!r}")
+    if dtype not in DTYPES + (np.float64, np.float32):
+        p.add(f"dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")
+    if sampler not in SAMPLERS:
+        p.add(f"sampler must be one of {', '.join(SAMPLERS)}; got {sampler!r}")
     p.raise_if_any()
     if batch > 1 and 16 * batch * (d + 1) * (num_threads or 1) > MEMORY_SHARE * machine_memory():
         raise InputError(
@@ -316,12 +317,9 @@ def simulate_sgd(
             f"about {16 * batch * (d + 1) / 2**30:.3g} GiB per thread"
         )
     r = K + M
-    if sampler == "auto":
-        sampler = (
-            "exact"
-            if (d >= r and d > 4 * r * r and samples is None and np.dtype(dtype) == np.float64)
-            else "direct"
-        )
+    sampler = sampler_used(
+        sampler, d, K, M, dtype=np.dtype(dtype).name, explicit_samples=samples is not None
+    )
     if sampler == "exact":
         if d < r:
             raise InputError(
@@ -551,7 +549,7 @@ def simulate_gd(
     batch = (
         n_samples
         if batch_size is None or n_samples is None
-        else p.check(_validate.integer, "batch_size", batch_size, low=1, high=n_samples)
+        else p.check(check_batch, batch_size, n_samples)
     )
     train_v = p.check(_validate.boolean, "train_second_layer", train_second_layer)
     max_error = p.check(_validate.real, "max_error", max_error, low=0.0, low_open=True)
@@ -681,7 +679,7 @@ def integrate_flow(
     p.raise_if_any()
     t = grid[1]
     # per run, so that a run does not depend on the batch it is in
-    dt = np.minimum(0.05, 0.01 / lr_arr) if dt is None else np.full(n, dt)
+    dt = np.array([default_dt(x) for x in lr_arr]) if dt is None else np.full(n, dt)
     eps, Q, R, vo, status, _ = _outputs(n, len(t), K, M)
     t_stop = np.empty(n)
     call_kernel(

@@ -43,8 +43,14 @@ def log_times(t_max, n_times=121, t_first=None):
 
 
 def check_steps(t_max, steps_per_unit, name="t_max"):
-    """Raise :class:`InputError` unless ``t_max * steps_per_unit`` is a representable step count."""
+    """Raise :class:`InputError` unless ``t_max * steps_per_unit`` is a step count a run can
+    make: at least one step, and exactly representable. The one rule for every method that
+    advances in steps of ``1 / d`` (the Python API and configurations alike)."""
     n = t_max * steps_per_unit
+    if n < 1:
+        raise InputError(
+            f"{name} must be >= 1/d = {1 / steps_per_unit:g} (at least one step), got {t_max:g}"
+        )
     if not n <= MAX_STEPS:
         raise InputError(
             f"{name} must be <= {MAX_STEPS / steps_per_unit:.6g} at d = "

@@ -105,3 +105,42 @@ def test_a_new_method_plugs_into_configs_budgets_sweeps_and_warm_up(toy):
     warm_up(["toy"])
     with pytest.raises(InputError, match="toy"):
         config.make_config(dict(method="nope"))
+
+
+@pytest.mark.parametrize(
+    "bad, api",
+    [
+        ({"method": "sgd", "d": 10, "t_max": 0.05}, {"t_max": 0.05}),
+        ({"method": "gd", "n_samples": 5, "batch_size": 6}, {"n_samples": 5, "batch_size": 6}),
+        ({"method": "sgd", "sampler": "fast"}, {"sampler": "fast"}),
+        ({"method": "sgd", "dtype": "float16"}, {"dtype": "float16"}),
+    ],
+)
+def test_a_rule_is_checked_once_and_says_the_same_from_the_api_and_a_config(bad, api):
+    # the configuration and the public function reach the same rule: one message
+    base = dict(d=10, K=1, M=1, t_max=1.0, n_runs=1, n_samples=8)
+    with pytest.raises(InputError) as from_config:
+        config.make_config({**base, **bad})
+    W_t, v_t = fq.make_teacher(10, 1, seed=1)
+    W0, v0 = fq.make_student(10, 1, seed=2)
+    fn = fq.simulate_gd if bad["method"] == "gd" else fq.simulate_sgd
+    kw = {"n_samples": 8} if fn is fq.simulate_gd else {}
+    kw.update(api)
+    t_max = kw.pop("t_max", 1.0)
+    with pytest.raises(InputError) as from_api:
+        fn(W0, v0, W_t, v_t, 0.1, t_max, **kw)
+    assert str(from_config.value) == str(from_api.value)
+
+
+def test_auto_picks_the_sampler_it_is_costed_with():
+    from fastquad.methods.sgd import sampler_used
+
+    for d, dtype, want in (
+        (20, "float64", "direct"),
+        (200, "float64", "exact"),
+        (200, "float32", "direct"),
+    ):
+        assert sampler_used("auto", d, 2, 2, dtype=dtype) == want
+        cfg = config.make_config(dict(method="sgd", d=d, K=2, M=2, sampler="auto", dtype=dtype))
+        exact = config.make_config(dict(method="sgd", d=d, K=2, M=2, sampler=want, dtype=dtype))
+        assert budget.seconds_per_run(cfg) == budget.seconds_per_run(exact)

@@ -10,8 +10,13 @@ def _run(c, W0, v0, Wt, vt, lr, sigma, seeds, ids, common):
     return integrate_flow(W0, v0, Wt, vt, lr, c.t_max, dt=c.dt or None, **common)
 
 
+def default_dt(lr):
+    """The RK4 step of the flow when none is given: small against the time scale 1 / lr."""
+    return min(0.05, 0.01 / lr)
+
+
 def _steps(c):
-    dt = c.dt or min(0.05, 0.01 / c.lr)
+    dt = c.dt or default_dt(c.lr)
     return c.t_max / dt, "dt" if c.dt else "t_max"
 
 

@@ -1,5 +1,7 @@
 """Gradient descent on a fixed dataset of ``n_samples`` samples (full batch or mini-batches)."""
 
+from .. import _validate
+from ..errors import InputError
 from .base import BYTES, SEC_PER_FMA, Method
 from .sgd import check_steps, steps, weights_memory
 
@@ -40,11 +42,20 @@ def _memory(c, n_runs, threads):
     ]
 
 
+def check_batch(batch_size, n_samples, name="batch_size"):
+    """The mini-batch rule of GD (the Python API and configurations alike): an integer in
+    [1, n_samples]."""
+    batch = _validate.integer(name, batch_size, low=1)
+    if batch > n_samples:
+        raise InputError(f"{name} must be <= n_samples={n_samples}, got {batch}")
+    return batch
+
+
 def _check(c, p, prefix):
     if c["n_samples"] < 1:
         p.add(f"{prefix}n_samples must be an integer >= 1 for method gd, got {c['n_samples']}")
-    elif c["batch_size"] > c["n_samples"]:
-        p.add(f"{prefix}batch_size must be <= n_samples={c['n_samples']}, got {c['batch_size']}")
+    else:
+        p.check(check_batch, c["batch_size"], c["n_samples"], f"{prefix}batch_size")
     check_steps(c, p, prefix)
 
 

@@ -2,6 +2,21 @@
 
 from .base import BYTES, SEC_PER_FMA, SEC_PER_NORMAL, Method
 
+#: How online SGD draws its samples, and the precisions of the direct kernel.
+SAMPLERS = ("direct", "exact", "auto")
+DTYPES = ("float64", "float32")
+
+
+def sampler_used(sampler, d, K, M, *, dtype="float64", explicit_samples=False):
+    """The sampler a run uses: ``"auto"`` takes the exact dimension-free one where it applies
+    (float64, no explicit samples, d >= K + M) and pays (d > 4 (K + M)^2), else the direct one.
+    The one rule for running and for estimating the cost."""
+    if sampler != "auto":
+        return sampler
+    r = K + M
+    fits = not explicit_samples and str(dtype) == "float64" and d >= r
+    return "exact" if fits and d > 4 * r * r else "direct"
+
 
 def _run(c, W0, v0, Wt, vt, lr, sigma, seeds, ids, common):
     from ..simulate import simulate_sgd
@@ -30,7 +45,7 @@ def steps(c):
 def _seconds(c):
     K, M, d = float(c.K), float(c.M), float(c.d)
     n, _ = steps(c)
-    if c.sampler == "exact" or (c.sampler == "auto" and d > 4 * (K + M) ** 2):
+    if sampler_used(c.sampler, c.d, c.K, c.M, dtype=c.dtype) == "exact":
         r = K + M
         return n * c.batch_size * (r * SEC_PER_NORMAL + 4 * r * r * SEC_PER_FMA)
     if c.batch_size == 1:  # fused single-sample steps, the teacher in its frame
@@ -61,15 +76,10 @@ def weights_memory(c, n_runs):
 
 
 def check_steps(c, p, prefix):
-    """A method that advances in steps of 1/d needs at least one, and an exact step count."""
-    from ..times import check_steps as exact
+    """A method that advances in steps of 1/d: the step-count rule of :mod:`fastquad.times`."""
+    from ..times import check_steps as rule
 
-    if c["t_max"] * c["d"] < 1:
-        p.add(
-            f"{prefix}t_max must be >= 1/d = {1 / c['d']:g} (at least one step), got {c['t_max']:g}"
-        )
-    else:
-        p.check(exact, c["t_max"], c["d"], f"{prefix}t_max")
+    p.check(rule, c["t_max"], c["d"], f"{prefix}t_max")
 
 
 METHOD = Method(
