@@ -148,7 +148,7 @@ PARAMETERS = {
     ),
     "rtol": (
         1e-8,
-        lambda n, x: _validate.real(n, x, low=0.0, low_open=True),
+        lambda n, x: _validate.real(n, x, low=1e-14, high=1.0, high_open=True),
         "rk45 relative tolerance",
     ),
     "atol": (
@@ -192,6 +192,13 @@ def _toml_value(v):
     if isinstance(v, (tuple, list)):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
     return repr(v)
+
+
+def check_option(key, value, name=None):
+    """Check one parameter by the rule of ``PARAMETERS`` (named ``name``, default ``key``):
+    the one rule for that parameter, whether it comes from a configuration or a keyword of
+    the Python API."""
+    return PARAMETERS[key][1](key if name is None else name, value)
 
 
 def make_config(values, *, problems=None, prefix=""):

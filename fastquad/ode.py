@@ -10,6 +10,7 @@ All checks run here, before any kernel does; the kernels live in :mod:`fastquad.
 import numpy as np
 
 from . import _validate
+from .config import check_option
 from .errors import InputError
 from .kernels import ode as _k
 from .result import Result
@@ -181,9 +182,9 @@ def ode_rhs(
     p = _validate.Problems()
     lr = p.check(_validate.real, "lr", lr, low=0.0, low_open=True)
     sigma = p.check(_validate.real, "label_noise", label_noise, low=0.0)
-    train_v = p.check(_validate.boolean, "train_second_layer", train_second_layer)
+    train_v = p.check(check_option, "train_second_layer", train_second_layer)
     noise = p.check(_validate.boolean, "sgd_noise", sgd_noise)
-    batch = p.check(_validate.integer, "batch_size", batch_size, low=1)
+    batch = p.check(check_option, "batch_size", batch_size)
     p.raise_if_any()
     Q, R, v, T, vt = _for_kernel(Q, R, v, T, vt)
     dQ, dR, dv = np.empty((K, K)), np.empty((K, M)), np.empty(K)
@@ -313,14 +314,14 @@ def integrate_ode(
     lr = p.check(_validate.per_run, "lr", lr, n, low=0.0, low_open=True)
     sigma = p.check(_validate.per_run, "label_noise", label_noise, n, low=0.0)
     t_max = p.check(_validate.real, "t_max", t_max, low=0.0, low_open=True)
-    train_v = p.check(_validate.boolean, "train_second_layer", train_second_layer)
+    train_v = p.check(check_option, "train_second_layer", train_second_layer)
     noise = p.check(_validate.boolean, "sgd_noise", sgd_noise)
-    batch = p.check(_validate.integer, "batch_size", batch_size, low=1)
+    batch = p.check(check_option, "batch_size", batch_size)
     if not (isinstance(method, str) and method in METHODS):
         p.add(f"method must be one of {sorted(METHODS)}, got {method!r}")
-    rtol = p.check(_validate.real, "rtol", rtol, low=1e-14, high=1.0, high_open=True)
-    atol = p.check(_validate.real, "atol", atol, low=0.0, low_open=True)
-    max_error = p.check(_validate.real, "max_error", max_error, low=0.0, low_open=True)
+    rtol = p.check(check_option, "rtol", rtol)
+    atol = p.check(check_option, "atol", atol)
+    max_error = p.check(check_option, "max_error", max_error)
     p.raise_if_any()
     times = log_times(t_max) if times is None else _validate.times_grid("times", times, t_max)
     times = np.minimum(times, t_max)

@@ -11,6 +11,7 @@ import numpy as np
 
 from . import _validate
 from .budget import MEMORY_SHARE, machine_memory
+from .config import check_option
 from .errors import InputError
 from .frame import from_frame, teacher_frame, to_frame
 from .kernels import sgd as _k
@@ -298,9 +299,9 @@ def simulate_sgd(
     K, d = W.shape[1:]
     M = Wt.shape[1]
     p = _validate.Problems()
-    batch = p.check(_validate.integer, "batch_size", batch_size, low=1)
-    train_v = p.check(_validate.boolean, "train_second_layer", train_second_layer)
-    max_error = p.check(_validate.real, "max_error", max_error, low=0.0, low_open=True)
+    batch = p.check(check_option, "batch_size", batch_size)
+    train_v = p.check(check_option, "train_second_layer", train_second_layer)
+    max_error = p.check(check_option, "max_error", max_error)
     check_every = (
         d if check_every is None else p.check(_validate.integer, "check_every", check_every, low=1)
     )
@@ -551,8 +552,8 @@ def simulate_gd(
         if batch_size is None or n_samples is None
         else p.check(check_batch, batch_size, n_samples)
     )
-    train_v = p.check(_validate.boolean, "train_second_layer", train_second_layer)
-    max_error = p.check(_validate.real, "max_error", max_error, low=0.0, low_open=True)
+    train_v = p.check(check_option, "train_second_layer", train_second_layer)
+    max_error = p.check(check_option, "max_error", max_error)
     check_every = (
         d if check_every is None else p.check(_validate.integer, "check_every", check_every, low=1)
     )
@@ -671,8 +672,8 @@ def integrate_flow(
     K, d = W.shape[1:]
     M = Wt.shape[1]
     p = _validate.Problems()
-    train_v = p.check(_validate.boolean, "train_second_layer", train_second_layer)
-    max_error = p.check(_validate.real, "max_error", max_error, low=0.0, low_open=True)
+    train_v = p.check(check_option, "train_second_layer", train_second_layer)
+    max_error = p.check(check_option, "max_error", max_error)
     grid = p.check(_time_grid, t_max, times, None)
     if dt is not None:
         dt = p.check(_validate.real, "dt", dt, low=0.0, low_open=True)

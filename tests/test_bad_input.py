@@ -61,7 +61,7 @@ SIMULATE = [
     (["--dt", "-1"], "dt must be a finite number >= 0"),
     (["--method", "flow", "--dt", "1e-12"], "dt: dt=1e-12"),
     (["--method", "ode", "--integrator", "rk4", "--dt", "1e-12"], "dt: dt=1e-12"),
-    (["--rtol", "0"], "rtol must be a finite number > 0"),
+    (["--rtol", "0"], "rtol must be a finite number >= 1e-14 and < 1"),
     (["--atol", "-1"], "atol must be a finite number > 0"),
     (["--sgd-noise", "maybe"], "sgd-noise"),
     (["--max-error", "0"], "max_error must be a finite number > 0"),

@@ -144,3 +144,22 @@ def test_auto_picks_the_sampler_it_is_costed_with():
         cfg = config.make_config(dict(method="sgd", d=d, K=2, M=2, sampler="auto", dtype=dtype))
         exact = config.make_config(dict(method="sgd", d=d, K=2, M=2, sampler=want, dtype=dtype))
         assert budget.seconds_per_run(cfg) == budget.seconds_per_run(exact)
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("rtol", 1e-20),
+        ("atol", -1.0),
+        ("max_error", 0.0),
+        ("batch_size", 0),
+        ("train_second_layer", "maybe"),
+    ],
+)
+def test_the_ode_options_have_one_rule_in_configs_and_the_api(key, value):
+    with pytest.raises(InputError) as from_config:
+        config.make_config({"method": "ode", key: value})
+    Q, R, T = fq.order_parameters(*(fq.make_student(10, 1, seed=s)[0] for s in (1, 2)))
+    with pytest.raises(InputError) as from_api:
+        fq.integrate_ode(Q, R, [1.0], T, [1.0], 0.1, 1.0, **{key: value})
+    assert str(from_config.value) == str(from_api.value)
