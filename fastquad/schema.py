@@ -44,6 +44,9 @@ class Variable:
         The :class:`~fastquad.result.Result` field that holds it (None: files only).
     when : str
         When a file has it: ``"always"``, or the condition in words.
+    group : str or None
+        The writer's switch that stores it (``train_error``, ``order_parameters``,
+        ``weights``, ``messages``); None: always stored.
     """
 
     name: str
@@ -52,6 +55,7 @@ class Variable:
     doc: str
     field: str | None
     when: str = "always"
+    group: str | None = None
 
 
 _DIMENSIONS = (
@@ -81,6 +85,7 @@ _VARIABLES = (
         "mean training loss on the fixed dataset",
         "train_error",
         "method gd",
+        group="train_error",
     ),
     Variable(
         "Q",
@@ -89,6 +94,7 @@ _VARIABLES = (
         "student overlaps Q = W W^T / d",
         "Q",
         "order parameters stored (simulate; sweeps with order_parameters = true)",
+        group="order_parameters",
     ),
     Variable(
         "R",
@@ -97,8 +103,17 @@ _VARIABLES = (
         "student-teacher overlaps R = W W*^T / d",
         "R",
         "as Q",
+        group="order_parameters",
     ),
-    Variable("v", ("run", "time", "student"), "float64", "student second layer", "v", "as Q"),
+    Variable(
+        "v",
+        ("run", "time", "student"),
+        "float64",
+        "student second layer",
+        "v",
+        "as Q",
+        group="order_parameters",
+    ),
     Variable(
         "T",
         ("run", "teacher", "teacher_b"),
@@ -114,9 +129,16 @@ _VARIABLES = (
         "final first layer",
         "W",
         "final weights stored (--save-weights; final_weights = true)",
+        group="weights",
     ),
     Variable(
-        "v_final", ("run", "student"), "float64", "final second layer", "v_final", "as W_final"
+        "v_final",
+        ("run", "student"),
+        "float64",
+        "final second layer",
+        "v_final",
+        "as W_final",
+        group="weights",
     ),
     Variable(
         "t_stop",
@@ -132,6 +154,7 @@ _VARIABLES = (
         "why a run failed (empty unless its status is failed)",
         None,
         "sweeps",
+        group="messages",
     ),
     Variable(
         "status",

@@ -146,13 +146,11 @@ def _fill(
         "input": d,
     }
     stored = {
+        None: True,
         "train_error": train_error,
-        "Q": order_parameters,
-        "R": order_parameters,
-        "v": order_parameters,
-        "W_final": weights,
-        "v_final": weights,
-        "message": messages,
+        "order_parameters": order_parameters,
+        "weights": weights,
+        "messages": messages,
     }
     _scale(f, "run", np.arange(n_runs, dtype=np.int64))
     _scale(f, "time", np.asarray(times, dtype=np.float64))
@@ -164,7 +162,7 @@ def _fill(
     # level 1: most of the size reduction of gzip at a fraction of the client CPU it costs
     kw = dict(compression="gzip", compression_opts=1, shuffle=True, fillvalue=np.nan)
     for var in schema.variables():
-        if not stored.get(var.name, True):
+        if not stored[var.group]:
             continue
         shape = tuple(sizes[dim] for dim in var.dims)
         if var.dtype == "float64":
