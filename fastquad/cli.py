@@ -108,6 +108,11 @@ def _add_simulate(sub):
     )
     p.add_argument("--save-weights", action="store_true", help="store the final weights")
     p.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bar (shown on stderr for runs estimated to take more than 5 s)",
+    )
+    p.add_argument(
         "--force",
         action="store_true",
         help="run even when the runs are estimated to take more than a day",
@@ -145,7 +150,9 @@ def _simulate(args):
     _check_threads(args.threads)
     t0 = time.perf_counter()
     try:
-        res = config.run(cfg, num_threads=args.threads, force=args.force)
+        res = config.run(
+            cfg, num_threads=args.threads, force=args.force, progress=not args.no_progress
+        )
     except KeyboardInterrupt:
         raise Interrupted(
             f"interrupted; nothing was written"

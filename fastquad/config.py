@@ -373,20 +373,46 @@ def _arr(v):
     return np.array(v) if isinstance(v, tuple) else v
 
 
-def run(cfg, *, run_ids=None, num_threads=None, force=False):
+#: Runs estimated to take longer than this (seconds) show a progress bar when asked to.
+PROGRESS_SECONDS = 5.0
+#: Parts a run with a progress bar is cut into (each at least one run per thread).
+PROGRESS_PARTS = 20
+
+
+def run(cfg, *, run_ids=None, num_threads=None, force=False, progress=False):
     """Run the ``n_runs`` runs of a configuration (or the replicas ``run_ids``) -> Result.
 
     Refused before anything runs (:mod:`fastquad.budget`) when the runs cannot fit in this
     machine's memory, or would take longer than ``budget.MAX_SECONDS`` unless ``force``.
+    With ``progress``, runs estimated to take more than ``PROGRESS_SECONDS`` go in parts, with
+    a progress bar on stderr: the numbers are the same (every run has its own stream, and no
+    run depends on which others share its kernel call).
     """
-    from .budget import check_memory, check_time
+    import math
+
+    from .budget import check_memory, check_time, seconds_per_run
+    from .result import concatenate
 
     n = cfg.n_runs if run_ids is None else len(run_ids)
     threads = num_threads or os.cpu_count() or 1
     check_memory(cfg, n, len(time_grid(cfg)), threads)
     check_time(cfg, n, threads, force=force)
     ids = np.arange(cfg.n_runs) if run_ids is None else np.asarray(run_ids, dtype=np.int64)
-    return run_many([cfg] * len(ids), ids, num_threads=num_threads)
+    estimate = seconds_per_run(cfg) * math.ceil(len(ids) / threads)
+    if not progress or estimate < PROGRESS_SECONDS or len(ids) < 2 * threads:
+        return run_many([cfg] * len(ids), ids, num_threads=num_threads)
+    import sys
+
+    from tqdm import tqdm
+
+    size = max(threads, math.ceil(len(ids) / PROGRESS_PARTS))
+    parts = []
+    with tqdm(total=len(ids), unit="run", desc=cfg.method, file=sys.stderr) as bar:
+        for i in range(0, len(ids), size):
+            part = ids[i : i + size]
+            parts.append(run_many([cfg] * len(part), part, num_threads=num_threads))
+            bar.update(len(part))
+    return concatenate(parts)
 
 
 def run_many(cfgs, replicas, *, times=None, num_threads=None):

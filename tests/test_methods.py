@@ -163,3 +163,38 @@ def test_the_ode_options_have_one_rule_in_configs_and_the_api(key, value):
     with pytest.raises(InputError) as from_api:
         fq.integrate_ode(Q, R, [1.0], T, [1.0], 0.1, 1.0, **{key: value})
     assert str(from_config.value) == str(from_api.value)
+
+
+@pytest.mark.parametrize("name", ["sgd", "gd", "flow", "ode"])
+def test_a_run_in_parts_with_a_progress_bar_gives_the_same_numbers(name, monkeypatch, capsys):
+    extra = {"n_samples": 40} if name == "gd" else {}
+    cfg = config.make_config(
+        dict(method=name, d=25, K=2, M=2, t_max=1.0, n_times=6, n_runs=7, **extra)
+    )
+    whole = config.run(cfg, num_threads=1)
+    monkeypatch.setattr(config, "PROGRESS_SECONDS", 0.0)
+    monkeypatch.setattr(config, "PROGRESS_PARTS", 3)  # parts of 3, 3 and 1 runs
+    parts = config.run(cfg, num_threads=1, progress=True)
+    assert "7/7" in capsys.readouterr().err  # the bar, on stderr
+    for var in (
+        "eps_g",
+        "Q",
+        "R",
+        "v",
+        "T",
+        "v_teacher",
+        "status",
+        "t_stop",
+        "train_error",
+        "W",
+        "v_final",
+    ):
+        a, b = getattr(whole, var), getattr(parts, var)
+        assert (a is None) == (b is None), var
+        if a is not None:
+            np.testing.assert_array_equal(a, b, err_msg=var)
+    assert whole.coords.keys() == parts.coords.keys() and whole.attrs == parts.attrs
+    for k in whole.coords:
+        np.testing.assert_array_equal(whole.coords[k], parts.coords[k])
+    config.run(cfg, num_threads=1, progress=False)
+    assert capsys.readouterr().err == ""  # asked for none: none
