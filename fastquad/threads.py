@@ -1,6 +1,8 @@
 """Numba thread count, set and restored around a kernel call."""
 
+import sys
 import threading
+import time
 from contextlib import contextmanager
 
 import numba
@@ -27,6 +29,30 @@ def numba_threads(num_threads=None):
         numba.set_num_threads(old)
 
 
+#: A first call still compiling after this many seconds says so on stderr (once per kernel).
+COMPILE_NOTICE_SECONDS = 3.0
+
+
+def _pending_signature(kernel, args):
+    """The argument types of this call if the kernel has no machine code for them yet (it
+    will compile them, or load them from Numba's cache), else None."""
+    try:
+        sig = tuple(kernel.typeof_pyval(a) for a in args)
+        return None if sig in kernel.overloads else sig
+    except Exception:  # not a Numba dispatcher: nothing to say
+        return None
+
+
+def _compile_notice(kernel):
+    name = getattr(kernel, "__name__", "kernel")
+    print(
+        f"fastquad: compiling {name} for this machine (once: Numba caches it, see "
+        "NUMBA_CACHE_DIR; later runs start at once)",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
 def call_kernel(kernel, *args, num_threads=None):
     """Call a compiled kernel with ``num_threads`` Numba threads, interruptible by Ctrl-C.
 
@@ -36,6 +62,9 @@ def call_kernel(kernel, *args, num_threads=None):
     Ctrl-C: ``KeyboardInterrupt`` is raised at once, and the abandoned call's outputs are never
     returned (in an interactive session the kernel finishes in the background; a command-line
     run exits). From any other thread (a Dask worker's task) the kernel is called directly.
+
+    A call that is still compiling its kernel after ``COMPILE_NOTICE_SECONDS`` says so in one
+    line on stderr, so that a first run on a fresh machine is not silent.
     """
     if threading.current_thread() is not threading.main_thread():
         with numba_threads(num_threads):
@@ -49,10 +78,19 @@ def call_kernel(kernel, *args, num_threads=None):
         except BaseException as exc:  # handed to the caller's thread below
             outcome["error"] = exc
 
+    pending = _pending_signature(kernel, args)
     worker = threading.Thread(target=target, name="fastquad-kernel", daemon=True)
+    start = time.monotonic()
     worker.start()
     while worker.is_alive():
         worker.join(0.05)
+        if (
+            pending is not None
+            and time.monotonic() - start > COMPILE_NOTICE_SECONDS
+            and pending not in kernel.overloads  # still compiling, not running
+        ):
+            _compile_notice(kernel)
+            pending = None
     if "error" in outcome:
         raise outcome["error"]
     return outcome.get("value")

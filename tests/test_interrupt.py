@@ -88,3 +88,45 @@ def test_a_kernel_called_from_the_main_thread_gives_the_same_numbers_and_its_err
         assert "kernel's thread" in str(exc)
     else:
         raise AssertionError("the kernel's exception was lost")
+
+
+class _SlowCompile:
+    """A stand-in for a Numba dispatcher: its first call 'compiles' for ``seconds``."""
+
+    __name__ = "toy_kernel"
+
+    def __init__(self, seconds):
+        self.seconds = seconds
+        self.overloads = {}
+
+    def typeof_pyval(self, value):
+        return type(value)
+
+    def __call__(self, x):
+        time.sleep(self.seconds)
+        self.overloads[(type(x),)] = "machine code"
+        return x + 1
+
+
+def test_a_long_first_compile_says_so_once_on_stderr(monkeypatch, capsys):
+    from fastquad import threads
+
+    monkeypatch.setattr(threads, "COMPILE_NOTICE_SECONDS", 0.2)
+    slow = _SlowCompile(0.6)
+    assert threads.call_kernel(slow, 1) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "compiling toy_kernel" in err and "NUMBA_CACHE_DIR" in err
+    # compiled now: the next call says nothing, however long it runs
+    assert threads.call_kernel(slow, 2) == 3
+    # a quick first compile says nothing either
+    assert threads.call_kernel(_SlowCompile(0.0), 1) == 2
+    assert capsys.readouterr().err == ""
+
+    # a real Numba kernel with machine code for these types has nothing pending
+    @numba.njit
+    def add_one(x):
+        return x + 1
+
+    assert threads._pending_signature(add_one, (1.0,)) is not None
+    assert threads.call_kernel(add_one, 1.0) == 2.0
+    assert threads._pending_signature(add_one, (1.0,)) is None
