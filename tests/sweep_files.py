@@ -47,6 +47,23 @@ order_parameters = {"true" if order_parameters else "false"}
 """
 
 
+def run_in_process(text, out):
+    """Run the sweep ``text`` into ``out`` on a one-worker in-process cluster; asserts no run
+    failed."""
+    from dask.distributed import Client, LocalCluster
+
+    from fastquad.sweep import parse_sweep, run_sweep
+
+    with (
+        LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        assert run_sweep(parse_sweep(text), out, client=client, progress=False).ok
+    return out
+
+
 def write(tmp_path, text, name="s.toml"):
     path = tmp_path / name
     path.write_text(text)

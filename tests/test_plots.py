@@ -6,12 +6,12 @@ matplotlib.use("Agg")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+import sweep_files  # noqa: E402
 from matplotlib.image import imread  # noqa: E402
 
 import fastquad as fq  # noqa: E402
 from fastquad import plots  # noqa: E402
 from fastquad.cli import main  # noqa: E402
-from fastquad.sweep import parse_sweep, run_sweep  # noqa: E402
 
 SWEEP = """
 [fixed]
@@ -37,16 +37,7 @@ order_parameters = true
 @pytest.fixture(scope="module")
 def sweep_file(tmp_path_factory):
     out = tmp_path_factory.mktemp("plots") / "s.h5"
-    from dask.distributed import Client, LocalCluster
-
-    with (
-        LocalCluster(
-            n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
-        ) as cluster,
-        Client(cluster) as client,
-    ):
-        assert run_sweep(parse_sweep(SWEEP), out, client=client, progress=False).ok
-    return out
+    return sweep_files.run_in_process(SWEEP, out)
 
 
 def _looks_like_a_figure(path):
@@ -100,15 +91,7 @@ def test_plot_errors_name_the_flag(sweep_file, tmp_path, capsys):
 def test_a_curves_only_sweep_plots_every_kind_that_applies(tmp_path, capsys):
     out = tmp_path / "c.h5"
     curves_only = SWEEP.replace("order_parameters = true", "")
-    from dask.distributed import Client, LocalCluster
-
-    with (
-        LocalCluster(
-            n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
-        ) as cluster,
-        Client(cluster) as client,
-    ):
-        assert run_sweep(parse_sweep(curves_only), out, client=client, progress=False).ok
+    sweep_files.run_in_process(curves_only, out)
     assert main(["plot", str(out), "--kind", "order", "--out", str(tmp_path)]) == 2
     assert "order_parameters = true" in capsys.readouterr().err
     assert main(["plot", str(out), "--kind", "all", "--out", str(tmp_path)]) == 0

@@ -11,11 +11,12 @@ matplotlib.use("Agg")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+import sweep_files  # noqa: E402
 
 import fastquad as fq  # noqa: E402
 from fastquad import config, plots  # noqa: E402
 from fastquad.errors import InputError  # noqa: E402
-from fastquad.sweep import parse_sweep, run_sweep  # noqa: E402
+from fastquad.sweep import parse_sweep  # noqa: E402
 
 # two (K, M) shapes, two d, per-run lr and label noise: the batch is cut by shape and the
 # rebuilt starts by d, and every per-run parameter comes from the file's coordinates
@@ -41,16 +42,7 @@ M = [2, 1]
 
 
 def _run(text, out):
-    from dask.distributed import Client, LocalCluster
-
-    with (
-        LocalCluster(
-            n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
-        ) as cluster,
-        Client(cluster) as client,
-    ):
-        assert run_sweep(parse_sweep(text), out, client=client, progress=False).ok
-    return fq.load(out)
+    return fq.load(sweep_files.run_in_process(text, out))
 
 
 @pytest.fixture(scope="module")
