@@ -11,6 +11,9 @@ import numpy as np
 
 from .errors import InputError
 
+#: Largest count any size parameter may take (exact in float64); memory limits come first.
+MAX_COUNT = 2**53
+
 
 class Problems:
     """Collects validation messages; ``raise_if_any`` raises one ValueError listing them all."""

@@ -110,7 +110,7 @@ def _add_simulate(sub):
     p.add_argument(
         "--no-progress",
         action="store_true",
-        help="no progress bar (shown on stderr for runs estimated to take more than 5 s)",
+        help="no progress bar (shown on stderr once a run has taken 5 s)",
     )
     p.add_argument(
         "--force",

@@ -14,16 +14,17 @@ import numpy as np
 from . import _validate, methods
 from .closed_form import order_parameters
 from .errors import InputError
+from .methods import ode as ode_method
+from .methods.options import Rule, choice
 from .methods.sgd import DTYPES, SAMPLERS
 from .model import TEACHER_KINDS, make_student, make_teacher, student_weights
 
 #: The methods registered at import (``fastquad.methods.names()`` is the live list).
 METHODS = methods.names()
-#: Largest count any size parameter may take (exact in float64); memory limits come first.
-MAX_COUNT = 2**53
+MAX_COUNT = _validate.MAX_COUNT
 #: Most recording times of one run (the grid itself is built before the memory check).
 MAX_TIMES = 10**7
-INTEGRATORS = ("rk45", "rk4")
+INTEGRATORS = ode_method.INTEGRATORS
 #: The parameters that take one of a few names, and those names (the live method list).
 CHOICES = {
     "method": methods.names,
@@ -43,126 +44,87 @@ def _floats(name, value):
     return _validate.real(name, value)
 
 
-def _choice(key):
-    """The checker of parameter ``key``, one of ``CHOICES``."""
-
-    def check(name, value):
-        allowed = CHOICES[key]()
-        if value not in allowed:
-            raise InputError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
-        return value
-
-    return check
+def _count(low):
+    return lambda n, x: _validate.integer(n, x, low=low, high=MAX_COUNT)
 
 
-# name: (default, checker, help). The checker returns the cleaned value or raises ValueError.
-PARAMETERS = {
-    "method": (
+def _seed(n, x):
+    return _validate.integer(n, x, low=0, high=2**63 - 1)
+
+
+#: The parameters of the problem and its runs, shared by every method. Each method's own
+#: options are declared by its options class (:mod:`fastquad.methods`).
+COMMON = {
+    "method": Rule(
         "sgd",
-        _choice("method"),
+        choice(methods.names),
         ", ".join(f"{m} ({methods.get(m).summary})" for m in METHODS),
     ),
-    "d": (100, lambda n, x: _validate.integer(n, x, low=1, high=MAX_COUNT), "input dimension"),
-    "K": (2, lambda n, x: _validate.integer(n, x, low=1, high=MAX_COUNT), "student hidden units"),
-    "M": (2, lambda n, x: _validate.integer(n, x, low=1, high=MAX_COUNT), "teacher hidden units"),
-    "lr": (
-        0.1,
-        lambda n, x: _validate.real(n, x, low=0.0, low_open=True),
-        "learning rate eta (> 0)",
+    "d": Rule(100, _count(1), "input dimension"),
+    "K": Rule(2, _count(1), "student hidden units"),
+    "M": Rule(2, _count(1), "teacher hidden units"),
+    "lr": Rule(
+        0.1, lambda n, x: _validate.real(n, x, low=0.0, low_open=True), "learning rate eta (> 0)"
     ),
-    "t_max": (
+    "t_max": Rule(
         50.0,
         lambda n, x: _validate.real(n, x, low=0.0, low_open=True),
         "last time, t = step / d (> 0)",
     ),
-    "n_times": (
+    "n_times": Rule(
         121,
         lambda n, x: _validate.integer(n, x, low=2, high=MAX_TIMES),
         "recording times, log-spaced from t_max/1000 (plus t = 0)",
     ),
-    "n_runs": (
-        4,
-        lambda n, x: _validate.integer(n, x, low=1, high=MAX_COUNT),
-        "runs (seeds): run r uses the stream (seed, r) and its own initialisation",
+    "n_runs": Rule(
+        4, _count(1), "runs (seeds): run r uses the stream (seed, r) and its own initialisation"
     ),
-    "seed": (
-        0,
-        lambda n, x: _validate.integer(n, x, low=0, high=2**63 - 1),
-        "base seed of the runs' streams and initialisations",
+    "seed": Rule(0, _seed, "base seed of the runs' streams and initialisations"),
+    "label_noise": Rule(
+        0.0, lambda n, x: _validate.real(n, x, low=0.0), "label noise sigma (>= 0)"
     ),
-    "batch_size": (
-        1,
-        lambda n, x: _validate.integer(n, x, low=1, high=MAX_COUNT),
-        "samples per SGD step (sgd, gd; gd default: full batch)",
-    ),
-    "label_noise": (0.0, lambda n, x: _validate.real(n, x, low=0.0), "label noise sigma (>= 0)"),
-    "train_second_layer": (True, _validate.boolean, "train v (false: frozen second layer)"),
-    "teacher": (
+    "train_second_layer": Rule(True, _validate.boolean, "train v (false: frozen second layer)"),
+    "teacher": Rule(
         "orthonormal",
-        _choice("teacher"),
+        choice(lambda: TEACHER_KINDS),
         "teacher rows: orthonormal (T = I) or gaussian",
     ),
-    "teacher_v": (1.0, _floats, "teacher second layer v* (a number, or one per unit)"),
-    "teacher_seed": (
-        0,
-        lambda n, x: _validate.integer(n, x, low=0, high=2**63 - 1),
-        "seed of the teacher (shared by all runs)",
-    ),
-    "init_scale": (
+    "teacher_v": Rule(1.0, _floats, "teacher second layer v* (a number, or one per unit)"),
+    "teacher_seed": Rule(0, _seed, "seed of the teacher (shared by all runs)"),
+    "init_scale": Rule(
         0.1,
         lambda n, x: _validate.real(n, x, low=0.0),
         "std of the student's initial first-layer entries (>= 0)",
     ),
-    "init_overlap": (
+    "init_overlap": Rule(
         0.0,
         lambda n, x: _validate.real(n, x),
         "warm start: add this multiple of teacher row j to student row j "
         "(j < min(K, M)); 0 is a purely random start",
     ),
-    "student_v": (1.0, _floats, "initial student second layer v (a number, or one per unit)"),
-    "sampler": (
-        "direct",
-        _choice("sampler"),
-        "online SGD: direct (d-dimensional weights), exact (dimension-free Gram-matrix "
-        "sampler, same law, cost independent of d) or auto",
-    ),
-    "dtype": (
-        "float64",
-        _choice("dtype"),
-        "online SGD (direct): precision of weights, samples and arithmetic",
-    ),
-    "n_samples": (
-        0,
-        lambda n, x: _validate.integer(n, x, low=0, high=MAX_COUNT),
-        "dataset size for method gd (required there, >= 1)",
-    ),
-    "integrator": (
-        "rk45",
-        _choice("integrator"),
-        "ode integrator: rk45 (adaptive, default) or rk4 (fixed step)",
-    ),
-    "dt": (
-        0.0,
-        lambda n, x: _validate.real(n, x, low=0.0),
-        "RK4 step for flow/ode (0: automatic; initial step for rk45)",
-    ),
-    "rtol": (
-        1e-8,
-        lambda n, x: _validate.real(n, x, low=1e-14, high=1.0, high_open=True),
-        "rk45 relative tolerance",
-    ),
-    "atol": (
-        1e-10,
-        lambda n, x: _validate.real(n, x, low=0.0, low_open=True),
-        "rk45 absolute tolerance",
-    ),
-    "sgd_noise": (True, _validate.boolean, "include the eta^2 SGD-noise term in the ode"),
-    "max_error": (
+    "student_v": Rule(1.0, _floats, "initial student second layer v (a number, or one per unit)"),
+    "max_error": Rule(
         1e6,
         lambda n, x: _validate.real(n, x, low=0.0, low_open=True),
         "a run with eps_g above this (or non-finite) is stopped as diverged",
     ),
 }
+
+
+def _method_options():
+    """Every method's options, each once, its help naming the methods that use it."""
+    rules, users = {}, {}
+    for name in METHODS:
+        for key, rule in methods.get(name).options.rules().items():
+            if rules.setdefault(key, rule) is not rule:
+                raise RuntimeError(f"option {key!r} is declared by two methods differently")
+            users.setdefault(key, []).append(name)
+    return {k: r._replace(help=f"{r.help} [{', '.join(users[k])}]") for k, r in rules.items()}
+
+
+#: Every parameter of a configuration: name -> Rule(default, check, help). The checker
+#: returns the cleaned value or raises InputError. The CLI flags, TOML keys and sweep keys.
+PARAMETERS = {**COMMON, **_method_options()}
 
 
 @dataclass(frozen=True)
@@ -176,6 +138,12 @@ class RunConfig:
             return self.values[name]
         except KeyError:
             raise AttributeError(name) from None
+
+    @property
+    def options(self):
+        """The options object of its method (already checked: made without a problem)."""
+        cls = methods.get(self.values["method"]).options
+        return cls(**{k: self.values[k] for k in cls.rules()})
 
     def replace(self, **changes):
         return make_config({**self.values, **changes})
@@ -195,10 +163,10 @@ def _toml_value(v):
 
 
 def check_option(key, value, name=None):
-    """Check one parameter by the rule of ``PARAMETERS`` (named ``name``, default ``key``):
+    """Check one shared parameter by its rule in ``COMMON`` (named ``name``, default ``key``):
     the one rule for that parameter, whether it comes from a configuration or a keyword of
-    the Python API."""
-    return PARAMETERS[key][1](key if name is None else name, value)
+    the Python API. A method's own options are checked by its options class."""
+    return COMMON[key].check(key if name is None else name, value)
 
 
 def make_config(values, *, problems=None, prefix=""):
@@ -373,49 +341,25 @@ def _arr(v):
     return np.array(v) if isinstance(v, tuple) else v
 
 
-#: Runs estimated to take longer than this (seconds) show a progress bar when asked to.
-PROGRESS_SECONDS = 5.0
-#: Parts a run with a progress bar is cut into (each at least one run per thread).
-PROGRESS_PARTS = 20
-
-
 def run(cfg, *, run_ids=None, num_threads=None, force=False, progress=False):
     """Run the ``n_runs`` runs of a configuration (or the replicas ``run_ids``) -> Result.
 
     Refused before anything runs (:mod:`fastquad.budget`) when the runs cannot fit in this
     machine's memory, or would take longer than ``budget.MAX_SECONDS`` unless ``force``.
-    With ``progress``, runs estimated to take more than ``PROGRESS_SECONDS`` go in parts, with
-    a progress bar on stderr: the numbers are the same (every run has its own stream, and no
-    run depends on which others share its kernel call).
+    With ``progress``, a call that runs for more than a few seconds shows a progress bar on
+    stderr (:mod:`fastquad.progress`); the numbers are the same.
     """
-    import math
-
-    from .budget import check_memory, check_time, seconds_per_run
-    from .result import concatenate
+    from .budget import check_memory, check_time
 
     n = cfg.n_runs if run_ids is None else len(run_ids)
     threads = num_threads or os.cpu_count() or 1
     check_memory(cfg, n, len(time_grid(cfg)), threads)
     check_time(cfg, n, threads, force=force)
     ids = np.arange(cfg.n_runs) if run_ids is None else np.asarray(run_ids, dtype=np.int64)
-    estimate = seconds_per_run(cfg) * math.ceil(len(ids) / threads)
-    if not progress or estimate < PROGRESS_SECONDS or len(ids) < 2 * threads:
-        return run_many([cfg] * len(ids), ids, num_threads=num_threads)
-    import sys
-
-    from tqdm import tqdm
-
-    size = max(threads, math.ceil(len(ids) / PROGRESS_PARTS))
-    parts = []
-    with tqdm(total=len(ids), unit="run", desc=cfg.method, file=sys.stderr) as bar:
-        for i in range(0, len(ids), size):
-            part = ids[i : i + size]
-            parts.append(run_many([cfg] * len(part), part, num_threads=num_threads))
-            bar.update(len(part))
-    return concatenate(parts)
+    return run_many([cfg] * len(ids), ids, num_threads=num_threads, progress=progress)
 
 
-def run_many(cfgs, replicas, *, times=None, num_threads=None):
+def run_many(cfgs, replicas, *, times=None, num_threads=None, progress=False):
     """One kernel call for runs that share a kernel shape (``batch_key``).
 
     Parameters
@@ -448,6 +392,7 @@ def run_many(cfgs, replicas, *, times=None, num_threads=None):
         train_second_layer=c.train_second_layer,
         max_error=c.max_error,
         num_threads=num_threads,
+        progress=progress,
     )
     return methods.get(c.method).run(c, W0, v0, Wt, vt, lr, sigma, seeds, ids, common)
 

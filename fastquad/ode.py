@@ -13,12 +13,14 @@ from . import _validate
 from .config import check_option
 from .errors import InputError
 from .kernels import ode as _k
+from .methods.ode import ODEOptions
+from .progress import RecordProgress, records
 from .result import Result
 from .threads import call_kernel
 from .times import log_times
 
 #: Integrators of :func:`integrate_ode` -> adaptive?
-METHODS = {"rk4": False, "rk45": True}
+ADAPTIVE = {"rk4": False, "rk45": True}
 
 # Symmetric inputs may differ from their transpose by round-off (e.g. W W^T / d); they are then
 # symmetrised, since the kernels mirror every symmetric product and assume exact symmetry.
@@ -183,9 +185,9 @@ def ode_rhs(
     lr = p.check(_validate.real, "lr", lr, low=0.0, low_open=True)
     sigma = p.check(_validate.real, "label_noise", label_noise, low=0.0)
     train_v = p.check(check_option, "train_second_layer", train_second_layer)
-    noise = p.check(_validate.boolean, "sgd_noise", sgd_noise)
-    batch = p.check(check_option, "batch_size", batch_size)
+    opts = ODEOptions.make(p, sgd_noise=sgd_noise, batch_size=batch_size)
     p.raise_if_any()
+    noise, batch = opts.sgd_noise, opts.batch_size
     Q, R, v, T, vt = _for_kernel(Q, R, v, T, vt)
     dQ, dR, dv = np.empty((K, K)), np.empty((K, M)), np.empty(K)
     _k.ode_rhs_into(Q, R, v, T, vt, lr, sigma * sigma, 1.0 / batch, train_v, noise, dQ, dR, dv)
@@ -212,6 +214,7 @@ def integrate_ode(
     atol=1e-10,
     max_error=1e6,
     num_threads=None,
+    progress=False,
 ):
     """Integrate the order-parameter ODE for a batch of runs (one trajectory per thread).
 
@@ -263,6 +266,9 @@ def integrate_ode(
         diverged, with its time in ``t_stop``; so is an adaptive run whose step underflows.
     num_threads : int, optional
         Numba threads for this call (restored afterwards). Results do not depend on it.
+    progress : bool
+        Show a progress bar on stderr (simulated time, mean over the runs) once the call has
+        run for 5 s. It reads the records the kernel has written: the numbers are the same.
 
     Returns
     -------
@@ -315,14 +321,20 @@ def integrate_ode(
     sigma = p.check(_validate.per_run, "label_noise", label_noise, n, low=0.0)
     t_max = p.check(_validate.real, "t_max", t_max, low=0.0, low_open=True)
     train_v = p.check(check_option, "train_second_layer", train_second_layer)
-    noise = p.check(_validate.boolean, "sgd_noise", sgd_noise)
-    batch = p.check(check_option, "batch_size", batch_size)
-    if not (isinstance(method, str) and method in METHODS):
-        p.add(f"method must be one of {sorted(METHODS)}, got {method!r}")
-    rtol = p.check(check_option, "rtol", rtol)
-    atol = p.check(check_option, "atol", atol)
+    # dt may be one per run: checked below, on the run axis
+    opts = ODEOptions.make(
+        p,
+        names={"integrator": "method"},
+        integrator=method,
+        sgd_noise=sgd_noise,
+        batch_size=batch_size,
+        rtol=rtol,
+        atol=atol,
+    )
     max_error = p.check(check_option, "max_error", max_error)
     p.raise_if_any()
+    noise, batch, method = opts.sgd_noise, opts.batch_size, opts.integrator
+    rtol, atol = opts.rtol, opts.atol
     times = log_times(t_max) if times is None else _validate.times_grid("times", times, t_max)
     times = np.minimum(times, t_max)
     Q0, R0, v0, T, vt = (
@@ -339,7 +351,7 @@ def integrate_ode(
     )
     n_rec = times.shape[0]
     Q, R, v = np.empty((n, n_rec, K, K)), np.empty((n, n_rec, K, M)), np.empty((n, n_rec, K))
-    eps = np.empty((n, n_rec))
+    eps = records((n, n_rec))
     status = np.empty(n, dtype=np.int8)
     t_stop = np.empty(n)
     n_evals = np.empty(n, dtype=np.int64)
@@ -357,7 +369,7 @@ def integrate_ode(
         noise,
         times,
         dt,
-        METHODS[method],
+        ADAPTIVE[method],
         rtol,
         atol,
         max_error,
@@ -369,6 +381,7 @@ def integrate_ode(
         t_stop,
         n_evals,
         num_threads=num_threads,
+        progress=progress and RecordProgress(eps, times, "ode"),
     )
     params = dict(
         lr=lr,

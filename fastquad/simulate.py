@@ -15,10 +15,11 @@ from .config import check_option
 from .errors import InputError
 from .frame import from_frame, teacher_frame, to_frame
 from .kernels import sgd as _k
-from .methods.flow import default_dt
-from .methods.gd import check_batch
-from .methods.sgd import DTYPES, SAMPLERS, sampler_used
+from .methods.flow import FlowOptions, default_dt
+from .methods.gd import GDOptions, check_dataset
+from .methods.sgd import SGDOptions, sampler_used
 from .model import check_networks
+from .progress import RecordProgress, records
 from .result import Result
 from .rng import run_states
 from .threads import call_kernel
@@ -131,7 +132,7 @@ def _outputs(n, n_rec, K, M):
             f"more than this machine's memory can hold; record fewer times or runs"
         )
     return (
-        np.empty((n, n_rec)),
+        records((n, n_rec)),
         np.empty((n, n_rec, K, K)),
         np.empty((n, n_rec, K, M)),
         np.empty((n, n_rec, K)),
@@ -205,6 +206,7 @@ def simulate_sgd(
     num_threads=None,
     dtype="float64",
     sampler="direct",
+    progress=False,
 ):
     """Online SGD: one fresh Gaussian sample (or mini-batch) per step, time ``t = step / d``.
 
@@ -258,6 +260,9 @@ def simulate_sgd(
         independent of d (float64; needs d >= K + M; no final weights ``W``).
         Same law, not the same draws, as the direct kernel. ``"auto"``: exact when d >= K + M
         and d > 4 (K + M)^2 and no explicit samples are given, else direct.
+    progress : bool
+        Show a progress bar on stderr (simulated time, mean over the runs) once the call has
+        run for 5 s. It reads the records the kernel has written: the numbers are the same.
 
     Returns
     -------
@@ -299,7 +304,7 @@ def simulate_sgd(
     K, d = W.shape[1:]
     M = Wt.shape[1]
     p = _validate.Problems()
-    batch = p.check(check_option, "batch_size", batch_size)
+    opts = SGDOptions.make(p, batch_size=batch_size, sampler=sampler, dtype=dtype)
     train_v = p.check(check_option, "train_second_layer", train_second_layer)
     max_error = p.check(check_option, "max_error", max_error)
     check_every = (
@@ -307,20 +312,15 @@ def simulate_sgd(
     )
     keys = p.check(_seed_keys, seeds, run_ids, n)
     grid = p.check(_time_grid, t_max, times, d)
-    if dtype not in DTYPES + (np.float64, np.float32):
-        p.add(f"dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")
-    if sampler not in SAMPLERS:
-        p.add(f"sampler must be one of {', '.join(SAMPLERS)}; got {sampler!r}")
     p.raise_if_any()
+    batch, sampler, dtype = opts.batch_size, opts.sampler, opts.dtype
     if batch > 1 and 16 * batch * (d + 1) * (num_threads or 1) > MEMORY_SHARE * machine_memory():
         raise InputError(
             f"batch_size must fit in memory: {batch} samples of d = {d} inputs need "
             f"about {16 * batch * (d + 1) / 2**30:.3g} GiB per thread"
         )
     r = K + M
-    sampler = sampler_used(
-        sampler, d, K, M, dtype=np.dtype(dtype).name, explicit_samples=samples is not None
-    )
+    sampler = sampler_used(sampler, d, K, M, dtype=dtype, explicit_samples=samples is not None)
     if sampler == "exact":
         if d < r:
             raise InputError(
@@ -348,6 +348,7 @@ def simulate_sgd(
             keys,
             grid,
             num_threads,
+            progress,
         )
     real = np.dtype(dtype)
     Wt_orig = Wt
@@ -393,6 +394,7 @@ def simulate_sgd(
         smp,
         *outs,
         num_threads=num_threads,
+        progress=progress and RecordProgress(outs[0], t, "sgd"),
     )
     if frame is not None:
         W = from_frame(W, frame).astype(real, copy=False)
@@ -431,6 +433,7 @@ def _sgd_exact(
     keys,
     grid,
     num_threads,
+    progress,
 ):
     """simulate_sgd by the exact dimension-free sampler (validated inputs)."""
     from .kernels import gram as _g
@@ -466,6 +469,7 @@ def _sgd_exact(
         status,
         stop,
         num_threads=num_threads,
+        progress=progress and RecordProgress(eps, uniq / d, "sgd"),
     )
     params = dict(
         d=d,
@@ -504,6 +508,7 @@ def simulate_gd(
     max_error=1e6,
     check_every=None,
     num_threads=None,
+    progress=False,
 ):
     """Training on a fixed dataset of ``n_samples`` Gaussian inputs per run.
 
@@ -546,12 +551,13 @@ def simulate_gd(
     K, d = W.shape[1:]
     M = Wt.shape[1]
     p = _validate.Problems()
-    n_samples = p.check(_validate.integer, "n_samples", n_samples, low=1)
-    batch = (
-        n_samples
-        if batch_size is None or n_samples is None
-        else p.check(check_batch, batch_size, n_samples)
+    opts = GDOptions.make(
+        p, n_samples=n_samples, batch_size=1 if batch_size is None else batch_size
     )
+    if opts is not None:
+        check_dataset(opts.n_samples, opts.batch_size, p)
+        n_samples = opts.n_samples
+        batch = n_samples if batch_size is None else opts.batch_size
     train_v = p.check(check_option, "train_second_layer", train_second_layer)
     max_error = p.check(check_option, "max_error", max_error)
     check_every = (
@@ -597,6 +603,7 @@ def simulate_gd(
         status,
         stop,
         num_threads=num_threads,
+        progress=progress and RecordProgress(eps, t, "gd"),
     )
     params = dict(
         d=d,
@@ -628,6 +635,7 @@ def integrate_flow(
     train_second_layer=True,
     max_error=1e6,
     num_threads=None,
+    progress=False,
 ):
     """Population gradient flow in parameter space, by classic RK4.
 
@@ -643,6 +651,7 @@ def integrate_flow(
         time is shortened to land on it.
     times : array, optional
         Recording times in [0, t_max]; default log-spaced.
+    train_second_layer, max_error, num_threads, progress : as :func:`simulate_sgd`
 
     Returns
     -------
@@ -675,11 +684,11 @@ def integrate_flow(
     train_v = p.check(check_option, "train_second_layer", train_second_layer)
     max_error = p.check(check_option, "max_error", max_error)
     grid = p.check(_time_grid, t_max, times, None)
-    if dt is not None:
-        dt = p.check(_validate.real, "dt", dt, low=0.0, low_open=True)
+    opts = FlowOptions.make(p, dt=0.0 if dt is None else dt)
     p.raise_if_any()
     t = grid[1]
     # per run, so that a run does not depend on the batch it is in
+    dt = opts.dt or None
     dt = np.array([default_dt(x) for x in lr_arr]) if dt is None else np.full(n, dt)
     eps, Q, R, vo, status, _ = _outputs(n, len(t), K, M)
     t_stop = np.empty(n)
@@ -701,6 +710,7 @@ def integrate_flow(
         status,
         t_stop,
         num_threads=num_threads,
+        progress=progress and RecordProgress(eps, t, "flow"),
     )
     params = dict(d=d, K=K, M=M, lr=lr_arr, dt=dt, train_second_layer=train_v, max_error=max_error)
     return _finish("flow", t, (eps, Q, R, vo, status, None), (W, v, Wt, vt), d, params, t_stop)

@@ -53,7 +53,7 @@ def _compile_notice(kernel):
     )
 
 
-def call_kernel(kernel, *args, num_threads=None):
+def call_kernel(kernel, *args, num_threads=None, progress=None):
     """Call a compiled kernel with ``num_threads`` Numba threads, interruptible by Ctrl-C.
 
     A Numba kernel holds the interpreter until it returns, so a Ctrl-C in the thread that runs
@@ -64,7 +64,9 @@ def call_kernel(kernel, *args, num_threads=None):
     run exits). From any other thread (a Dask worker's task) the kernel is called directly.
 
     A call that is still compiling its kernel after ``COMPILE_NOTICE_SECONDS`` says so in one
-    line on stderr, so that a first run on a fresh machine is not silent.
+    line on stderr, so that a first run on a fresh machine is not silent. ``progress`` (a
+    :class:`fastquad.progress.RecordProgress`, optional) is updated while the main thread
+    waits.
     """
     if threading.current_thread() is not threading.main_thread():
         with numba_threads(num_threads):
@@ -82,15 +84,19 @@ def call_kernel(kernel, *args, num_threads=None):
     worker = threading.Thread(target=target, name="fastquad-kernel", daemon=True)
     start = time.monotonic()
     worker.start()
-    while worker.is_alive():
-        worker.join(0.05)
-        if (
-            pending is not None
-            and time.monotonic() - start > COMPILE_NOTICE_SECONDS
-            and pending not in kernel.overloads  # still compiling, not running
-        ):
-            _compile_notice(kernel)
-            pending = None
+    notice_due = pending is not None
+    try:
+        while worker.is_alive():
+            worker.join(0.05)
+            if pending is not None and pending not in kernel.overloads:  # still compiling
+                if notice_due and time.monotonic() - start > COMPILE_NOTICE_SECONDS:
+                    _compile_notice(kernel)
+                    notice_due = False
+            elif progress:
+                progress.update()
+    finally:
+        if progress:
+            progress.close()
     if "error" in outcome:
         raise outcome["error"]
     return outcome.get("value")

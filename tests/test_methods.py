@@ -83,6 +83,7 @@ def toy(monkeypatch):
         run=run,
         steps=lambda c: (10.0, "t_max"),
         seconds_per_run=lambda c: 1e-3,
+        options=ode.options,  # the ODE's options, checked by the ODE's rules
     )
     monkeypatch.setitem(methods._REGISTRY, "toy", method)
     return method
@@ -166,16 +167,21 @@ def test_the_ode_options_have_one_rule_in_configs_and_the_api(key, value):
 
 
 @pytest.mark.parametrize("name", ["sgd", "gd", "flow", "ode"])
-def test_a_run_in_parts_with_a_progress_bar_gives_the_same_numbers(name, monkeypatch, capsys):
+def test_a_run_with_a_progress_bar_gives_the_same_numbers(name, monkeypatch, capsys):
+    from fastquad import progress
+
     extra = {"n_samples": 40} if name == "gd" else {}
     cfg = config.make_config(
         dict(method=name, d=25, K=2, M=2, t_max=1.0, n_times=6, n_runs=7, **extra)
     )
     whole = config.run(cfg, num_threads=1)
-    monkeypatch.setattr(config, "PROGRESS_SECONDS", 0.0)
-    monkeypatch.setattr(config, "PROGRESS_PARTS", 3)  # parts of 3, 3 and 1 runs
-    parts = config.run(cfg, num_threads=1, progress=True)
-    assert "7/7" in capsys.readouterr().err  # the bar, on stderr
+    assert capsys.readouterr().err == ""  # asked for none: none
+    config.run(cfg, num_threads=1, progress=True)
+    assert capsys.readouterr().err == ""  # a call shorter than DELAY_SECONDS: quiet
+    monkeypatch.setattr(progress, "DELAY_SECONDS", 0.0)
+    shown = config.run(cfg, num_threads=1, progress=True)
+    err = capsys.readouterr().err
+    assert f"{name} (7 runs): 100%" in err and "t = 1/1" in err, err  # the bar, on stderr
     for var in (
         "eps_g",
         "Q",
@@ -189,12 +195,100 @@ def test_a_run_in_parts_with_a_progress_bar_gives_the_same_numbers(name, monkeyp
         "W",
         "v_final",
     ):
-        a, b = getattr(whole, var), getattr(parts, var)
+        a, b = getattr(whole, var), getattr(shown, var)
         assert (a is None) == (b is None), var
         if a is not None:
             np.testing.assert_array_equal(a, b, err_msg=var)
-    assert whole.coords.keys() == parts.coords.keys() and whole.attrs == parts.attrs
-    for k in whole.coords:
-        np.testing.assert_array_equal(whole.coords[k], parts.coords[k])
-    config.run(cfg, num_threads=1, progress=False)
-    assert capsys.readouterr().err == ""  # asked for none: none
+
+
+def test_the_bar_follows_the_records_of_each_run():
+    from fastquad.progress import UNWRITTEN, RecordProgress, records
+
+    t = np.array([0.0, 1.0, 2.0, 4.0])
+    eps = records((3, 4))
+    assert (eps == UNWRITTEN).all()
+    bar = RecordProgress(eps, t, "sgd")
+    assert bar._done() == 0.0
+    eps[0, :3] = 0.5  # run 0 has recorded up to t = 2
+    eps[1, :1] = 0.5  # run 1 only its start
+    assert bar._done() == pytest.approx((2.0 + 0.0 + 0.0) / 3)
+    eps[2, 1:] = np.nan  # run 2 diverged after its first record: done
+    eps[2, 0] = 0.7
+    assert bar._done() == pytest.approx((2.0 + 0.0 + 4.0) / 3)
+    eps[:] = 0.1
+    assert bar._done() == 4.0
+
+
+def test_a_single_long_run_shows_its_bar_move(monkeypatch, capsys):
+    # one run: the bar moves in simulated time while the kernel runs (it used to show none)
+    from fastquad import progress
+
+    monkeypatch.setattr(progress, "DELAY_SECONDS", 0.0)
+    monkeypatch.setattr(progress, "POLL_SECONDS", 0.0)
+    seen = []
+    update = progress.RecordProgress.update
+
+    def spy(self):
+        update(self)
+        seen.append(self._done())
+
+    monkeypatch.setattr(progress.RecordProgress, "update", spy)
+    cfg = config.make_config(dict(method="sgd", d=400, K=4, M=4, t_max=1000.0, n_runs=1))
+    config.run(cfg, num_threads=1, progress=True)
+    assert "sgd (1 run): 100%" in capsys.readouterr().err
+    assert any(0 < x < 1000.0 for x in seen), seen  # seen part way, not only at the end
+
+
+def test_each_method_owns_its_options_and_the_table_is_made_of_them():
+    from dataclasses import FrozenInstanceError
+
+    owned = {}
+    for name in methods.names():
+        cls = methods.get(name).options
+        opts = cls()  # the defaults are valid
+        with pytest.raises(FrozenInstanceError):
+            opts.__setattr__(next(iter(cls.rules())), 0)
+        for key, rule in cls.rules().items():
+            owned.setdefault(key, set()).add(name)
+            assert getattr(opts, key) == rule.default == config.PARAMETERS[key].default
+            assert config.PARAMETERS[key].check is rule.check  # one rule, not a copy
+    # the table is the shared parameters plus the methods' options, nothing else
+    assert set(config.PARAMETERS) == set(config.COMMON) | set(owned)
+    assert not set(config.COMMON) & set(owned)
+    assert owned["batch_size"] == {"sgd", "gd", "ode"} and owned["dt"] == {"flow", "ode"}
+    assert config.PARAMETERS["batch_size"].help.endswith("[sgd, gd, ode]")
+    cfg = config.make_config(dict(method="ode", integrator="rk4", dt=0.01))
+    assert cfg.options == methods.get("ode").options(integrator="rk4", dt=0.01)
+
+
+# values of every option, valid and not: the options class and a configuration must agree
+_TRIES = [0, 1, -1, 2.5, 3.0, 1e-20, 0.5, float("nan"), float("inf"), True, "rk4", "exact", None]
+
+
+@pytest.mark.parametrize("name", ["sgd", "gd", "flow", "ode"])
+def test_an_options_object_and_a_configuration_accept_and_refuse_alike(name):
+    cls = methods.get(name).options
+    base = dict(method=name, d=10, K=1, M=1, t_max=1.0, n_samples=8)
+    for key in cls.rules():
+        for value in _TRIES:
+            try:
+                opts = cls(**{key: value})
+                direct = None
+            except InputError as exc:
+                opts, direct = None, str(exc)
+            try:
+                via_config = config.make_config({**base, key: value}).options
+                from_config = None
+            except InputError as exc:
+                via_config, from_config = None, str(exc)
+            if direct is not None:  # refused by the rule: the configuration says the same
+                assert from_config == direct, (key, value)
+            elif from_config is None:  # accepted by both, as the same cleaned value
+                assert getattr(via_config, key) == getattr(opts, key), (key, value)
+            else:  # accepted by the rule, refused only by a cross-check of the whole problem
+                assert key in from_config and (key, name) in {
+                    ("batch_size", "gd"),
+                    ("n_samples", "gd"),
+                    ("dt", "flow"),
+                    ("dt", "ode"),
+                }, (key, value, from_config)

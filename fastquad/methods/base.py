@@ -8,6 +8,8 @@ testing names. Adding a method means one module here plus its kernel.
 
 from dataclasses import dataclass, field
 
+from .options import Options
+
 # rough single-core costs measured on the reference machine (see fastquad.budget)
 SEC_PER_NORMAL = 4e-9
 SEC_PER_FMA = 1.5e-10
@@ -24,11 +26,15 @@ class Method:
         The ``method`` value that selects it (configs, sweeps, ``--method``).
     summary : str
         One phrase for help texts.
+    options : type
+        Its :class:`fastquad.methods.options.Options` subclass: the options it owns, each
+        with its default, its check and its help (the only validator of them).
     run : callable
         ``run(c, W0, v0, Wt, vt, lr, sigma, seeds, ids, common) -> Result`` for runs that share
-        the kernel shape of configuration ``c``: initial weights (n, K, d), (n, K), teachers
+        the kernel shape of configuration ``c`` (its options are ``c.options``): initial
+        weights (n, K, d), (n, K), teachers
         (n, M, d), (n, M), per-run lr, label noise, seeds and replica ids, and ``common``
-        (``times``, ``train_second_layer``, ``max_error``, ``num_threads``).
+        (``times``, ``train_second_layer``, ``max_error``, ``num_threads``, ``progress``).
     steps : callable
         ``steps(c) -> (number of steps of one run, the parameter that sets it)``.
     seconds_per_run : callable
@@ -58,6 +64,7 @@ class Method:
     discrete: bool = False
     records_train_error: bool = False
     warm_up: dict = field(default_factory=dict)
+    options: type = Options
 
     def warm_up_config(self):
         """The tiny configuration (as a dict) whose run compiles this method's kernels."""

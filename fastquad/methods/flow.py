@@ -1,13 +1,30 @@
 """The population gradient flow in parameter space (RK4 on the exact population gradient)."""
 
+from dataclasses import dataclass
+
+from .. import _validate
 from .base import SEC_PER_FMA, Method
+from .options import Options, Rule
 from .sgd import weights_memory
+
+DT = Rule(
+    0.0,
+    lambda n, x: _validate.real(n, x, low=0.0),
+    "RK4 step for flow/ode (0: automatic; initial step for rk45)",
+)
+
+
+@dataclass(frozen=True)
+class FlowOptions(Options):
+    """Options of the population gradient flow (checked when made)."""
+
+    dt: float = DT.field()
 
 
 def _run(c, W0, v0, Wt, vt, lr, sigma, seeds, ids, common):
     from ..simulate import integrate_flow
 
-    return integrate_flow(W0, v0, Wt, vt, lr, c.t_max, dt=c.dt or None, **common)
+    return integrate_flow(W0, v0, Wt, vt, lr, c.t_max, dt=c.options.dt or None, **common)
 
 
 def default_dt(lr):
@@ -29,6 +46,7 @@ def _seconds(c):
 METHOD = Method(
     name="flow",
     summary="population gradient flow, RK4",
+    options=FlowOptions,
     run=_run,
     steps=_steps,
     seconds_per_run=_seconds,

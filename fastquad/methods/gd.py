@@ -1,12 +1,28 @@
 """Gradient descent on a fixed dataset of ``n_samples`` samples (full batch or mini-batches)."""
 
+from dataclasses import dataclass
+
 from .. import _validate
 from ..errors import InputError
 from .base import BYTES, SEC_PER_FMA, Method
-from .sgd import check_steps, steps, weights_memory
+from .options import Options, Rule
+from .sgd import BATCH_SIZE, check_steps, steps, weights_memory
+
+
+@dataclass(frozen=True)
+class GDOptions(Options):
+    """Options of gradient descent on a fixed dataset (checked when made)."""
+
+    n_samples: int = Rule(
+        0,
+        lambda n, x: _validate.integer(n, x, low=0, high=_validate.MAX_COUNT),
+        "dataset size for method gd (required there, >= 1)",
+    ).field()
+    batch_size: int = BATCH_SIZE.field()
 
 
 def _run(c, W0, v0, Wt, vt, lr, sigma, seeds, ids, common):
+    o = c.options
     from ..simulate import simulate_gd
 
     return simulate_gd(
@@ -16,8 +32,8 @@ def _run(c, W0, v0, Wt, vt, lr, sigma, seeds, ids, common):
         vt,
         lr,
         c.t_max,
-        n_samples=c.n_samples,
-        batch_size=c.batch_size if c.batch_size > 1 else None,
+        n_samples=o.n_samples,
+        batch_size=o.batch_size if o.batch_size > 1 else None,
         seeds=seeds,
         run_ids=ids,
         label_noise=sigma,
@@ -51,17 +67,24 @@ def check_batch(batch_size, n_samples, name="batch_size"):
     return batch
 
 
-def _check(c, p, prefix):
-    if c["n_samples"] < 1:
-        p.add(f"{prefix}n_samples must be an integer >= 1 for method gd, got {c['n_samples']}")
+def check_dataset(n_samples, batch_size, p, prefix=""):
+    """The dataset rules of GD (the Python API and configurations alike): ``n_samples`` >= 1
+    and a mini-batch of at most ``n_samples``."""
+    if n_samples < 1:
+        p.add(f"{prefix}n_samples must be an integer >= 1 for method gd, got {n_samples}")
     else:
-        p.check(check_batch, c["batch_size"], c["n_samples"], f"{prefix}batch_size")
+        p.check(check_batch, batch_size, n_samples, f"{prefix}batch_size")
+
+
+def _check(c, p, prefix):
+    check_dataset(c["n_samples"], c["batch_size"], p, prefix)
     check_steps(c, p, prefix)
 
 
 METHOD = Method(
     name="gd",
     summary="gradient descent on a fixed dataset",
+    options=GDOptions,
     run=_run,
     steps=steps,
     seconds_per_run=_seconds,

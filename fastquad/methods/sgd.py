@@ -1,10 +1,53 @@
 """Online SGD: one fresh sample (or mini-batch) per step, t = step / d."""
 
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import _validate
+from ..errors import InputError
 from .base import BYTES, SEC_PER_FMA, SEC_PER_NORMAL, Method
+from .options import Options, Rule, choice
 
 #: How online SGD draws its samples, and the precisions of the direct kernel.
 SAMPLERS = ("direct", "exact", "auto")
 DTYPES = ("float64", "float32")
+
+
+def _dtype(name, value):
+    """A precision by name, or as NumPy's float64 / float32 -> its name."""
+    if isinstance(value, str) and value in DTYPES:
+        return value
+    if (isinstance(value, type) and value in (np.float64, np.float32)) or (
+        isinstance(value, np.dtype) and value.name in DTYPES
+    ):
+        return np.dtype(value).name
+    raise InputError(f"{name} must be one of {', '.join(DTYPES)}; got {value!r}")
+
+
+BATCH_SIZE = Rule(
+    1,
+    lambda n, x: _validate.integer(n, x, low=1, high=_validate.MAX_COUNT),
+    "samples per step (sgd, gd: 1 means the full dataset; ode: the batch of its noise term)",
+)
+
+
+@dataclass(frozen=True)
+class SGDOptions(Options):
+    """Options of online SGD (checked when made; see :mod:`fastquad.methods.options`)."""
+
+    batch_size: int = BATCH_SIZE.field()
+    sampler: str = Rule(
+        "direct",
+        choice(lambda: SAMPLERS),
+        "how samples are drawn: direct (d-dimensional weights), exact (dimension-free "
+        "Gram-matrix sampler, same law, cost independent of d) or auto",
+    ).field()
+    dtype: str = Rule(
+        "float64",
+        _dtype,
+        "direct sampler: precision of weights, samples and arithmetic",
+    ).field()
 
 
 def sampler_used(sampler, d, K, M, *, dtype="float64", explicit_samples=False):
@@ -19,6 +62,7 @@ def sampler_used(sampler, d, K, M, *, dtype="float64", explicit_samples=False):
 
 
 def _run(c, W0, v0, Wt, vt, lr, sigma, seeds, ids, common):
+    o = c.options
     from ..simulate import simulate_sgd
 
     return simulate_sgd(
@@ -30,10 +74,10 @@ def _run(c, W0, v0, Wt, vt, lr, sigma, seeds, ids, common):
         c.t_max,
         seeds=seeds,
         run_ids=ids,
-        batch_size=c.batch_size,
+        batch_size=o.batch_size,
         label_noise=sigma,
-        sampler=c.sampler,
-        dtype=c.dtype,
+        sampler=o.sampler,
+        dtype=o.dtype,
         **common,
     )
 
@@ -85,6 +129,7 @@ def check_steps(c, p, prefix):
 METHOD = Method(
     name="sgd",
     summary="online SGD",
+    options=SGDOptions,
     run=_run,
     steps=steps,
     seconds_per_run=_seconds,
