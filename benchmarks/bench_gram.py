@@ -22,6 +22,7 @@ import numpy as np
 import fastquad as fq
 from fastquad.kernels import gram
 from fastquad.rng import run_states
+from fastquad.threads import call_kernel
 
 CONFIGS = [(100, 2, 2), (500, 2, 2), (1000, 2, 2), (100_000, 2, 2)]
 EXTRA = [(1000, 4, 4), (1000, 8, 8)]  # sampler only: its cost grows with K + M, not d
@@ -55,7 +56,8 @@ def sampler_call(W0, v0, Wt, vt, lr, steps, batch=1):
             np.empty(n, dtype=np.int8),
             np.empty(n, dtype=np.int64),
         )
-        gram.gram_sgd_batch(
+        call_kernel(
+            gram.gram_sgd_batch,
             F,
             v,
             vt_n,

@@ -283,6 +283,54 @@ def _sweep(args):
     return 0 if summary.ok else 1
 
 
+def _add_warm_up(sub):
+    from . import methods
+
+    p = sub.add_parser(
+        "warm-up",
+        help="compile ahead the kernels a job will need",
+        description="Compile (or load from Numba's on-disk cache) every kernel a job will "
+        "call, by a tiny run of each: the methods named (their default options), a "
+        "configuration, or every point of a sweep file. Later runs, on this machine or any "
+        "node that shares the cache folder, then start at once. The cache folder is "
+        "NUMBA_CACHE_DIR when set (printed at the end); a node with another kind of CPU "
+        "compiles its own entries there once.",
+    )
+    p.add_argument(
+        "--method",
+        nargs="+",
+        choices=methods.names(),
+        default=None,
+        help="methods to warm up with their default options (default: all, unless --config "
+        "or --sweep)",
+    )
+    p.add_argument("--config", type=Path, default=None, help="a configuration (TOML) file")
+    p.add_argument("--sweep", type=Path, default=None, help="a sweep file: each of its points")
+    p.add_argument("--threads", type=int, default=None, help="Numba threads of the warm-up runs")
+    p.set_defaults(func=_warm_up)
+
+
+def _warm_up(args):
+    from .warmup import cache_location, describe, warm_up
+
+    _check_threads(args.threads)
+    what = list(args.method or [])
+    if args.config is not None:
+        what.append(config.make_config(config.load_toml(args.config)))
+    if args.sweep is not None:
+        from .sweep import load_sweep
+
+        what.extend(load_sweep(args.sweep).points)
+    start = time.perf_counter()
+
+    def report(cfg, seconds):
+        print(f"{describe(cfg):50s} {seconds:6.1f} s", flush=True)
+
+    warm_up(what or None, num_threads=args.threads, report=report)
+    print(f"ready in {time.perf_counter() - start:.1f} s; compiled kernels in {cache_location()}")
+    return 0
+
+
 def _add_info(sub):
     p = sub.add_parser(
         "info",
@@ -420,6 +468,7 @@ def build_parser():
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_simulate(sub)
     _add_sweep(sub)
+    _add_warm_up(sub)
     _add_info(sub)
     _add_plot(sub)
     _add_fixed_points(sub)

@@ -18,7 +18,7 @@ weights are bit-identical alone or inside any batch.
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from .kernels.options import FAST, JIT  # FAST: the reflections' dot products
 
@@ -72,16 +72,18 @@ def _frame_one(B, U):
             B[m, k] = 0.0
 
 
-@njit(parallel=True, **JIT)
+# serial: O(M^2 d) per run, small beside any run; a parallel loop would cost seconds of
+# compilation on a cold cache for nothing
+@njit(**JIT)
 def _frame_batch(B, U):
-    for r in prange(B.shape[0]):
+    for r in range(B.shape[0]):
         _frame_one(B[r], U[r])
 
 
-@njit(parallel=True, **JIT)
+@njit(**JIT)
 def _apply_batch(X, U, forward):
     last = U.shape[0] - 1  # 0 for a shared frame
-    for r in prange(X.shape[0]):
+    for r in range(X.shape[0]):
         Ur = U[min(np.int64(r), last)]
         M = Ur.shape[0]
         for s in range(M):

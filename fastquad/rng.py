@@ -480,7 +480,7 @@ def _fix_next(f0, f1, f2, f3):
     return result, f0, f1, f2, f3
 
 
-@njit(["uint64(uint64[::1])", "uint64(uint64[:])"], **JIT)
+@njit(**JIT)
 def next_uint64(state):
     """Next 64-bit word of the run's main stream.
 
@@ -504,7 +504,7 @@ def next_uint64(state):
     return state[_BUF + j]
 
 
-@njit(["float64(uint64[::1])", "float64(uint64[:])"], **JIT)
+@njit(**JIT)
 def next_double(state):
     """Uniform double in ``[0, 1)`` on the grid ``k / 2**53`` (top 53 bits of one word).
 
@@ -520,7 +520,7 @@ def next_double(state):
     return np.float64(next_uint64(state) >> _U11) * _TWO_M53
 
 
-@njit(["int64(uint64[::1], int64)", "int64(uint64[:], int64)"], **JIT)
+@njit(**JIT)
 def randbelow(state, n):
     """Uniform integer in ``[0, n)`` without modulo bias.
 
@@ -682,13 +682,7 @@ def _fast32(halves, dst, cnt):
     return bad
 
 
-@njit(
-    [
-        "void(uint64[::1], float64[::1])",
-        "void(uint64[:], float64[:])",  # any strides, e.g. a column of a 2-D array (slower)
-    ],
-    **JIT,
-)
+@njit(**JIT)
 def normal_fill(state, out):
     """Fill ``out`` with independent N(0, 1) draws from the run's stream.
 
@@ -737,13 +731,7 @@ def normal_fill(state, out):
     state[_FIX + 3] = f3
 
 
-@njit(
-    [
-        "void(uint64[::1], float32[::1])",
-        "void(uint64[:], float32[:])",  # any strides, e.g. a column of a 2-D array (slower)
-    ],
-    **JIT,
-)
+@njit(**JIT)
 def normal_fill32(state, out):
     """Fill ``out`` with independent N(0, 1) draws in float32 from the run's stream.
 
@@ -783,7 +771,8 @@ def normal_fill32(state, out):
             _refill(state)
             c = 0
             if strided:  # the copy is not a view of the state: refresh it
-                words[:] = state[_BUF : _BUF + _NLANES]
+                for k in range(_NLANES):  # a loop: no array assignment's error path to compile
+                    words[k] = state[_BUF + k]
         cnt = min(_FULL - c, n - i)
         halves = all_halves[c : c + cnt]
         dst = out[i : i + cnt]

@@ -376,17 +376,15 @@ def simulate_sgd(
         smp = np.ascontiguousarray(smp, dtype=real)
     states = _streams(seed_arr, id_arr)
     outs = _outputs(n, len(steps), K, M)
+    # one kernel per kind of step: a call compiles only the one it needs
+    shape = (_k.sgd_batch, W, v, Wt, support) if batch == 1 else (_k.sgd_minibatch, W, v, Wt)
     call_kernel(
-        _k.sgd_batch,
-        W,
-        v,
-        Wt,
-        support,
+        *shape,
         vt,
         lr_arr,
         sigma,
         train_v,
-        batch,
+        *(() if batch == 1 else (batch,)),
         steps,
         check_every,
         max_error,

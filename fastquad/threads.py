@@ -1,32 +1,29 @@
-"""Numba thread count, set and restored around a kernel call."""
+"""Kernel calls: the runs of a batch shared among threads, Ctrl-C, a notice while compiling.
+
+Each batched kernel takes ``first, step`` before its arrays and advances the runs ``first,
+first + step, ...``, writing only their slices. :func:`call_kernel` starts one such call per
+thread. The kernels release the GIL, so the threads run in parallel; the threads are plain
+Python threads rather than a Numba ``parallel=True`` loop, whose compilation costs seconds per
+kernel on every cold cache. A run's numbers do not depend on the thread that runs it.
+"""
 
 import sys
 import threading
 import time
-from contextlib import contextmanager
 
 import numba
 
 from . import _validate
 
 
-@contextmanager
-def numba_threads(num_threads=None):
-    """Run the body with ``num_threads`` Numba threads (None: leave as is), then restore.
-
-    Results never depend on the thread count (each run owns its slice and its stream); only
-    the speed does.
-    """
+def thread_count(num_threads=None):
+    """The threads of a kernel call: ``num_threads`` checked (1 to ``NUMBA_NUM_THREADS``), or
+    by default ``NUMBA_NUM_THREADS`` (all cores unless the environment says otherwise, as on a
+    Dask worker)."""
+    limit = numba.config.NUMBA_NUM_THREADS
     if num_threads is None:
-        yield
-        return
-    n = _validate.integer("num_threads", num_threads, low=1, high=numba.config.NUMBA_NUM_THREADS)
-    old = numba.get_num_threads()
-    numba.set_num_threads(n)
-    try:
-        yield
-    finally:
-        numba.set_num_threads(old)
+        return limit
+    return _validate.integer("num_threads", num_threads, low=1, high=limit)
 
 
 #: A first call still compiling after this many seconds says so on stderr (once per kernel).
@@ -54,49 +51,55 @@ def _compile_notice(kernel):
 
 
 def call_kernel(kernel, *args, num_threads=None, progress=None):
-    """Call a compiled kernel with ``num_threads`` Numba threads, interruptible by Ctrl-C.
+    """``kernel(first, step, *args)`` for ``first`` in ``range(step)``, one call per thread,
+    ``step = thread_count(num_threads)``; interruptible by Ctrl-C.
 
-    A Numba kernel holds the interpreter until it returns, so a Ctrl-C in the thread that runs
-    it would wait for the whole run. Called from the main thread, the kernel (compiled with
-    ``nogil=True``) runs in a helper thread while the main thread waits and stays free to take
-    Ctrl-C: ``KeyboardInterrupt`` is raised at once, and the abandoned call's outputs are never
-    returned (in an interactive session the kernel finishes in the background; a command-line
-    run exits). From any other thread (a Dask worker's task) the kernel is called directly.
+    A Numba kernel holds its thread until it returns, so a Ctrl-C in the thread that runs it
+    would wait for the whole run. Called from the main thread, every part runs in a helper
+    thread while the main thread waits and stays free to take Ctrl-C: ``KeyboardInterrupt``
+    is raised at once, and the abandoned call's outputs are never returned (in an interactive
+    session the kernel finishes in the background; a command-line run exits). From any other
+    thread (a Dask worker's task) with one thread, the kernel is called directly.
 
     A call that is still compiling its kernel after ``COMPILE_NOTICE_SECONDS`` says so in one
     line on stderr, so that a first run on a fresh machine is not silent. ``progress`` (a
     :class:`fastquad.progress.RecordProgress`, optional) is updated while the main thread
     waits.
     """
-    if threading.current_thread() is not threading.main_thread():
-        with numba_threads(num_threads):
-            return kernel(*args)
-    outcome = {}
+    step = thread_count(num_threads)
+    main = threading.current_thread() is threading.main_thread()
+    if step == 1 and not main:
+        return kernel(0, 1, *args)
+    errors = []
 
-    def target():
+    def part(first):
         try:
-            with numba_threads(num_threads):
-                outcome["value"] = kernel(*args)
+            kernel(first, step, *args)
         except BaseException as exc:  # handed to the caller's thread below
-            outcome["error"] = exc
+            errors.append(exc)
 
-    pending = _pending_signature(kernel, args)
-    worker = threading.Thread(target=target, name="fastquad-kernel", daemon=True)
+    pending = _pending_signature(kernel, (0, step) + args)
+    workers = [
+        threading.Thread(target=part, args=(i,), name=f"fastquad-kernel-{i}", daemon=True)
+        for i in range(step)
+    ]
     start = time.monotonic()
-    worker.start()
-    notice_due = pending is not None
+    workers[0].start()  # the first compiles (if it must); the others then find the code
+    for w in workers[1:]:
+        w.start()
+    notice_due = pending is not None and main
     try:
-        while worker.is_alive():
-            worker.join(0.05)
-            if pending is not None and pending not in kernel.overloads:  # still compiling
-                if notice_due and time.monotonic() - start > COMPILE_NOTICE_SECONDS:
-                    _compile_notice(kernel)
-                    notice_due = False
-            elif progress:
-                progress.update()
+        for w in workers:
+            while w.is_alive():
+                w.join(0.05)
+                if pending is not None and pending not in kernel.overloads:  # compiling
+                    if notice_due and time.monotonic() - start > COMPILE_NOTICE_SECONDS:
+                        _compile_notice(kernel)
+                        notice_due = False
+                elif progress and main:
+                    progress.update()
     finally:
-        if progress:
+        if progress and main:
             progress.close()
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome.get("value")
+    if errors:
+        raise errors[0]

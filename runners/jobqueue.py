@@ -49,8 +49,7 @@ def make_cluster(kind, args):
         memory=args.memory,
         walltime=args.walltime,
         queue=args.queue,
-        job_script_prologue=["export NUMBA_NUM_THREADS=1", "export OMP_NUM_THREADS=1"]
-        + ([f"source {args.activate}"] if args.activate else []),
+        job_script_prologue=job_prologue(args),
         log_directory=args.log_directory,
         # TLS (tls:// addresses) with a certificate made now; the jobs' workers get it
         # through files in the shared folder, named in their command line
@@ -68,6 +67,23 @@ def make_cluster(kind, args):
     if kind == "pbs" and args.resource_spec:
         kw["resource_spec"] = args.resource_spec
     return cls(**kw)
+
+
+def job_prologue(args):
+    """What a job runs before its workers start: one thread per worker, the environment, the
+    shared kernel cache, and one warm-up per job (the job's workers then load the kernels
+    instead of compiling them at once; a node with another kind of CPU compiles its own)."""
+    lines = ["export NUMBA_NUM_THREADS=1", "export OMP_NUM_THREADS=1"]
+    if args.activate:
+        lines.append(f"source {shlex.quote(args.activate)}")
+    cache = args.cache_dir or os.environ.get("NUMBA_CACHE_DIR")
+    if cache:
+        lines.append(f"export NUMBA_CACHE_DIR={shlex.quote(os.path.abspath(cache))}")
+    warm = ["fastquad", "warm-up"]
+    if args.sweep:
+        warm += ["--sweep", os.path.abspath(args.sweep)]
+    lines.append(shlex.join(warm))
+    return lines
 
 
 _CREDENTIAL_FILES = (
@@ -139,6 +155,12 @@ def parser():
         default=None,
         help="folder the compute nodes also see, for the cluster's temporary TLS "
         "certificate (default: the current folder)",
+    )
+    p.add_argument(
+        "--cache-dir",
+        default=None,
+        help="folder the nodes share for Numba's compiled kernels (default: NUMBA_CACHE_DIR "
+        "of this shell, if set)",
     )
     p.add_argument("--sweep", help="sweep file to run")
     p.add_argument("--out", help="results file")

@@ -16,7 +16,7 @@ from scipy import stats
 import fastquad as fq
 from fastquad.kernels import gram
 from fastquad.rng import run_states
-from fastquad.threads import numba_threads
+from fastquad.threads import call_kernel
 from fastquad.times import steps_for_times
 
 
@@ -60,28 +60,29 @@ def run_gram(
     nr = len(steps)
     eps, Q, R = np.empty((n, nr)), np.empty((n, nr, K, K)), np.empty((n, nr, K, M))
     vo, status, stop = np.empty((n, nr, K)), np.empty(n, np.int8), np.empty(n, np.int64)
-    with numba_threads(num_threads):
-        gram.gram_sgd_batch(
-            F,
-            v,
-            vt_n,
-            K,
-            d,
-            np.broadcast_to(np.asarray(lr, float), (n,)).copy(),
-            np.broadcast_to(np.asarray(label_noise, float), (n,)).copy(),
-            train_second_layer,
-            batch_size,
-            steps,
-            d if check_every is None else check_every,
-            max_error,
-            states,
-            eps,
-            Q,
-            R,
-            vo,
-            status,
-            stop,
-        )
+    call_kernel(
+        gram.gram_sgd_batch,
+        F,
+        v,
+        vt_n,
+        K,
+        d,
+        np.broadcast_to(np.asarray(lr, float), (n,)).copy(),
+        np.broadcast_to(np.asarray(label_noise, float), (n,)).copy(),
+        train_second_layer,
+        batch_size,
+        steps,
+        d if check_every is None else check_every,
+        max_error,
+        states,
+        eps,
+        Q,
+        R,
+        vo,
+        status,
+        stop,
+        num_threads=num_threads,
+    )
     return SimpleNamespace(
         t=t, eps_g=eps, Q=Q, R=R, v=vo, status=status, stop_step=stop, F=F, v_final=v, steps=steps
     )

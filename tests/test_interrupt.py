@@ -79,7 +79,7 @@ def test_a_kernel_called_from_the_main_thread_gives_the_same_numbers_and_its_err
     )
     np.testing.assert_array_equal(a.eps_g, b.eps_g)
 
-    def boom(x):
+    def boom(first, step, x):
         raise ZeroDivisionError(x)
 
     try:
@@ -91,7 +91,8 @@ def test_a_kernel_called_from_the_main_thread_gives_the_same_numbers_and_its_err
 
 
 class _SlowCompile:
-    """A stand-in for a Numba dispatcher: its first call 'compiles' for ``seconds``."""
+    """A stand-in for a Numba dispatcher of the kernels' convention (``first, step``, then the
+    arrays): its first call 'compiles' for ``seconds``, then adds 1 to its share of ``out``."""
 
     __name__ = "toy_kernel"
 
@@ -102,10 +103,12 @@ class _SlowCompile:
     def typeof_pyval(self, value):
         return type(value)
 
-    def __call__(self, x):
-        time.sleep(self.seconds)
-        self.overloads[(type(x),)] = "machine code"
-        return x + 1
+    def __call__(self, first, step, out):
+        key = (int, int, type(out))
+        if key not in self.overloads:
+            time.sleep(self.seconds)
+            self.overloads[key] = "machine code"
+        out[first::step] += 1
 
 
 def test_a_long_first_compile_says_so_once_on_stderr(monkeypatch, capsys):
@@ -113,20 +116,26 @@ def test_a_long_first_compile_says_so_once_on_stderr(monkeypatch, capsys):
 
     monkeypatch.setattr(threads, "COMPILE_NOTICE_SECONDS", 0.2)
     slow = _SlowCompile(0.6)
-    assert threads.call_kernel(slow, 1) == 2
+    out = np.zeros(5)
+    threads.call_kernel(slow, out, num_threads=2)
+    assert out.tolist() == [1.0] * 5  # each thread did its share, once
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "compiling toy_kernel" in err and "NUMBA_CACHE_DIR" in err
     # compiled now: the next call says nothing, however long it runs
-    assert threads.call_kernel(slow, 2) == 3
+    threads.call_kernel(slow, out)
+    assert out.tolist() == [2.0] * 5
     # a quick first compile says nothing either
-    assert threads.call_kernel(_SlowCompile(0.0), 1) == 2
+    threads.call_kernel(_SlowCompile(0.0), out)
     assert capsys.readouterr().err == ""
 
     # a real Numba kernel with machine code for these types has nothing pending
     @numba.njit
-    def add_one(x):
-        return x + 1
+    def add_one(first, step, out):
+        for i in range(first, out.shape[0], step):
+            out[i] += 1.0
 
-    assert threads._pending_signature(add_one, (1.0,)) is not None
-    assert threads.call_kernel(add_one, 1.0) == 2.0
-    assert threads._pending_signature(add_one, (1.0,)) is None
+    args = (0, 1, out)
+    assert threads._pending_signature(add_one, args) is not None
+    threads.call_kernel(add_one, out, num_threads=1)
+    assert out.tolist() == [4.0] * 5
+    assert threads._pending_signature(add_one, args) is None

@@ -525,6 +525,8 @@ def test_jobqueue_launcher_writes_single_threaded_worker_jobs(kind, marker):
             "00:30:00",
             "--scheduler-host",
             "127.0.0.1",
+            "--cache-dir",
+            "/shared/numba-cache",
         ],
         capture_output=True,
         text=True,
@@ -534,6 +536,9 @@ def test_jobqueue_launcher_writes_single_threaded_worker_jobs(kind, marker):
     script = proc.stdout
     assert marker in script and "00:30:00" in script
     assert "export NUMBA_NUM_THREADS=1" in script
+    # one warm-up per job, into the cache the nodes share, before its workers start
+    assert "export NUMBA_CACHE_DIR=/shared/numba-cache\nfastquad warm-up\n" in script
+    assert script.index("fastquad warm-up") < script.index("distributed.cli.dask_worker")
     assert "--nthreads 1" in script and "--nworkers 6" in script
     assert "tls://127.0.0.1:" in script
 

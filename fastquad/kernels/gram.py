@@ -37,9 +37,8 @@ same step code), :func:`factor_order_params`, and the variates :func:`gamma_draw
 
 import math
 
-import numba
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from ..rng import next_double, normal_fill
 from .closed_form import eps_g_of
@@ -808,19 +807,16 @@ def _gram_group(
             _unpack(Fg, vg, g, F[i], v[i])
 
 
-# Read once: numba.get_num_threads() inside the kernel would make it uncacheable, and the group
-# size only affects speed, never results.
-_THREADS = numba.config.NUMBA_NUM_THREADS
-
-
 @njit(inline="always", **JIT)
 def lanes_for(n, n_threads):
     """Runs per lockstep group: up to _LANES, fewer when that would leave threads idle."""
     return max(1, min(_LANES, (n + n_threads - 1) // n_threads))
 
 
-@njit(parallel=True, **NUMPY_ERRORS)
+@njit(**NUMPY_ERRORS)
 def gram_sgd_batch(
+    first,
+    step,
     F,
     v,
     vt,
@@ -872,13 +868,14 @@ def gram_sgd_batch(
 
     Notes
     -----
-    Runs are advanced in lockstep groups of up to 16 (one group per ``prange`` iteration, each
-    writing only its runs' slices); a run's numbers do not depend on its group.
+    Runs are advanced in lockstep groups of up to 16, fewer when that would leave some of the
+    ``step`` threads idle; this call takes the groups ``first, first + step, ...``, each
+    writing only its runs' slices. A run's numbers do not depend on its group.
     """
     n = F.shape[0]
-    G = lanes_for(n, _THREADS)
+    G = lanes_for(n, step)
     n_groups = (n + G - 1) // G
-    for grp in prange(n_groups):
+    for grp in range(first, n_groups, step):
         i0 = grp * G
         _gram_group(
             F,

@@ -8,7 +8,7 @@ stays exactly symmetric (every symmetric product is computed once and mirrored).
 """
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from .closed_form import eps_g_of
 from .options import JIT, RHS
@@ -405,8 +405,10 @@ def _integrate_one(
     return status, t, n_evals
 
 
-@njit(parallel=True, **JIT)
+@njit(**JIT)
 def integrate_batch(
+    first,
+    step,
     Q0,
     R0,
     v0,
@@ -431,9 +433,9 @@ def integrate_batch(
     t_stop,
     n_evals,
 ):
-    """Integrate n independent trajectories of the order-parameter ODE (one per prange
-    iteration; each writes only its own slices, so results do not depend on the batch or on
-    the number of threads).
+    """Integrate the trajectories ``first, first + step, ...`` of n independent ones of the
+    order-parameter ODE (each writes only its own slices, so results do not depend on the
+    batch or on the number of threads).
 
     Shapes: Q0 (n, K, K) symmetric, R0 (n, K, M), v0 (n, K), T (n, M, M) symmetric, vt (n, M),
     lr, sigma2, dt (n,), times (n_rec,) increasing from >= 0. Outputs: Q_out (n, n_rec, K, K),
@@ -442,7 +444,7 @@ def integrate_batch(
     int64. ``adaptive=False``: classic RK4 with step dt; True: Dormand-Prince 5(4) with mixed
     rtol/atol error control, dt the initial step.
     """
-    for r in prange(Q0.shape[0]):
+    for r in range(first, Q0.shape[0], step):
         st, ts, ne = _integrate_one(
             Q0[r],
             R0[r],

@@ -9,10 +9,11 @@ bit-identical alone or inside any batch, with any thread count. Weights are upda
 import math
 
 import numpy as np
-from numba import njit, prange, types
+from numba import njit, types
 from numba.extending import overload
 
 from ..rng import normal_fill, normal_fill32, randbelow
+from .arrays import axpy_into, copy_into
 from .closed_form import eps_g_of, gram_into, population_gradients_into
 from .options import FAST, JIT
 from .status import STATUS_DIVERGED, STATUS_DONE
@@ -277,9 +278,9 @@ def measure(W, v, Wt, vt, T, Q, R):
 @njit(**JIT)
 def record(i, eps, Q, R, v, eps_out, Q_out, R_out, v_out):
     eps_out[i] = eps
-    Q_out[i] = Q
-    R_out[i] = R
-    v_out[i] = v
+    copy_into(Q_out[i], Q)
+    copy_into(R_out[i], R)
+    copy_into(v_out[i], v)
 
 
 @njit(**JIT)
@@ -462,8 +463,8 @@ def _batch_run(
     # student and teacher rows in one array: one blocked pass gives all pre-activations
     dt = W.dtype
     A = np.empty((K + M, d), dt)
-    A[:K] = W
-    A[K:] = Wt
+    copy_into(A[:K], W)
+    copy_into(A[K:], Wt)
     Ws = A[:K]
     buf = np.empty(batch * (d + 1), dt)
     h = np.empty((batch, K + M), dt)
@@ -477,7 +478,7 @@ def _batch_run(
     status = STATUS_DONE
     while step < n_steps:
         if explicit:
-            buf[:] = samples[step]
+            copy_into(buf, samples[step])
         else:
             fill_normals(state, buf)
         X = buf[: batch * d].reshape((batch, d))
@@ -511,16 +512,77 @@ def _batch_run(
                 break
     if status == STATUS_DIVERGED:
         stop_run(i_rec, eps_out, Q_out, R_out, v_out)
-    W[:] = Ws
+    copy_into(W, Ws)
     return status, step
 
 
-@njit(parallel=True, **FAST)
+@njit(**FAST)
 def sgd_batch(
+    first,
+    step,
     W,
     v,
     Wt,
     support,
+    vt,
+    lr,
+    sigma,
+    train_v,
+    rec_steps,
+    check_every,
+    max_error,
+    states,
+    samples,
+    eps_out,
+    Q_out,
+    R_out,
+    v_out,
+    status,
+    stop_step,
+):
+    """Online SGD, one sample per step, for the runs ``first, first + step, ...`` of n.
+
+    W (n,K,d), v (n,K), Wt (n,M,d), vt (n,M), lr (n,), sigma (n,); support: the teacher rows
+    are zero beyond their first ``support`` columns (d if nothing is known; the public layer
+    rotates the inputs' frame so that it is M); rec_steps (n_rec,) int64 increasing; states
+    (n, STATE_WORDS) uint64; samples either (1,1,1) (draw from the streams) or
+    (n, n_steps, d+1) explicit inputs then standard-normal label noise per step.
+    Outputs eps_out (n,n_rec), Q_out (n,n_rec,K,K), R_out (n,n_rec,K,M), v_out (n,n_rec,K),
+    status (n,) int8, stop_step (n,) int64. Each call writes only its runs' slices
+    (:func:`fastquad.threads.call_kernel` runs one call per thread).
+    """
+    n = W.shape[0]
+    explicit = samples.shape[0] > 1 or samples.shape[1] > 1
+    for r in range(first, n, step):
+        smp = samples[r] if explicit else samples[0]
+        status[r], stop_step[r] = _online_run(
+            W[r],
+            v[r],
+            Wt[r],
+            support,
+            vt[r],
+            lr[r],
+            sigma[r],
+            train_v,
+            rec_steps,
+            check_every,
+            max_error,
+            states[r],
+            smp,
+            eps_out[r],
+            Q_out[r],
+            R_out[r],
+            v_out[r],
+        )
+
+
+@njit(**FAST)
+def sgd_minibatch(
+    first,
+    step,
+    W,
+    v,
+    Wt,
     vt,
     lr,
     sigma,
@@ -538,62 +600,31 @@ def sgd_batch(
     status,
     stop_step,
 ):
-    """Online SGD for n runs.
-
-    W (n,K,d), v (n,K), Wt (n,M,d), vt (n,M), lr (n,), sigma (n,); support: the teacher rows
-    are zero beyond their first ``support`` columns (d if nothing is known; the public layer
-    rotates the inputs' frame so that it is M); rec_steps (n_rec,) int64 increasing; states
-    (n, STATE_WORDS) uint64; samples either (1,1,1) (draw from the streams) or
-    (n, n_steps, batch*(d+1)) explicit inputs then standard-normal label noise per step.
-    Outputs eps_out (n,n_rec), Q_out (n,n_rec,K,K), R_out (n,n_rec,K,M), v_out (n,n_rec,K),
-    status (n,) int8, stop_step (n,) int64.
-    """
+    """Online SGD with mini-batches of ``batch`` >= 2 samples per step; as :func:`sgd_batch`
+    (explicit samples: (n, n_steps, batch*(d+1)))."""
     n = W.shape[0]
     explicit = samples.shape[0] > 1 or samples.shape[1] > 1
-    for r in prange(n):
+    for r in range(first, n, step):
         smp = samples[r] if explicit else samples[0]
-        if batch == 1:
-            st, sp = _online_run(
-                W[r],
-                v[r],
-                Wt[r],
-                support,
-                vt[r],
-                lr[r],
-                sigma[r],
-                train_v,
-                rec_steps,
-                check_every,
-                max_error,
-                states[r],
-                smp,
-                eps_out[r],
-                Q_out[r],
-                R_out[r],
-                v_out[r],
-            )
-        else:
-            st, sp = _batch_run(
-                W[r],
-                v[r],
-                Wt[r],
-                vt[r],
-                lr[r],
-                sigma[r],
-                train_v,
-                batch,
-                rec_steps,
-                check_every,
-                max_error,
-                states[r],
-                smp,
-                eps_out[r],
-                Q_out[r],
-                R_out[r],
-                v_out[r],
-            )
-        status[r] = st
-        stop_step[r] = sp
+        status[r], stop_step[r] = _batch_run(
+            W[r],
+            v[r],
+            Wt[r],
+            vt[r],
+            lr[r],
+            sigma[r],
+            train_v,
+            batch,
+            rec_steps,
+            check_every,
+            max_error,
+            states[r],
+            smp,
+            eps_out[r],
+            Q_out[r],
+            R_out[r],
+            v_out[r],
+        )
 
 
 @njit(**FAST)
@@ -709,8 +740,10 @@ def _gd_run(
     return status, step
 
 
-@njit(parallel=True, **FAST)
+@njit(**FAST)
 def gd_batch(
+    first,
+    step,
     W,
     v,
     Wt,
@@ -742,7 +775,7 @@ def gd_batch(
     """
     n = W.shape[0]
     explicit = data.shape[0] > 1 or data.shape[1] > 1
-    for r in prange(n):
+    for r in range(first, n, step):
         dat = data[r] if explicit else data[0]
         st, sp = _gd_run(
             W[r],
@@ -808,8 +841,8 @@ def _flow_run(W, v, Wt, vt, lr, train_v, times, dt, max_error, eps_out, Q_out, R
                 return STATUS_DIVERGED, t
             for s in range(1, 4):
                 c = 0.5 * h if s < 3 else h
-                Wy[:] = W + c * kW[s - 1]
-                vy[:] = v + c * kv[s - 1]
+                axpy_into(Wy, W, c, kW[s - 1])
+                axpy_into(vy, v, c, kv[s - 1])
                 _flow_rhs(Wy, vy, Wt, vt, T, lr, train_v, Q, R, kW[s], kv[s])
             W += h / 6.0 * (kW[0] + 2.0 * kW[1] + 2.0 * kW[2] + kW[3])
             v += h / 6.0 * (kv[0] + 2.0 * kv[1] + 2.0 * kv[2] + kv[3])
@@ -822,14 +855,30 @@ def _flow_run(W, v, Wt, vt, lr, train_v, times, dt, max_error, eps_out, Q_out, R
     return STATUS_DONE, t
 
 
-@njit(parallel=True, **JIT)
+@njit(**JIT)
 def flow_batch(
-    W, v, Wt, vt, lr, train_v, times, dt, max_error, eps_out, Q_out, R_out, v_out, status, t_stop
+    first,
+    step,
+    W,
+    v,
+    Wt,
+    vt,
+    lr,
+    train_v,
+    times,
+    dt,
+    max_error,
+    eps_out,
+    Q_out,
+    R_out,
+    v_out,
+    status,
+    t_stop,
 ):
     """Population gradient flow by RK4 for n runs; times (n_rec,) increasing from >= 0;
     dt (n,) the step of each run."""
     n = W.shape[0]
-    for r in prange(n):
+    for r in range(first, n, step):
         st, ts = _flow_run(
             W[r],
             v[r],

@@ -52,6 +52,10 @@ class Method:
         Whether its results carry the training loss on a fixed dataset.
     warm_up : dict
         Parameters of the smallest configuration that compiles its kernels.
+    kernel_options : callable
+        ``kernel_options(c) -> dict``: the options of configuration ``c`` that select which
+        compiled kernel its runs call (beyond the method), as a warm-up run must set them
+        (:mod:`fastquad.warmup`).
     """
 
     name: str
@@ -65,7 +69,4 @@ class Method:
     records_train_error: bool = False
     warm_up: dict = field(default_factory=dict)
     options: type = Options
-
-    def warm_up_config(self):
-        """The tiny configuration (as a dict) whose run compiles this method's kernels."""
-        return dict(method=self.name, d=4, K=1, M=1, t_max=0.5, n_times=3, n_runs=1, **self.warm_up)
+    kernel_options: object = field(default=lambda c: {})

@@ -126,6 +126,16 @@ def check_steps(c, p, prefix):
     p.check(rule, c["t_max"], c["d"], f"{prefix}t_max")
 
 
+def _kernel_options(c):
+    """The sampler (as ``auto`` resolves it), the precision, and single-sample or mini-batch
+    steps: each combination is its own compiled kernel."""
+    return {
+        "sampler": sampler_used(c.sampler, c.d, c.K, c.M, dtype=c.dtype),
+        "dtype": c.dtype,
+        "batch_size": min(c.batch_size, 2),
+    }
+
+
 METHOD = Method(
     name="sgd",
     summary="online SGD",
@@ -136,4 +146,5 @@ METHOD = Method(
     memory_terms=_memory,
     check=check_steps,
     discrete=True,
+    kernel_options=_kernel_options,
 )

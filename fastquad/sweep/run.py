@@ -114,15 +114,13 @@ def _chunk_task(point_values, point_index, replicas, keep=None, times=None):
     return {k: v for k, v in arrays.items() if v is not None and (keep is None or k in keep)}
 
 
-def warm_up(methods=None):
-    """Compile (or load from Numba's cache) the kernels of the given methods (default: every
-    registered one), each on its tiny warm-up configuration."""
-    from .. import methods as registry
-    from ..config import make_config, run
+def warm_up(what=None):
+    """Compile (or load from Numba's cache) the kernels that ``what`` needs: method names or
+    configurations (:func:`fastquad.warmup.warm_up`; default: every registered method).
+    Returns this process's id."""
+    from ..warmup import warm_up as compile_ahead
 
-    threads = _worker_threads()
-    for m in registry.names() if methods is None else methods:
-        run(make_config(registry.get(m).warm_up_config()), num_threads=threads)
+    compile_ahead(what, num_threads=_worker_threads())
     return os.getpid()
 
 
@@ -461,8 +459,8 @@ def run_sweep(
         if len(todo):
             # compile once in the client: workers then load the kernels from Numba's disk
             # cache instead of compiling at the same time (concurrent cache writes can race)
-            methods = sorted({sweep.run_config(int(r))[0].method for r in todo})
-            warm_up(methods)
+            kernels = _kernels(sweep, todo)
+            warm_up(kernels)
             if client is None:
                 client, cluster = _embedded_cluster(workers, dashboard)
             _compute(
@@ -470,7 +468,7 @@ def run_sweep(
                 sweep,
                 store,
                 todo,
-                methods,
+                kernels,
                 state,
                 chunk_runs=chunk_runs,
                 retries=retries,
@@ -515,12 +513,20 @@ def run_sweep(
     )
 
 
-def _compute(client, sweep, store, todo, methods, state, *, chunk_runs, retries, progress):
+def _kernels(sweep, todo):
+    """The warm-up configurations of the kernels the pending runs call."""
+    from ..warmup import warm_up_configs
+
+    points = sorted({int(r) // sweep.n_runs for r in todo})  # runs are point-major
+    return [c.values for c in warm_up_configs([sweep.points[i] for i in points])]
+
+
+def _compute(client, sweep, store, todo, kernels, state, *, chunk_runs, retries, progress):
     """Submit the pending runs in chunks and store each chunk as it completes; ``state``
     counts what is stored (up to date when a Ctrl-C stops the loop)."""
     from dask.distributed import as_completed
 
-    client.run(warm_up, methods)
+    client.run(warm_up, kernels)
     n_workers = max(1, len(client.scheduler_info().get("workers", {})))
     chunks = plan_chunks(
         sweep, todo, chunk_runs=chunk_runs or sweep.settings.get("chunk_runs"), n_workers=n_workers
