@@ -51,7 +51,7 @@ CASES = [
     ("direct", 500, 4, 4, 64, 4000),
     ("minibatch", 200, 2, 2, 32, 2000),
     ("exact", 1000, 2, 2, 64, 20000),
-    ("ode", 0, 4, 4, 64, 200),
+    ("ode", 20, 4, 4, 64, 200),  # d only makes the starting overlaps
 ]
 
 
@@ -76,6 +76,8 @@ def main(argv=None):
     ap.add_argument("before", type=Path, help="source tree of version A (holds fastquad/)")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--only", nargs="+", help="only these kinds of case (direct, exact, ...)")
+    ap.add_argument("--d", type=int, nargs="+", help="only the cases of these d")
     args = ap.parse_args(argv)
     if not (args.before / "fastquad" / "__init__.py").is_file():
         ap.error(f"{args.before} holds no fastquad/ package")
@@ -83,8 +85,10 @@ def main(argv=None):
     print(f"bench_ab  {time.strftime('%Y-%m-%d')}  A = {args.before}  B = this checkout")
     print(f"{args.rounds} interleaved rounds, {args.threads} threads; rates per second, median")
     with tempfile.TemporaryDirectory() as ca, tempfile.TemporaryDirectory() as cb:
-        print(f"{'case':34s} {'A':>12s} {'B':>12s} {'B / A':>7s}")
+        print(f"{'case':40s} {'A':>12s} {'B':>12s} {'B / A':>7s}")
         for case in CASES:
+            if (args.only and case[0] not in args.only) or (args.d and case[1] not in args.d):
+                continue
             a, b = [], []
             for r in range(args.rounds):
                 pair = [(args.before, ca, a), (here, cb, b)]
@@ -92,9 +96,10 @@ def main(argv=None):
                     acc.append(_rate(tree, case, args.threads, cache))
             kind, d, K, M, n, steps = case
             unit = "time units" if kind == "ode" else "sample-steps"
-            label = f"{kind} d={d} K={K} M={M} ({unit})" if d else f"{kind} K={K} M={M} ({unit})"
+            size = f"K={K} M={M}" if kind == "ode" else f"d={d} K={K} M={M}"
+            label = f"{kind} {size} ({unit})"
             ma, mb = statistics.median(a), statistics.median(b)
-            print(f"{label:34s} {ma:12.4g} {mb:12.4g} {mb / ma:7.3f}", flush=True)
+            print(f"{label:40s} {ma:12.4g} {mb:12.4g} {mb / ma:7.3f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -17,10 +17,13 @@ Last, a cache filled on this CPU is used by a process that asks Numba for anothe
 entries once (the first direct ``simulate_sgd`` again), then loads them.
 
 With ``--functions`` it also prints where the compile time of each step goes: Numba's compile
-events per function, exclusive of the functions it compiled in turn.
+events per function, exclusive of the functions it compiled in turn. With ``--main-job`` it
+runs the README's main job (``runners/paper_study.py``) on a cold cache and prints its wall time
+and its longest silent stretch (no byte on stdout or stderr), the wait a new user sees.
 
     python benchmarks/bench_compile.py               # the table (about 3 minutes)
     python benchmarks/bench_compile.py --functions   # and the functions that take longest
+    python benchmarks/bench_compile.py --main-job    # and the main job, cold (about 3 minutes)
 """
 
 import argparse
@@ -125,9 +128,36 @@ def _sweep_step(cache):
         return time.perf_counter() - start, None
 
 
+def _main_job(cache):
+    """(wall time, longest silence, when it began) of the main job on the cache ``cache``."""
+    env = dict(os.environ, NUMBA_CACHE_DIR=cache, MPLBACKEND="Agg")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with tempfile.TemporaryDirectory() as out:
+        start = time.perf_counter()
+        proc = subprocess.Popen(
+            [sys.executable, os.path.join(root, "runners", "paper_study.py"), "--out", out],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        last, gap, gap_at = start, 0.0, 0.0
+        while os.read(proc.stdout.fileno(), 4096):  # progress bars write without newlines
+            now = time.perf_counter()
+            if now - last > gap:
+                gap, gap_at = now - last, last - start
+            last = now
+        if proc.wait() != 0:
+            raise RuntimeError("the main job failed")
+        end = time.perf_counter()
+        if end - last > gap:
+            gap, gap_at = end - last, last - start
+        return end - start, gap, gap_at
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--functions", action="store_true", help="print compile time per function")
+    ap.add_argument("--main-job", action="store_true", help="also time the main job, cold")
     args = ap.parse_args(argv)
     print(f"bench_compile  {time.strftime('%Y-%m-%d')}  python {sys.version.split()[0]}")
     print(f"{'step (fresh process)':34s} {'cold cache':>11s} {'warm cache':>11s} {'ratio':>7s}")
@@ -157,6 +187,13 @@ def main(argv=None):
         f"{'same, cache from another CPU':34s} {other[0]:10.1f}s {other[1]:10.1f}s "
         f"{other[0] / other[1]:6.1f}x   (NUMBA_CPU_NAME=generic: compiles once, then loads)"
     )
+    if args.main_job:
+        with tempfile.TemporaryDirectory() as cache:
+            wall, gap, at = _main_job(cache)
+        print(
+            f"main job (runners/paper_study.py), cold cache: {wall:.0f} s; longest silence "
+            f"{gap:.1f} s (from {at:.1f} s after the start)"
+        )
 
 
 if __name__ == "__main__":
