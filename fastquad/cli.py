@@ -232,6 +232,14 @@ def _add_sweep(sub):
         action="store_true",
         help="run even when the sweep is estimated to take more than a day",
     )
+    p.add_argument(
+        "--stall-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="give up (exit 1, the file resumable) when no run finishes for this long "
+        "(default: wait as long as it takes)",
+    )
     p.set_defaults(func=_sweep)
 
 
@@ -239,12 +247,17 @@ def _sweep(args):
     from .budget import check_sweep
     from .files import check_output
     from .sweep import load_sweep, run_sweep
+    from .sweep.run import SweepStalled
 
     sweep = load_sweep(args.sweep_file)
     if args.workers is not None and args.workers < 1:
         raise InputError(f"--workers must be an integer >= 1, got {args.workers}")
     if args.chunk_runs is not None and args.chunk_runs < 1:
         raise InputError(f"--chunk-runs must be an integer >= 1, got {args.chunk_runs}")
+    if args.stall_timeout is not None and not (0 < args.stall_timeout < math.inf):
+        raise InputError(
+            f"--stall-timeout must be a number of seconds > 0, got {args.stall_timeout}"
+        )
     if args.scheduler and args.scheduler_file:
         raise InputError("--scheduler and --scheduler-file: give one, not both")
     if args.scheduler_file is not None and not args.scheduler_file.is_file():
@@ -272,7 +285,11 @@ def _sweep(args):
             overwrite=args.overwrite,
             chunk_runs=args.chunk_runs,
             progress=not args.no_progress,
+            stall_timeout=args.stall_timeout,
         )
+    except SweepStalled as exc:
+        print(f"fastquad: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt as exc:
         raise Interrupted(
             str(exc)

@@ -16,7 +16,13 @@ Worked example (SLURM; 4 jobs of 32 cores, 2 hours each)::
         --sweep data/sweeps/example.toml --out results/example.h5
 
 PBS is the same with ``pbs`` (``--queue workq``, and ``--resource-spec`` if the site needs
-one). ``--dry-run`` prints the job script and submits nothing. ``--scheduler-file FILE`` starts
+one). A job no node can run is refused at once with the scheduler's reason (exit 2); a job
+that leaves the queue (walltime, node failure, preemption) is replaced; workers retire before
+the walltime; ``--stall-timeout`` ends a sweep that can make no progress (exit 1, the file
+resumable). Each job warms the sweep's kernels up once before its workers start
+(``--cache-dir``: the kernel cache the nodes share). More: docs/sweeps.md.
+
+``--dry-run`` prints the job script and submits nothing. ``--scheduler-file FILE`` starts
 the cluster and only writes the scheduler file, for ``fastquad sweep --scheduler-file FILE``
 from another shell (stop it with Ctrl-C). Running the same command again after an interruption
 (walltime, a lost login session) resumes the sweep: every run is stored exactly once.
@@ -33,6 +39,7 @@ import argparse
 import os
 import shlex
 import sys
+import threading
 import time
 
 
@@ -56,12 +63,19 @@ def make_cluster(kind, args):
         security=Security.temporary(),
         shared_temp_directory=os.path.abspath(args.shared_temp_directory or os.getcwd()),
         scheduler_cls=NoHttpScheduler,
-        worker_extra_args=["--no-dashboard", "--worker-class", "fastquad.sweep.run.NoHttpWorker"],
+        worker_extra_args=["--no-dashboard", "--worker-class", "fastquad.sweep.run.NoHttpWorker"]
+        + lifetime_args(args.walltime),
         scheduler_options={
             "dashboard_address": None,
             **({"host": args.scheduler_host} if args.scheduler_host else {}),
         },
+        # PBS: -V hands the submitting shell's environment (PATH, NUMBA_CACHE_DIR) to the job
+        job_extra_directives=list(args.job_directive) + (["-V"] if kind == "pbs" else []),
     )
+    if args.python:
+        kw["python"] = args.python
+    if args.interface:
+        kw["interface"] = args.interface
     if args.account:
         kw["account"] = args.account
     if kind == "pbs" and args.resource_spec:
@@ -69,11 +83,122 @@ def make_cluster(kind, args):
     return cls(**kw)
 
 
+def walltime_seconds(text):
+    """Seconds of a walltime written [[D-]HH:]MM:SS (Slurm and PBS)."""
+    days, dash, rest = text.rpartition("-")
+    try:
+        parts = [float(x) for x in rest.split(":")]
+        days = float(days) if dash else 0.0
+    except ValueError:
+        parts = []
+    if not 2 <= len(parts) <= 3 or any(not 0 <= x < 1e9 for x in parts + [days]):
+        raise ValueError(f"--walltime must be [[D-]HH:]MM:SS, got {text!r}")
+    seconds = 0.0
+    for x in parts:
+        seconds = 60 * seconds + x
+    return seconds + 86400 * days
+
+
+def lifetime_args(walltime):
+    """Worker options that retire each worker before its job's walltime kills it (its tasks
+    move to other workers and a replacement job is submitted): the walltime less a margin of
+    a tenth (at least 1 min, at most 10 min), staggered so the workers do not all leave at
+    once."""
+    total = walltime_seconds(walltime)
+    margin = min(600.0, max(60.0, total / 10))
+    if total <= 2 * margin:
+        return []  # too short to retire early: the job simply ends
+    stagger = min(margin / 2, 300.0)
+    return ["--lifetime", f"{int(total - margin)}s", "--lifetime-stagger", f"{int(stagger)}s"]
+
+
+def active_job_ids(kind):
+    """Ids of this user's queued or running jobs, or None when the scheduler cannot say."""
+    import getpass
+    import subprocess
+
+    user = getpass.getuser()
+    cmd = {
+        "slurm": ["squeue", "-h", "-o", "%i", "-u", user],
+        "pbs": ["qselect", "-u", user, "-s", "QRHW"],
+    }[kind]
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if out.returncode != 0:
+        return None
+    return {word.split(".")[0] for word in out.stdout.split()}
+
+
+class JobKeeper(threading.Thread):
+    """Keeps ``jobs`` jobs in the queue: a job that has left it (its walltime, a node
+    failure, preemption, a scancel) is dropped from the cluster and a new one submitted.
+
+    dask-jobqueue only learns that a job is gone when asked to close it, and Dask's adaptive
+    scaling counts the lost job as still planned, so neither replaces it by itself.
+    """
+
+    def __init__(self, kind, cluster, jobs, every=10.0):
+        super().__init__(name="fastquad-job-keeper", daemon=True)
+        self.kind, self.cluster, self.jobs, self.every = kind, cluster, jobs, every
+        self.seen = set()  # ids seen in the queue: a job just submitted may not show yet
+        self.replaced = 0
+        self.stopped = threading.Event()
+
+    def check(self):
+        ids = active_job_ids(self.kind)
+        if ids is None:
+            return
+        gone = []
+        for name, job in list(self.cluster.workers.items()):
+            job_id = getattr(job, "job_id", None)
+            if job_id is None:
+                continue
+            if job_id in ids:
+                self.seen.add(job_id)
+            elif job_id in self.seen:
+                gone.append((name, job_id))
+        if gone:
+            for name, _ in gone:
+                # out of both: the cluster would otherwise try to cancel the finished job,
+                # fail, and start nothing
+                self.cluster.worker_spec.pop(name, None)
+                self.cluster.workers.pop(name, None)
+            self.replaced += len(gone)
+            print(
+                f"jobqueue: job {', '.join(j for _, j in gone)} left the queue (time limit, "
+                f"node failure or preemption); submitting {len(gone)} new job(s)",
+                file=sys.stderr,
+                flush=True,
+            )
+            self.cluster.scale(jobs=self.jobs)
+
+    def run(self):
+        while not self.stopped.wait(self.every):
+            self.check()
+
+
+def check_submission(kind, cluster):
+    """The scheduler's verdict on one job of this cluster before any is submitted (Slurm:
+    ``sbatch --test-only``): a request no node can satisfy is refused at once, with Slurm's
+    message, rather than waiting forever. Returns None when accepted, else the message."""
+    import subprocess
+
+    if kind != "slurm":
+        return None
+    out = subprocess.run(
+        ["sbatch", "--test-only"], input=cluster.job_script(), capture_output=True, text=True
+    )
+    return None if out.returncode == 0 else (out.stderr or out.stdout).strip()
+
+
 def job_prologue(args):
     """What a job runs before its workers start: one thread per worker, the environment, the
     shared kernel cache, and one warm-up per job (the job's workers then load the kernels
     instead of compiling them at once; a node with another kind of CPU compiles its own)."""
     lines = ["export NUMBA_NUM_THREADS=1", "export OMP_NUM_THREADS=1"]
+    lines += args.prologue
     if args.activate:
         lines.append(f"source {shlex.quote(args.activate)}")
     cache = args.cache_dir or os.environ.get("NUMBA_CACHE_DIR")
@@ -162,6 +287,39 @@ def parser():
         help="folder the nodes share for Numba's compiled kernels (default: NUMBA_CACHE_DIR "
         "of this shell, if set)",
     )
+    p.add_argument(
+        "--python", default=None, help="the Python the jobs start workers with (default: this one)"
+    )
+    p.add_argument(
+        "--interface",
+        default=None,
+        help="network interface the scheduler and the workers bind to (e.g. ib0, lo)",
+    )
+    p.add_argument(
+        "--job-directive",
+        action="append",
+        default=[],
+        metavar="LINE",
+        help="an extra #SBATCH / #PBS directive, without its prefix (repeatable), e.g. "
+        "--job-directive=--constraint=skylake",
+    )
+    p.add_argument(
+        "--prologue",
+        action="append",
+        default=[],
+        metavar="LINE",
+        help="a shell line the jobs run before starting workers (repeatable), e.g. "
+        "'module load python/3.11'",
+    )
+    p.add_argument(
+        "--stall-timeout",
+        type=float,
+        default=3600.0,
+        metavar="SECONDS",
+        help="exit 1 (the file resumable) when no run finishes for this long: no job "
+        "starts, or every job is lost and none replaces it (default: 3600)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--sweep", help="sweep file to run")
     p.add_argument("--out", help="results file")
     p.add_argument("--scheduler-file", help="only start the cluster and write this file")
@@ -176,12 +334,25 @@ def main(argv=None):
             "jobqueue: give --sweep and --out, or --scheduler-file, or --dry-run", file=sys.stderr
         )
         return 2
+    try:
+        walltime_seconds(args.walltime)
+    except ValueError as exc:
+        print(f"jobqueue: {exc}", file=sys.stderr)
+        return 2
     cluster = make_cluster(args.kind, args)
+    keeper = None
     try:
         if args.dry_run:
             print(cluster.job_script())
             return 0
+        refused = check_submission(args.kind, cluster)
+        if refused:
+            print(f"jobqueue: the scheduler refuses the job: {refused}", file=sys.stderr)
+            return 2
         cluster.scale(jobs=args.jobs)
+        # a job lost to its walltime, a node failure or preemption is replaced
+        keeper = JobKeeper(args.kind, cluster, args.jobs)
+        keeper.start()
         from dask.distributed import Client
 
         client = Client(cluster)
@@ -202,13 +373,28 @@ def main(argv=None):
             finally:
                 remove_client_credentials(args.scheduler_file)
         from fastquad.sweep import load_sweep, run_sweep
+        from fastquad.sweep.run import SweepStalled
 
-        summary = run_sweep(load_sweep(args.sweep), args.out, client=client)
+        try:
+            summary = run_sweep(
+                load_sweep(args.sweep),
+                args.out,
+                client=client,
+                expected_workers=args.jobs * args.cores,
+                stall_timeout=args.stall_timeout,
+                progress=not args.no_progress,
+            )
+        except SweepStalled as exc:
+            print(f"jobqueue: {exc}", file=sys.stderr)
+            return 1
         print(summary.text())
         return 0 if summary.ok else 1
     except KeyboardInterrupt:
         return 130
     finally:
+        if keeper is not None:
+            keeper.stopped.set()  # no new job while the cluster closes
+            keeper.join()
         cluster.close()
 
 

@@ -48,6 +48,7 @@ def test_ctrl_c_during_simulate_stops_in_a_second_and_leaves_the_old_file(tmp_pa
             "--out",
             str(out),
             "--overwrite",
+            "--no-progress",  # a loaded machine reaches the bar's 5 s before the signal
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -527,6 +527,9 @@ def test_jobqueue_launcher_writes_single_threaded_worker_jobs(kind, marker):
             "127.0.0.1",
             "--cache-dir",
             "/shared/numba-cache",
+            "--prologue",
+            "module load python/3.11",
+            "--job-directive=--constraint=skylake",
         ],
         capture_output=True,
         text=True,
@@ -539,6 +542,12 @@ def test_jobqueue_launcher_writes_single_threaded_worker_jobs(kind, marker):
     # one warm-up per job, into the cache the nodes share, before its workers start
     assert "export NUMBA_CACHE_DIR=/shared/numba-cache\nfastquad warm-up\n" in script
     assert script.index("fastquad warm-up") < script.index("distributed.cli.dask_worker")
+    assert "\nmodule load python/3.11\n" in script
+    assert f"{marker} --constraint=skylake" in script
+    # workers retire 3 min (a tenth) before the 30 min walltime, 1.5 min apart at most
+    assert "--lifetime 1620s --lifetime-stagger 90s" in script
+    # PBS hands the environment to the job (NUMBA_CACHE_DIR, PATH)
+    assert ("#PBS -V" in script) == (kind == "pbs")
     assert "--nthreads 1" in script and "--nworkers 6" in script
     assert "tls://127.0.0.1:" in script
 
@@ -588,3 +597,100 @@ def test_a_worker_whose_thread_setting_arrives_late_can_still_compile(use_fix):
         assert "threads 1" in out.stdout and "compiled 2.0" in out.stdout
     elif (os.cpu_count() or 1) > 1:  # the failure needs a default pool of more than one thread
         assert out.returncode != 0 and "Cannot set NUMBA_NUM_THREADS" in out.stderr
+
+
+def _kernels_with_machine_code():
+    from fastquad.kernels import ode, sgd
+
+    return sorted(
+        name
+        for name, k in (("sgd_batch", sgd.sgd_batch), ("integrate_batch", ode.integrate_batch))
+        if k.overloads
+    )
+
+
+def test_a_worker_that_joins_later_is_warmed_up_when_it_joins():
+    # a job-queue worker may start long after the sweep: the plugin warms it up on joining
+    from distributed import Client, LocalCluster
+
+    from fastquad.sweep.run import WarmUpPlugin
+    from fastquad.warmup import warm_up_configs
+
+    kernels = [c.values for c in warm_up_configs(["sgd", "ode"])]
+    with (
+        LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        client.register_plugin(WarmUpPlugin(kernels))
+        first = set(client.scheduler_info()["workers"])
+        cluster.scale(2)
+        client.wait_for_workers(2, timeout=60)
+        # the plugin's setup has run before a worker takes tasks; give its thread the time
+        deadline = time.time() + 60
+        while True:
+            got = client.run(_kernels_with_machine_code)
+            if all(v == ["integrate_batch", "sgd_batch"] for v in got.values()):
+                break
+            assert time.time() < deadline, got
+            time.sleep(0.5)
+        assert set(got) - first, "no second worker"
+
+
+def test_a_sweep_that_can_make_no_progress_stops_and_resumes(tmp_path):
+    # a cluster without workers (every job lost, none replaced): the sweep gives up after
+    # stall_timeout with a clear message, and the same call with workers completes the file
+    from distributed import Client, LocalCluster
+
+    from fastquad.sweep.run import SweepStalled
+
+    sweep = parse_sweep(SMALL)
+    out = tmp_path / "r.h5"
+    with LocalCluster(n_workers=0, processes=True, dashboard_address=None) as cluster:
+        with Client(cluster) as client:
+            t0 = time.time()
+            with pytest.raises(SweepStalled, match="no run finished in 2 s") as exc:
+                run_sweep(sweep, out, client=client, stall_timeout=2.0, progress=False)
+            assert time.time() - t0 < 60
+            assert f"0 of {sweep.total_runs} runs are stored in {out}" in str(exc.value)
+            cluster.scale(1)
+            summary = run_sweep(sweep, out, client=client, stall_timeout=120.0, progress=False)
+    assert summary.done + summary.diverged == sweep.total_runs
+    ds = fq.load(out)
+    assert (ds.status.values != fq.STATUS_PENDING).all()  # nothing left pending
+
+
+def test_walltimes_are_parsed_and_workers_retire_before_them():
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "runners"))
+    try:
+        import jobqueue
+    finally:
+        sys.path.pop(0)
+    assert jobqueue.walltime_seconds("01:00:00") == 3600
+    assert jobqueue.walltime_seconds("2-00:00:30") == 2 * 86400 + 30
+    assert jobqueue.walltime_seconds("10:00") == 600
+    for bad in ("abc", "30", "1:2:3:4", "x-01:00", "nan:00", "-1:00"):
+        with pytest.raises(ValueError, match="--walltime must be"):
+            jobqueue.walltime_seconds(bad)
+    for walltime in ("00:10:00", "01:00:00", "12:00:00", "7-00:00:00"):
+        total = jobqueue.walltime_seconds(walltime)
+        args = jobqueue.lifetime_args(walltime)
+        life = float(args[1].rstrip("s"))
+        stagger = float(args[3].rstrip("s"))
+        assert life + stagger < total and total - life <= 600  # gone before the walltime
+    assert jobqueue.lifetime_args("00:01:00") == []  # too short to retire early
+
+
+@pytest.mark.parametrize("env, want", [(None, 1), ("1", 1), ("2", 2)])
+def test_a_hand_started_worker_runs_kernels_on_one_thread_unless_told(env, want):
+    # a `dask worker` started by hand has no NUMBA_NUM_THREADS: one thread per worker, not
+    # one per core in every worker of the node
+    environ = {k: v for k, v in os.environ.items() if k != "NUMBA_NUM_THREADS"}
+    if env is not None:
+        environ["NUMBA_NUM_THREADS"] = env
+    code = "from fastquad.sweep.run import _worker_threads; print(_worker_threads())"
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=environ, capture_output=True, text=True, check=True
+    )
+    assert int(out.stdout) == min(want, os.cpu_count())

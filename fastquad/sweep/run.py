@@ -25,7 +25,7 @@ from pathlib import Path
 
 import dask
 import numpy as np
-from distributed import Nanny, Scheduler, Worker
+from distributed import Nanny, Scheduler, Worker, WorkerPlugin
 
 from ..errors import InputError
 from ..result import STATUS_DIVERGED, STATUS_DONE, STATUS_FAILED
@@ -38,6 +38,11 @@ CONNECT_TIMEOUT = 10
 
 class SweepInterrupted(KeyboardInterrupt):
     """Ctrl-C during a sweep: every finished run is stored; the message says how many."""
+
+
+class SweepStalled(RuntimeError):
+    """No run finished for ``stall_timeout`` seconds (no workers, or none that can run the
+    tasks): every finished run is stored and the same command resumes."""
 
 
 @dataclass
@@ -69,7 +74,8 @@ _REQUESTED_THREADS = []  # this worker's NUMBA_NUM_THREADS as first seen (record
 
 
 def _worker_threads():
-    """Make this worker's Numba agree with its environment; the thread count for kernels.
+    """Make this worker's Numba agree with its environment; the thread count for kernels:
+    the worker's ``NUMBA_NUM_THREADS`` when set, else 1.
 
     A Dask nanny sets its ``env`` (``NUMBA_NUM_THREADS=1``) after the worker process has
     started, possibly after Numba was imported with the default (all cores). Numba re-reads
@@ -91,7 +97,9 @@ def _worker_threads():
     pool = numba.config.NUMBA_NUM_THREADS
     os.environ["NUMBA_NUM_THREADS"] = str(pool)
     want = _REQUESTED_THREADS[0]
-    return pool if want is None else max(1, min(pool, want))
+    # unset (a `dask worker` started by hand): one thread, since a node usually runs one
+    # worker per core and each would otherwise start a thread per core
+    return 1 if want is None else max(1, min(pool, want))
 
 
 def _chunk_task(point_values, point_index, replicas, keep=None, times=None):
@@ -403,6 +411,8 @@ def run_sweep(
     consolidate_every=30.0,
     retries=2,
     dashboard=False,
+    expected_workers=None,
+    stall_timeout=None,
 ):
     """Run every pending run of a sweep and store it in ``out``.
 
@@ -425,6 +435,12 @@ def run_sweep(
     dashboard : bool
         Serve the embedded cluster's dashboard on loopback (127.0.0.1:8787, or a free port)
         and print its address. Off by default: nothing then serves HTTP.
+    expected_workers : int, optional
+        Workers the cluster will have (a job-queue cluster whose jobs are still starting):
+        chunks are planned for them rather than for the workers connected so far.
+    stall_timeout : float, optional
+        Give up, with :class:`SweepStalled`, when no run has finished for this many seconds
+        (default: wait as long as it takes). Finished runs are stored; running again resumes.
 
     Returns
     -------
@@ -450,6 +466,7 @@ def run_sweep(
     store = None
     state = {"skipped": None, "done": 0, "diverged": 0, "failed": 0, "messages": []}
     interrupted = False
+    stalled = None
     try:
         if user_cluster:
             client = _connect(scheduler, scheduler_file)  # before anything is written
@@ -470,17 +487,21 @@ def run_sweep(
                 todo,
                 kernels,
                 state,
+                expected_workers=expected_workers,
+                stall_timeout=stall_timeout,
                 chunk_runs=chunk_runs,
                 retries=retries,
                 progress=progress,
             )
     except KeyboardInterrupt:
         interrupted = True
+    except SweepStalled as exc:
+        stalled = exc
     finally:
         with _no_interrupts():
             try:
                 if store is not None:
-                    if interrupted:  # what is on disk, journal included, is what is stored
+                    if interrupted or stalled:  # on disk, journal included, is what is stored
                         st = store.status()
                         state["stored"] = int(
                             np.count_nonzero((st == STATUS_DONE) | (st == STATUS_DIVERGED))
@@ -502,6 +523,11 @@ def run_sweep(
             f"interrupted: {state['stored']} of {sweep.total_runs} runs are "
             f"stored in {out}; run the same command again to resume"
         )
+    if stalled:
+        raise SweepStalled(
+            f"{stalled}: {state['stored']} of {sweep.total_runs} runs are stored in {out}; "
+            "run the same command again to resume"
+        )
     return SweepSummary(
         sweep.total_runs,
         state["skipped"],
@@ -521,13 +547,42 @@ def _kernels(sweep, todo):
     return [c.values for c in warm_up_configs([sweep.points[i] for i in points])]
 
 
-def _compute(client, sweep, store, todo, kernels, state, *, chunk_runs, retries, progress):
+class WarmUpPlugin(WorkerPlugin):
+    """Warms up a sweep's kernels on every worker when it joins the cluster, restarted
+    workers and workers of jobs that start late included (the compilation runs in a thread,
+    so the worker keeps answering its scheduler meanwhile)."""
+
+    name = "fastquad-warm-up"
+
+    def __init__(self, kernels):
+        self.kernels = kernels
+
+    async def setup(self, worker):
+        import asyncio
+
+        await asyncio.to_thread(warm_up, self.kernels)
+
+
+def _compute(
+    client,
+    sweep,
+    store,
+    todo,
+    kernels,
+    state,
+    *,
+    expected_workers,
+    stall_timeout,
+    chunk_runs,
+    retries,
+    progress,
+):
     """Submit the pending runs in chunks and store each chunk as it completes; ``state``
     counts what is stored (up to date when a Ctrl-C stops the loop)."""
-    from dask.distributed import as_completed
 
-    client.run(warm_up, kernels)
-    n_workers = max(1, len(client.scheduler_info().get("workers", {})))
+    client.register_plugin(WarmUpPlugin(kernels))
+    connected = len(client.scheduler_info().get("workers", {}))
+    n_workers = max(1, connected, expected_workers or 0)
     chunks = plan_chunks(
         sweep, todo, chunk_runs=chunk_runs or sweep.settings.get("chunk_runs"), n_workers=n_workers
     )
@@ -554,7 +609,7 @@ def _compute(client, sweep, store, todo, kernels, state, *, chunk_runs, retries,
         futures[fut] = ch
     bar = _progress(len(todo), progress)
     try:
-        for fut in as_completed(futures):
+        for fut in _as_finished(futures, stall_timeout):
             ch = futures.pop(fut)
             try:
                 arrays = fut.result()
@@ -576,6 +631,26 @@ def _compute(client, sweep, store, todo, kernels, state, *, chunk_runs, retries,
             bar.close()
 
 
+def _as_finished(futures, stall_timeout):
+    """The futures as they finish; :class:`SweepStalled` when none finishes for
+    ``stall_timeout`` seconds (None: no limit)."""
+    from dask.distributed import as_completed, wait
+
+    if stall_timeout is None:
+        yield from as_completed(futures)
+        return
+    pending = set(futures)
+    while pending:
+        try:
+            done, pending = wait(pending, timeout=stall_timeout, return_when="FIRST_COMPLETED")
+        except TimeoutError:
+            raise SweepStalled(
+                f"no run finished in {stall_timeout:g} s (no workers, or none that can run "
+                f"the tasks); {len(pending)} task(s) left"
+            ) from None
+        yield from done
+
+
 def _progress(total, enabled):
     if not enabled:
         return None
@@ -590,6 +665,8 @@ __all__ = [
     "run_sweep",
     "SweepSummary",
     "SweepInterrupted",
+    "SweepStalled",
+    "WarmUpPlugin",
     "warm_up",
     "max_workers",
     "NoHttpScheduler",
