@@ -68,6 +68,8 @@ def make_cluster(kind, args):
         scheduler_options={
             "dashboard_address": None,
             **({"host": args.scheduler_host} if args.scheduler_host else {}),
+            # a dry run starts a scheduler only to print the job script: on loopback
+            **({"host": "127.0.0.1"} if dry_loopback(args) else {}),
         },
         # PBS: -V hands the submitting shell's environment (PATH, NUMBA_CACHE_DIR) to the job
         job_extra_directives=list(args.job_directive) + (["-V"] if kind == "pbs" else []),
@@ -81,6 +83,11 @@ def make_cluster(kind, args):
     if kind == "pbs" and args.resource_spec:
         kw["resource_spec"] = args.resource_spec
     return cls(**kw)
+
+
+def dry_loopback(args):
+    """A dry run without a host or interface named binds its scheduler to loopback."""
+    return bool(getattr(args, "dry_run", False)) and not (args.scheduler_host or args.interface)
 
 
 def walltime_seconds(text):

@@ -694,3 +694,16 @@ def test_a_hand_started_worker_runs_kernels_on_one_thread_unless_told(env, want)
         [sys.executable, "-c", code], env=environ, capture_output=True, text=True, check=True
     )
     assert int(out.stdout) == min(want, os.cpu_count())
+
+
+def test_a_dry_run_binds_its_scheduler_to_loopback():
+    # a dry run starts a real scheduler just to print the script: nothing on the network
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.run(
+        [sys.executable, str(root / "runners" / "jobqueue.py"), "slurm", "--dry-run"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "dask_worker tls://127.0.0.1:" in proc.stdout
