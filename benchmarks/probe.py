@@ -96,7 +96,10 @@ def hostile_inputs(work, quick):
     for flag in flags:
         for v in values:
             cases.append(["simulate", flag, v, "--out", str(work / "o.h5"), "--overwrite"])
-    for flag in ("--workers", "--chunk-runs", "--scheduler", "--scheduler-file"):
+    for flag in ("--method", "--config", "--sweep", "--threads"):
+        for v in values:
+            cases.append(["warm-up", flag, v])
+    for flag in ("--workers", "--chunk-runs", "--scheduler", "--scheduler-file", "--stall-timeout"):
         for v in values:
             cases.append(
                 ["sweep", "s.toml", "--out", str(work / "sw.h5"), "--no-progress", flag, v]
