@@ -135,9 +135,7 @@ def _simulate(args):
 
     values = {}
     if args.config is not None:
-        if not args.config.is_file():
-            raise InputError(f"--config: no such file {args.config}")
-        values.update(config.load_toml(args.config))
+        values.update(_read_config(args.config))
     for name in config.PARAMETERS:
         val = getattr(args, name)
         if val is not None:
@@ -173,6 +171,13 @@ def _simulate(args):
 
 class Interrupted(Exception):
     """Ctrl-C: the one line to print (exit code 130)."""
+
+
+def _read_config(path):
+    """The parameters of a ``--config`` TOML file."""
+    if not path.is_file():
+        raise InputError(f"--config: no such file {path}")
+    return config.load_toml(path)
 
 
 def _check_threads(threads):
@@ -333,7 +338,7 @@ def _warm_up(args):
     _check_threads(args.threads)
     what = list(args.method or [])
     if args.config is not None:
-        what.append(config.make_config(config.load_toml(args.config)))
+        what.append(config.make_config(_read_config(args.config)))
     if args.sweep is not None:
         from .sweep import load_sweep
 

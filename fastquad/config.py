@@ -208,11 +208,13 @@ def _cross_check(c, p, prefix):
 
 def load_toml(path):
     """Read a TOML file of parameters (flat keys, as in ``PARAMETERS``)."""
-    with open(path, "rb") as fh:
-        try:
+    try:
+        with open(path, "rb") as fh:
             return tomllib.load(fh)
-        except tomllib.TOMLDecodeError as exc:
-            raise InputError(f"{path}: not valid TOML: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(f"{path}: not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {exc.strerror}") from None
 
 
 #: Parameters that may differ between the runs of one kernel call (they only change arrays);

@@ -139,3 +139,19 @@ def test_the_warm_up_command_names_each_kernel_and_the_cache(tmp_path):
         assert lines[-1].endswith(env["NUMBA_CACHE_DIR"])
     bad = subprocess.run(["fastquad", "warm-up", "--method", "nope"], capture_output=True)
     assert bad.returncode == 2 and b"invalid choice" in bad.stderr
+
+
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (["--config", "no-such.toml"], "--config: no such file no-such.toml"),
+        (["--sweep", "no-such.toml"], "sweep file: cannot read no-such.toml"),
+        (["--threads", "0"], "--threads must be an integer in [1,"),
+    ],
+)
+def test_bad_warm_up_input_is_one_line(tmp_path, args, says):
+    out = subprocess.run(
+        ["fastquad", "warm-up", *args], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+    assert says in out.stderr and "Traceback" not in out.stderr
