@@ -16,7 +16,7 @@ Worked example (SLURM; 4 jobs of 32 cores, 2 hours each)::
         --sweep data/sweeps/example.toml --out results/example.h5
 
 PBS is the same with ``pbs`` (``--queue workq``, and ``--resource-spec`` if the site needs
-one). A job no node can run is refused at once with the scheduler's reason (exit 2); a job
+one). A job the scheduler refuses stops the runner at once, with its reason (exit 2); a job
 that leaves the queue (walltime, node failure, preemption) is replaced; workers retire before
 the walltime; ``--stall-timeout`` ends a sweep that can make no progress (exit 1, the file
 resumable). Each job warms the sweep's kernels up once before its workers start
@@ -186,18 +186,28 @@ class JobKeeper(threading.Thread):
             self.check()
 
 
-def check_submission(kind, cluster):
-    """The scheduler's verdict on one job of this cluster before any is submitted (Slurm:
-    ``sbatch --test-only``): a request no node can satisfy is refused at once, with Slurm's
-    message, rather than waiting forever. Returns None when accepted, else the message."""
-    import subprocess
+def submit_jobs(cluster, jobs):
+    """Submit the cluster's first ``jobs`` jobs and wait until the scheduler has taken them.
+    Returns None, or the scheduler's message when it refuses them (a request no node can
+    satisfy, an unknown queue or account): the runner then stops at once instead of waiting
+    for workers that will never come. (``scale`` would submit in the background, where a
+    refusal is only logged.)"""
+    while len(cluster.worker_spec) < jobs:
+        cluster.worker_spec.update(cluster.new_worker_spec())
+    try:
+        cluster.sync(cluster._correct_state_internal)
+    except RuntimeError as exc:  # dask-jobqueue: the submit command's exit code and output
+        from distributed.core import Status
 
-    if kind != "slurm":
-        return None
-    out = subprocess.run(
-        ["sbatch", "--test-only"], input=cluster.job_script(), capture_output=True, text=True
-    )
-    return None if out.returncode == 0 else (out.stderr or out.stdout).strip()
+        for name, job in list(cluster.workers.items()):
+            if getattr(job, "job_id", None) is None:  # never submitted: nothing to close
+                job.status = Status.failed
+                cluster.workers.pop(name)
+                cluster.worker_spec.pop(name, None)
+        text = str(exc)
+        reason = text.split("stderr:", 1)[-1].strip() or text
+        return " ".join(reason.split())
+    return None
 
 
 def job_prologue(args):
@@ -352,11 +362,10 @@ def main(argv=None):
         if args.dry_run:
             print(cluster.job_script())
             return 0
-        refused = check_submission(args.kind, cluster)
+        refused = submit_jobs(cluster, args.jobs)
         if refused:
             print(f"jobqueue: the scheduler refuses the job: {refused}", file=sys.stderr)
             return 2
-        cluster.scale(jobs=args.jobs)
         # a job lost to its walltime, a node failure or preemption is replaced
         keeper = JobKeeper(args.kind, cluster, args.jobs)
         keeper.start()
