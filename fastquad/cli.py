@@ -181,13 +181,10 @@ def _read_config(path):
 
 
 def _check_threads(threads):
-    import numba
+    from .threads import thread_count
 
-    if threads is not None and not 1 <= threads <= numba.config.NUMBA_NUM_THREADS:
-        raise InputError(
-            f"--threads must be an integer in [1, {numba.config.NUMBA_NUM_THREADS}]"
-            f" (the cores Numba may use), got {threads}"
-        )
+    if threads is not None:
+        thread_count(threads, name="--threads")
 
 
 def _add_sweep(sub):

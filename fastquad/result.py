@@ -43,28 +43,6 @@ def split_params(params, n_runs):
     return coords, attrs
 
 
-def concatenate(results):
-    """One Result of the runs of several, in order (results of one configuration: the same
-    method, times and shared parameters).
-
-    Parameters
-    ----------
-    results : list of Result
-
-    Returns
-    -------
-    Result
-    """
-    first = results[0]
-    fields = {}
-    for var in schema.variables():
-        if var.field is not None:
-            parts = [getattr(r, var.field) for r in results]
-            fields[var.field] = None if parts[0] is None else np.concatenate(parts)
-    coords = {k: np.concatenate([r.coords[k] for r in results]) for k in first.coords}
-    return Result(method=first.method, t=first.t, coords=coords, attrs=dict(first.attrs), **fields)
-
-
 @dataclass(frozen=True)
 class Result:
     """Learning curves and order parameters of a batch of runs.

@@ -14,16 +14,20 @@ import time
 import numba
 
 from . import _validate
+from .errors import InputError
 
 
-def thread_count(num_threads=None):
-    """The threads of a kernel call: ``num_threads`` checked (1 to ``NUMBA_NUM_THREADS``), or
-    by default ``NUMBA_NUM_THREADS`` (all cores unless the environment says otherwise, as on a
-    Dask worker)."""
+def thread_count(num_threads=None, name="num_threads"):
+    """The threads of a kernel call: ``num_threads`` checked (1 to ``NUMBA_NUM_THREADS``, the
+    error naming ``name``), or by default ``NUMBA_NUM_THREADS`` (all cores unless the
+    environment says otherwise, as on a Dask worker)."""
     limit = numba.config.NUMBA_NUM_THREADS
     if num_threads is None:
         return limit
-    return _validate.integer("num_threads", num_threads, low=1, high=limit)
+    try:
+        return _validate.integer(name, num_threads, low=1, high=limit)
+    except InputError as exc:
+        raise InputError(f"{exc} (the cores Numba may use, NUMBA_NUM_THREADS)") from None
 
 
 #: A first call still compiling after this many seconds says so on stderr (once per kernel).
