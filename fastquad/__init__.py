@@ -1,4 +1,4 @@
-"""fastquad: learning dynamics of two-layer quadratic networks, fast and exact.
+"""fastquad: learning dynamics of two-layer networks (quadratic, linear, ReLU, erf), fast and exact.
 
 Public API (re-exported here; each lives in a small module of its own):
 
@@ -7,11 +7,13 @@ Public API (re-exported here; each lives in a small module of its own):
 - methods, all returning a :class:`Result` on the time axis ``t = step / d``:
   :func:`simulate_sgd`, :func:`simulate_gd`, :func:`integrate_flow`, :func:`integrate_ode`
 - networks: :func:`make_teacher`, :func:`make_student`; grids: :func:`log_times`
+- activations: :data:`ACTIVATIONS`, :func:`activation_degree`, :func:`is_even`
 - files: :func:`save`, :func:`read`, :func:`load` (xarray)
 """
 
 __version__ = "0.2.0"
 
+from .activations import ACTIVATIONS, activation_degree, is_even
 from .closed_form import generalization_error, order_parameters, population_gradients
 from .model import make_student, make_teacher
 from .ode import integrate_ode, ode_rhs
@@ -21,6 +23,9 @@ from .store import load, read, save
 from .times import log_times
 
 __all__ = [
+    "ACTIVATIONS",
+    "activation_degree",
+    "is_even",
     "order_parameters",
     "generalization_error",
     "population_gradients",

@@ -25,6 +25,11 @@ MAX_GRID_POINTS = 1_000_000
 MAX_SWEEP_RUNS = 10_000_000
 #: Share of the machine's memory one call may plan to use.
 MEMORY_SHARE = 0.8
+#: Cost of a step relative to the quadratic network's, by activation (others: 1). Deliberately
+#: crude: erf evaluates a special function per unit and sample, about twice the arithmetic of
+#: h^2; linear and ReLU cost about what the quadratic does. The larger of the student's and the
+#: teacher's factors applies to the whole run.
+ACTIVATION_COST = {"erf": 2.0}
 
 
 def _steps(cfg):
@@ -42,10 +47,17 @@ def machine_memory():
         return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
 
 
+def activation_cost(cfg):
+    """The factor :data:`ACTIVATION_COST` gives a configuration's runs (1 for quadratic ones)."""
+    names = (cfg.values.get("activation"), cfg.values.get("teacher_activation"))
+    return max(ACTIVATION_COST.get(n, 1.0) for n in names)
+
+
 def seconds_per_run(cfg):
-    """A rough estimate of one run's time on one core of the reference machine (the method's
-    own cost model, :attr:`fastquad.methods.Method.seconds_per_run`)."""
-    return methods.get(cfg.method).seconds_per_run(cfg)
+    """A rough estimate of one run's time on one core of the reference machine: the method's
+    own cost model (:attr:`fastquad.methods.Method.seconds_per_run`, measured on quadratic
+    networks) times :func:`activation_cost`."""
+    return methods.get(cfg.method).seconds_per_run(cfg) * activation_cost(cfg)
 
 
 def memory_terms(cfg, n_runs, n_times, threads=1):
@@ -177,6 +189,8 @@ __all__ = [
     "MAX_SWEEP_RUNS",
     "machine_memory",
     "seconds_per_run",
+    "activation_cost",
+    "ACTIVATION_COST",
     "memory_terms",
     "check_memory",
     "check_time",

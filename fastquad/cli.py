@@ -92,7 +92,9 @@ def _add_simulate(sub):
         help="run one configuration (several seeds) and write an HDF5 file",
         description="Run one configuration of teacher-student runs with one method and write "
         "the learning curves and order parameters to an HDF5 file (layout: "
-        "docs/file-format.md). Parameters come from --config FILE.toml, then flags override.",
+        "docs/file-format.md). Parameters come from --config FILE.toml, then flags override. "
+        "The student's activation is --activation, the teacher's --teacher-activation (by "
+        "default the student's); the file records both.",
         formatter_class=_Help,
     )
     p.add_argument(
@@ -157,14 +159,18 @@ def _simulate(args):
             f"{' (' + str(args.out) + ' is unchanged)' if args.out.exists() else ''}"
         ) from None
     elapsed = time.perf_counter() - t0
+    # the activations the configuration asked for, resolved: what the file must say whatever
+    # the result's own attributes hold
+    acts = store.activation_attrs(cfg.activation, cfg.teacher_activation)
     store.save(
         args.out,
         res,
-        attrs={"config": cfg.to_toml()},
+        attrs={"config": cfg.to_toml(), **acts},
         weights=args.save_weights,
         overwrite=args.overwrite,
     )
     print(res.summary())
+    print(f"activations: {store.activation_phrase(*acts.values())}")
     print(f"wrote {args.out} in {elapsed:.2f} s")
     return 0
 
@@ -376,7 +382,8 @@ def _add_plot(sub):
         "replicas per grid point, with the ODE theory from the same starts), order "
         "(order parameters of one run), stages (plateaus and drops of one run), "
         "phase (heat map over two sweep axes), fixed-points (fixed points of the "
-        "order-parameter flow on the loss, over a learning curve).",
+        "order-parameter flow on the loss, over a learning curve; quadratic networks "
+        "only). Every figure names the activations of its runs.",
     )
     p.add_argument("file", type=Path, metavar="RESULTS.h5")
     p.add_argument(
@@ -420,6 +427,7 @@ def _plot(args):
             for k in plots.KINDS
             if not (k == "phase" and len(plots.sweep_axes(ds)) < 2)
             and not (k == "order" and "Q" not in ds)
+            and not (k == "fixed-points" and not plots.is_quadratic(ds, args.run))
         ]  # kinds that apply to this file
     if not 0 <= args.run < ds.sizes["run"]:
         raise InputError(f"--run must be in [0, {ds.sizes['run'] - 1}], got {args.run}")
@@ -460,6 +468,14 @@ def _plot(args):
 
 def _fixed_points_of(ds, run):
     from .analysis import find_fixed_points
+    from .plots import activations, is_quadratic
+    from .store import activation_phrase
+
+    if not is_quadratic(ds, run):
+        raise InputError(
+            f"--kind fixed-points: the fixed-point finder is for quadratic networks; run {run} "
+            f"has a {activation_phrase(*(a[run] for a in activations(ds)))}"
+        )
 
     K = int(ds.K.values[run]) if "K" in ds.coords else ds.sizes["student"]
     M = int(ds.M.values[run]) if "M" in ds.coords else ds.sizes["teacher"]
@@ -478,8 +494,8 @@ def _fixed_points_of(ds, run):
 def build_parser():
     parser = _Parser(
         prog="fastquad",
-        description="Learning dynamics of two-layer quadratic "
-        "networks: simulations, theory and sweeps.",
+        description="Learning dynamics of two-layer networks (quadratic, linear, ReLU or erf "
+        "activations): simulations, theory and sweeps.",
     )
     from . import __version__
 
@@ -519,8 +535,9 @@ def _add_fixed_points(subparsers):
         "fixed-points",
         help="find and classify the fixed points of the order-parameter ODE",
         description="Find the fixed points of the order-parameter flow of a K-unit student "
-        "learning an M-unit teacher (orthonormal teacher, T = I) from many random "
-        "starts, deduplicated up to the symmetries and classified by the eigenvalues "
+        "learning an M-unit teacher (quadratic unless --activation / --teacher-activation say "
+        "otherwise; orthonormal teacher, T = I) from many "
+        "random starts, deduplicated up to the symmetries and classified by the eigenvalues "
         "of the Jacobian; print them as a table.",
         epilog="Lists may start with a negative number: --teacher-v -1,2 and --teacher-v=-1,2 "
         "are the same. The table does not depend on the order of the teacher units "
@@ -562,6 +579,16 @@ def _add_fixed_points(subparsers):
     )
     p.add_argument("--n-starts", default="200", help="random starts")
     p.add_argument("--seed", default="0", help="seed of the starts")
+    p.add_argument(
+        "--activation",
+        default="quadratic",
+        help="student activation: quadratic, linear, relu or erf",
+    )
+    p.add_argument(
+        "--teacher-activation",
+        default="same",
+        help="teacher activation: same (the student's), quadratic, linear, relu or erf",
+    )
     p.set_defaults(func=run_fixed_points)
     return p
 
@@ -638,7 +665,18 @@ def fixed_points_from_args(args):
         n_starts=n_starts,
         seed=seed,
         v_student=v_student,
+        activation=_activation_flag("--activation", args.activation),
+        teacher_activation=_activation_flag("--teacher-activation", args.teacher_activation),
     )
+
+
+def _activation_flag(flag, value):
+    from .activations import ACTIVATIONS, SAME
+
+    allowed = ACTIVATIONS if flag == "--activation" else (SAME, *ACTIVATIONS)
+    if value not in allowed:
+        raise InputError(f"{flag} must be one of {', '.join(allowed)}, got {value!r}")
+    return value
 
 
 def run_fixed_points(args):
@@ -649,7 +687,8 @@ def run_fixed_points(args):
     K = args.K
     mode = "frozen" if args.freeze_second_layer else "trained"
     print(
-        f"fixed points: K={K}, teacher v*={args.teacher_v} (T = I), lr={args.lr}, "
+        f"fixed points: {args.activation} student, {args.teacher_activation} teacher, "
+        f"K={K}, teacher v*={args.teacher_v} (T = I), lr={args.lr}, "
         f"second layer {mode}; eigenvalues of the Jacobian in (Q[triu], R"
         f"{'' if args.freeze_second_layer else ', v'})"
     )

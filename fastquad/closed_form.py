@@ -8,6 +8,7 @@ O((K + M)^2 d) from the weights. These functions validate their inputs and call 
 import numpy as np
 
 from . import _validate
+from .activations import activation_code, activation_pair
 from .errors import InputError
 from .kernels import closed_form as _cf
 
@@ -65,10 +66,19 @@ def _order_state(Q, R, T, v, v_teacher):
     return Q, R, T, v, vt
 
 
-def generalization_error(Q, R, T, v, v_teacher):
-    """Exact generalisation error ``eps_g = E[(f - f*)^2] / 2 = ((tr D)^2 + 2 tr D^2) / 2``.
+def _codes(activation, teacher_activation):
+    s, t = activation_pair(activation, teacher_activation)
+    return activation_code(s), activation_code(t)
 
-    Label noise is excluded (the expected training loss is ``eps_g + sigma^2 / 2``).
+
+def generalization_error(Q, R, T, v, v_teacher, *, activation="quadratic", teacher_activation=None):
+    """Exact generalisation error ``eps_g = E[(f - f*)^2] / 2``.
+
+    For quadratic networks ``eps_g = ((tr D)^2 + 2 tr D^2) / 2``; for the other activations
+    ``eps_g = 1/2 sum_ab c_a c_b E[g(h_a) g(h_b)]`` over the K + M units with ``c = (v, -v*)``,
+    each term in closed form (linear: covariances; erf: the arcsine formula; ReLU: the
+    arc-cosine kernel). Label noise is excluded (the expected training loss is
+    ``eps_g + sigma^2 / 2``).
 
     Parameters
     ----------
@@ -77,6 +87,10 @@ def generalization_error(Q, R, T, v, v_teacher):
     T : array, shape (M, M)
     v : array, shape (K,)
     v_teacher : array, shape (M,)
+    activation : {"quadratic", "linear", "relu", "erf"}
+        The student's activation.
+    teacher_activation : str or None
+        The teacher's; None means the student's.
 
     Returns
     -------
@@ -92,15 +106,20 @@ def generalization_error(Q, R, T, v, v_teacher):
     >>> round(fq.generalization_error(I, 0 * I, I, [0.0], [1.0]), 6)  # w = 0: 3/2 (v* T)^2
     1.5
     """
+    s, t = _codes(activation, teacher_activation)
     Q, R, T, v, vt = _order_state(Q, R, T, v, v_teacher)
-    return float(_cf.eps_g_of(Q, R, T, v, vt))
+    return float(_cf.eps_g_act(Q, R, T, v, vt, s, t))
 
 
-def population_gradients(W, v, W_teacher, v_teacher):
+def population_gradients(
+    W, v, W_teacher, v_teacher, *, activation="quadratic", teacher_activation=None
+):
     """Gradients of eps_g with respect to the student weights (the population gradient).
 
-    ``dL/dw_j = (2/d) v_j G w_j`` and ``dL/dv_j = w_j^T G w_j / d`` with ``G = tr(D) I + 2 D``,
-    computed without ever forming a d x d matrix.
+    Quadratic networks: ``dL/dw_j = (2/d) v_j G w_j`` and ``dL/dv_j = w_j^T G w_j / d`` with
+    ``G = tr(D) I + 2 D``, computed without ever forming a d x d matrix. Other activations:
+    ``dL/dw_j = (v_j / d) sum_b coef_b w_b`` over the student and teacher rows, with the
+    coefficients from Stein's lemma in closed form (docs/theory.md, 'Other activations').
 
     Parameters
     ----------
@@ -108,6 +127,8 @@ def population_gradients(W, v, W_teacher, v_teacher):
     v : array, shape (K,)
     W_teacher : array, shape (M, d)
     v_teacher : array, shape (M,)
+    activation, teacher_activation : str
+        As in :func:`generalization_error`.
 
     Returns
     -------
@@ -132,11 +153,12 @@ def population_gradients(W, v, W_teacher, v_teacher):
     >>> float(np.abs(grad_W).max() + np.abs(grad_v).max()) < 1e-12
     True
     """
+    s, t = _codes(activation, teacher_activation)
     W, Wt = _weights(W, W_teacher)
     v = _validate.finite_array("v", v, shape=(W.shape[0],))
     vt = _validate.finite_array("v_teacher", v_teacher, shape=(Wt.shape[0],))
     Q, R, T = order_parameters(W, Wt)
     gW = np.empty_like(W)
     gv = np.empty_like(v)
-    _cf.population_gradients_into(W, v, Wt, vt, Q, R, T, gW, gv)
+    _cf.population_gradients_act_into(W, v, Wt, vt, Q, R, T, s, t, gW, gv)
     return gW, gv

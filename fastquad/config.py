@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import _validate, methods
+from .activations import ACTIVATIONS, SAME
 from .closed_form import order_parameters
 from .errors import InputError
 from .methods import ode as ode_method
@@ -32,6 +33,8 @@ CHOICES = {
     "sampler": lambda: SAMPLERS,
     "dtype": lambda: DTYPES,
     "integrator": lambda: INTEGRATORS,
+    "activation": lambda: ACTIVATIONS,
+    "teacher_activation": lambda: (SAME, *ACTIVATIONS),
 }
 
 
@@ -59,6 +62,16 @@ COMMON = {
         "sgd",
         choice(methods.names),
         ", ".join(f"{m} ({methods.get(m).summary})" for m in METHODS),
+    ),
+    "activation": Rule(
+        "quadratic",
+        choice(lambda: ACTIVATIONS),
+        "student activation g: quadratic (h^2), linear, relu or erf (erf(h/sqrt 2))",
+    ),
+    "teacher_activation": Rule(
+        SAME,
+        choice(lambda: (SAME, *ACTIVATIONS)),
+        "teacher activation: same (the student's), quadratic, linear, relu or erf",
     ),
     "d": Rule(100, _count(1), "input dimension"),
     "K": Rule(2, _count(1), "student hidden units"),
@@ -392,6 +405,8 @@ def run_many(cfgs, replicas, *, times=None, num_threads=None, progress=False):
     common = dict(
         times=time_grid(c) if times is None else times,
         train_second_layer=c.train_second_layer,
+        activation=c.activation,
+        teacher_activation=c.teacher_activation,
         max_error=c.max_error,
         num_threads=num_threads,
         progress=progress,

@@ -10,9 +10,11 @@ All checks run here, before any kernel does; the kernels live in :mod:`fastquad.
 import numpy as np
 
 from . import _validate
+from .activations import activation_code, activation_pair
 from .config import check_option
 from .errors import InputError
 from .kernels import ode as _k
+from .kernels import ode_act as _ka
 from .methods.ode import ODEOptions
 from .progress import RecordProgress, records
 from .result import Result
@@ -117,6 +119,24 @@ def _rate_scale(Q, v, T, vt, lr, noise_weight):
     return np.maximum(drift * (1.0 + noise_weight * lr * units * c * c * q), 1e-12)
 
 
+def _activation_codes(p, activation, teacher_activation, sgd_noise):
+    """Kernel codes of the two activations, problems added to p; refuses a pair whose SGD-noise
+    term does not exist (naming the parameters and the way out)."""
+    try:
+        s, t = activation_pair(activation, teacher_activation)
+    except InputError as exc:
+        p.add(str(exc))
+        return 0, 0
+    codes = activation_code(s), activation_code(t)
+    if sgd_noise is True and not _ka.noise_available(*codes):
+        p.add(
+            f"sgd_noise: the SGD-noise term of a {s} student with a {t} teacher is not "
+            "available (a ReLU student's needs a relu or linear teacher); use "
+            "sgd_noise=False (the population flow) or method sgd"
+        )
+    return codes
+
+
 def ode_rhs(
     Q,
     R,
@@ -129,6 +149,8 @@ def ode_rhs(
     train_second_layer=True,
     sgd_noise=True,
     batch_size=1,
+    activation="quadratic",
+    teacher_activation=None,
 ):
     """Right-hand side of the order-parameter ODE (docs/theory.md, 'The ODEs') at one state.
 
@@ -153,6 +175,11 @@ def ode_rhs(
         False drops the eta^2 (online-SGD noise) term: the population gradient flow.
     batch_size : int, >= 1
         Mini-batch size B; the eta^2 term scales as 1 / B.
+    activation : {"quadratic", "linear", "relu", "erf"}
+        The student's activation g.
+    teacher_activation : str or None
+        The teacher's; None (or "same") means the student's. The SGD-noise term exists for
+        every pair except a ReLU student with a quadratic or erf teacher.
 
     Returns
     -------
@@ -186,11 +213,14 @@ def ode_rhs(
     sigma = p.check(_validate.real, "label_noise", label_noise, low=0.0)
     train_v = p.check(check_option, "train_second_layer", train_second_layer)
     opts = ODEOptions.make(p, sgd_noise=sgd_noise, batch_size=batch_size)
+    act_s, act_t = _activation_codes(p, activation, teacher_activation, sgd_noise)
     p.raise_if_any()
     noise, batch = opts.sgd_noise, opts.batch_size
     Q, R, v, T, vt = _for_kernel(Q, R, v, T, vt)
     dQ, dR, dv = np.empty((K, K)), np.empty((K, M)), np.empty(K)
-    _k.ode_rhs_into(Q, R, v, T, vt, lr, sigma * sigma, 1.0 / batch, train_v, noise, dQ, dR, dv)
+    _k.ode_rhs_into(
+        Q, R, v, T, vt, act_s, act_t, lr, sigma * sigma, 1.0 / batch, train_v, noise, dQ, dR, dv
+    )
     return dQ, dR, dv
 
 
@@ -213,6 +243,8 @@ def integrate_ode(
     rtol=1e-8,
     atol=1e-10,
     max_error=1e6,
+    activation="quadratic",
+    teacher_activation=None,
     num_threads=None,
     progress=False,
 ):
@@ -264,6 +296,8 @@ def integrate_ode(
     max_error : float, > 0
         A run whose eps_g exceeds this or whose state becomes non-finite is stopped and flagged
         diverged, with its time in ``t_stop``; so is an adaptive run whose step underflows.
+    activation, teacher_activation : str
+        As in :func:`ode_rhs` (default quadratic; the teacher's defaults to the student's).
     num_threads : int, optional
         Numba threads for this call (restored afterwards). Results do not depend on it.
     progress : bool
@@ -332,6 +366,7 @@ def integrate_ode(
         atol=atol,
     )
     max_error = p.check(check_option, "max_error", max_error)
+    act_s, act_t = _activation_codes(p, activation, teacher_activation, sgd_noise)
     p.raise_if_any()
     noise, batch, method = opts.sgd_noise, opts.batch_size, opts.integrator
     rtol, atol = opts.rtol, opts.atol
@@ -362,6 +397,8 @@ def integrate_ode(
         v0,
         T,
         vt,
+        act_s,
+        act_t,
         lr,
         sigma2,
         1.0 / batch,
@@ -395,6 +432,12 @@ def integrate_ode(
         rtol=rtol,
         atol=atol,
         max_error=max_error,
+        **dict(
+            zip(
+                ("activation", "teacher_activation"),
+                activation_pair(activation, teacher_activation),
+            )
+        ),
     )
     return Result.from_params(
         params,

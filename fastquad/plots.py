@@ -3,7 +3,9 @@ phase diagrams and fixed points.
 
 Every function takes an :class:`xarray.Dataset` in the results layout (``fastquad.load(path)``
 or ``Result.to_xarray()``), draws on a new figure and returns it; :func:`save` writes PNG and
-PDF. Averages over replicas leave diverged runs out and say how many in the legend.
+PDF. Averages over replicas leave diverged runs out and say how many in the legend. Every
+figure of runs names their activations ("relu student, quadratic teacher") in its title, and
+a sweep over activations gets one curve per pair of activations, named in the legend.
 """
 
 import warnings
@@ -14,10 +16,12 @@ import numpy as np
 from . import methods
 from .errors import InputError
 from .result import STATUS_DIVERGED, STATUS_DONE
+from .store import activation_phrase, run_activations
 
 KINDS = ("curves", "order", "stages", "phase", "fixed-points")
 QUANTITIES = ("final_eps", "time_to_learn", "success_rate", "n_plateaus")
 _NOT_GROUPING = {"replica", "seed", "run_id", "K", "M", "teacher_seed"}
+_ACTIVATION_AXES = ("activation", "teacher_activation")
 # Files written by save() in this process (resolved paths).
 _WRITTEN = set()
 
@@ -83,17 +87,45 @@ def sweep_axes(ds):
     ]
 
 
+def activations(ds):
+    """Each run's (student, teacher) activation names, two arrays of str (n_runs,): the
+    per-run coordinates of a sweep over activations, else the dataset's attributes (quadratic
+    when it has none: a file written before they were recorded)."""
+    attrs = getattr(ds, "attrs", None) or {}
+    coords = getattr(ds, "coords", None) or {}
+    per_run = {k: ds[k].values for k in _ACTIVATION_AXES if k in coords and ds[k].dims == ("run",)}
+    return run_activations(attrs, per_run, len(ds.eps_g.values))
+
+
+def is_quadratic(ds, run=None):
+    """Whether the runs (or run ``run``) have a quadratic student and a quadratic teacher."""
+    s, t = activations(ds)
+    sel = slice(None) if run is None else [run]
+    return bool((s[sel] == "quadratic").all() and (t[sel] == "quadratic").all())
+
+
+def activation_label(ds, idx=None):
+    """'relu student, quadratic teacher' for the runs ``idx`` (default: all) of a dataset."""
+    s, t = activations(ds)
+    sel = slice(None) if idx is None else np.asarray(idx, dtype=np.int64)
+    return activation_phrase(s[sel], t[sel])
+
+
 def groups(ds, axes=None):
-    """Runs grouped by grid point: list of (label, run indices)."""
+    """Runs grouped by grid point: list of (label, run indices). An axis of activations is
+    labelled by the pair ('lr=0.1, relu student, quadratic teacher')."""
     axes = sweep_axes(ds) if axes is None else axes
     if not axes:
         return [("all runs", np.arange(ds.sizes["run"]))]
     keys = np.stack([ds[a].values.astype(str) for a in axes], axis=1)
+    by_pair = any(a in _ACTIVATION_AXES for a in axes)
     out = []
     for key in dict.fromkeys(map(tuple, keys)):
         idx = np.flatnonzero((keys == np.array(key)).all(axis=1))
-        label = ", ".join(f"{a}={_fmt(ds[a].values[idx[0]])}" for a in axes)
-        out.append((label, idx))
+        parts = [f"{a}={_fmt(ds[a].values[idx[0]])}" for a in axes if a not in _ACTIVATION_AXES]
+        if by_pair:
+            parts.append(activation_label(ds, idx[:1]))
+        out.append((", ".join(parts), idx))
     return out
 
 
@@ -115,12 +147,13 @@ def theory_curves(ds, idx):
 
     The start is the recorded one, or, for a sweep that stored curves only, the one rebuilt
     from the sweep file's seeds (:func:`fastquad.config.initial_order_parameters`). All the runs
-    go through one batched :func:`fastquad.integrate_ode` call (one per distinct (K, M) when a
-    sweep varies them); each trajectory is integrated on its own, so a run's curve does not
-    depend on which other runs are asked for.
+    go through one batched :func:`fastquad.integrate_ode` call (one per distinct (K, M) and
+    pair of activations when a sweep varies them); each trajectory is integrated on its own, so
+    a run's curve does not depend on which other runs are asked for.
 
     Returns eps_g (len(idx), n_times) or None when the records do not start at t = 0 or the
-    parameters needed are not in the dataset.
+    parameters needed are not in the dataset; NaN for runs whose pair of activations has no
+    ODE here (:func:`fastquad.integrate_ode` refuses it).
     """
     from .ode import integrate_ode
 
@@ -136,6 +169,7 @@ def theory_curves(ds, idx):
         return None
     idx = np.asarray(idx, dtype=np.int64).ravel()
     n = len(idx)
+    act_s, act_t = (a[idx] for a in activations(ds))
     if sweep is not None:
         cfgs, replicas = sweep.run_configs(ds.run.values[idx])
         ks, ms = (np.array([getattr(c, a) for c in cfgs], dtype=np.int64) for a in "KM")
@@ -160,10 +194,11 @@ def theory_curves(ds, idx):
         batch = np.full(n, int(ds.attrs.get("batch_size", 1)))
         train_v = np.full(n, bool(ds.attrs.get("train_second_layer", True)))
     out = np.empty((n, len(t)))
-    # one batched call per kernel shape: runs that share K, M, batch size and training of v
-    shapes = list(zip(ks.tolist(), ms.tolist(), batch.tolist(), train_v.tolist()))
-    for k, m, b, tv in dict.fromkeys(shapes):
-        sel = np.flatnonzero([s == (k, m, b, tv) for s in shapes])
+    # one batched call per kernel shape: runs that share K, M, batch size, training of v and
+    # activations
+    shapes = list(zip(ks.tolist(), ms.tolist(), batch.tolist(), train_v.tolist(), act_s, act_t))
+    for k, m, b, tv, g_s, g_t in dict.fromkeys(shapes):
+        sel = np.flatnonzero([s == (k, m, b, tv, g_s, g_t) for s in shapes])
         runs = idx[sel]
         if "Q" in ds:
             start = ds[["Q", "R", "v"]].isel(run=runs, time=0)
@@ -174,26 +209,39 @@ def theory_curves(ds, idx):
 
             Q0, R0, v0, _, _ = initial_order_parameters([cfgs[i] for i in sel], replicas[sel])
         teacher = ds[["T", "v_teacher"]].isel(run=runs)
-        res = integrate_ode(
-            Q0,
-            R0,
-            v0,
-            teacher.T.values[:, :m, :m],
-            teacher.v_teacher.values[:, :m],
-            lr[sel],
-            float(t[-1]),
-            times=t,
-            label_noise=sigma[sel],
-            batch_size=b,
-            train_second_layer=tv,
-        )
+        try:
+            res = integrate_ode(
+                Q0,
+                R0,
+                v0,
+                teacher.T.values[:, :m, :m],
+                teacher.v_teacher.values[:, :m],
+                lr[sel],
+                float(t[-1]),
+                times=t,
+                label_noise=sigma[sel],
+                batch_size=b,
+                train_second_layer=tv,
+                activation=str(g_s),
+                teacher_activation=str(g_t),
+            )
+        except InputError:
+            if (g_s, g_t) == ("quadratic", "quadratic"):
+                raise
+            # a pair of activations whose ODE the theory does not have (the SGD-noise term
+            # of a ReLU student with a quadratic teacher): these runs get no theory curve
+            out[sel] = np.nan
+            continue
         out[sel] = res.eps_g
     return out
 
 
 def plot_learning_curves(ds, *, theory=True, max_groups=8, title=None):
     """Mean learning curve with a 10-90% band over replicas per grid point, and the ODE
-    theory from the same initial conditions (dashed)."""
+    theory from the same initial conditions (dashed).
+
+    ``title`` replaces the first line of the title; the second names the activations (a sweep
+    over activations has one curve per pair, each named in the legend)."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     t = ds.time.values
@@ -209,6 +257,7 @@ def plot_learning_curves(ds, *, theory=True, max_groups=8, title=None):
     if theory and is_sim and any(len(r) for r in th_runs):
         th_all = theory_curves(ds, np.concatenate(th_runs))
     th_ends = np.cumsum([len(r) for r in th_runs])
+    theory_shown, no_theory = False, []
     for i, (label, idx, keep, _, n_out) in enumerate(shown):
         c = colors[i % len(colors)]
         if len(keep):
@@ -229,19 +278,26 @@ def plot_learning_curves(ds, *, theory=True, max_groups=8, title=None):
                 ax.fill_between(tt, lo, hi, color=c, alpha=0.2, lw=0)
         if th_all is not None and len(keep):
             th = th_all[th_ends[i] - len(th_runs[i]) : th_ends[i]]
+            if np.isnan(th).all():  # no ODE for this pair of activations (theory_curves)
+                no_theory.append(activation_label(ds, keep[:1]))
+                continue
             ax.plot(
                 tt,
                 th.mean(axis=0),
                 color=c,
                 ls="--",
                 lw=1.2,
-                label="ODE theory (same starts)" if i == 0 else None,
+                label=None if theory_shown else "ODE theory (same starts)",
             )
+            theory_shown = True
+    if no_theory:
+        ax.plot([], [], ls="none", label=f"no ODE theory for {'; '.join(dict.fromkeys(no_theory))}")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("time t = step / d")
     ax.set_ylabel(r"generalisation error $\epsilon_g$")
-    ax.set_title(title or f"learning curves ({ds.attrs.get('method', '')}), band: 10-90% of runs")
+    head = title or f"learning curves ({ds.attrs.get('method', '')}), band: 10-90% of runs"
+    ax.set_title(f"{head}\n{activation_label(ds)}")
     ax.legend(fontsize=7, loc="lower left")
     ax.grid(True, which="both", alpha=0.25)
     return fig
@@ -272,7 +328,9 @@ def plot_order_parameters(ds, run=0):
         ax.set_title(name)
         ax.legend(fontsize=7, ncol=2)
         ax.grid(True, alpha=0.25)
-    fig.suptitle(f"order parameters, run {run} ({ds.attrs.get('method', '')})")
+    fig.suptitle(
+        f"order parameters, run {run} ({ds.attrs.get('method', '')}; {activation_label(ds, [run])})"
+    )
     fig.tight_layout()
     return fig
 
@@ -315,7 +373,7 @@ def plot_stages(ds, run=0, stages=None, levels_with_noise=None):
         )
     predicted = None
     T = ds.T.values[run]
-    if np.allclose(T, np.eye(len(T)), atol=1e-8):
+    if np.allclose(T, np.eye(len(T)), atol=1e-8) and is_quadratic(ds, run):
         predicted = plateau_levels(ds.v_teacher.values[run])
         predicted = predicted[predicted > 0]
 
@@ -361,7 +419,10 @@ def plot_stages(ds, run=0, stages=None, levels_with_noise=None):
     ax.set_xlim(0, t_last)
     ax.set_xlabel("time t = step / d")
     ax.set_ylabel(r"generalisation error $\epsilon_g$")
-    ax.set_title(f"learning stages, run {run}: {st.n_plateaus} plateau(s), {st.n_drops} drop(s)")
+    ax.set_title(
+        f"learning stages, run {run}: {st.n_plateaus} plateau(s), {st.n_drops} drop(s)\n"
+        f"{activation_label(ds, [run])}"
+    )
     ax.grid(True, which="both", alpha=0.25)
     if np.count_nonzero(ok) >= 2:
         inset = ax.inset_axes(_empty_corner(ax, t[ok], eps[ok]))
@@ -474,7 +535,7 @@ def plot_phase_diagram(ds, x, y, quantity="final_eps", threshold=1e-3):
                     fontsize=7,
                     color="w" if light else "k",
                 )
-    ax.set_title(f"phase diagram: {quantity}")
+    ax.set_title(f"phase diagram: {quantity}\n{activation_label(ds)}")
     fig.tight_layout()
     return fig
 
@@ -723,7 +784,9 @@ def plot_fixed_points(points, ds=None, runs=(0,)):
         ``T``, ``eps_g``, ``kind``, ``n_unstable``). May be empty.
     ds : xarray.Dataset or None
         Results with ``ds.time.values`` (n_times,) and ``ds.eps_g.values`` (n_runs,
-        n_times); any object with those attributes works. None: the levels alone.
+        n_times); any object with those attributes works. None: the levels alone. The fixed
+        points are those of quadratic networks, so the runs drawn must be quadratic (an
+        object without ``attrs`` is taken as such).
     runs : sequence of int
         Runs of ds whose learning curves are drawn on log time (t > 0; values below 0, round
         off at convergence, are drawn at 0; non-finite values are left out).
@@ -737,6 +800,13 @@ def plot_fixed_points(points, ds=None, runs=(0,)):
     """
     from matplotlib.lines import Line2D
 
+    if ds is not None:
+        for r in runs:
+            if not is_quadratic(ds, int(r)):
+                raise InputError(
+                    f"the fixed points are those of quadratic networks; run {int(r)} has a "
+                    f"{activation_label(ds, [int(r)])}"
+                )
     plt = _plt()
     points = list(points)
     eps = np.array([float(p.eps_g) for p in points], dtype=float)
@@ -789,7 +859,7 @@ def plot_fixed_points(points, ds=None, runs=(0,)):
     # geometry in inches; the figure is sized once the labels and the legend are measured
     ax_w = 4.6 if curves else 2.4
     ax_h = max(3.4, 1.08 * sum(heights) + 0.2)
-    left, top_m, xlab = 0.95, 0.4, (0.45 if curves else 0.1)
+    left, top_m, xlab = 0.95, 0.6, (0.45 if curves else 0.1)
     fig = plt.figure(figsize=(left + ax_w + 5.0, ax_h + top_m + 2.0))
     ax = fig.add_axes(
         [
@@ -917,7 +987,8 @@ def plot_fixed_points(points, ds=None, runs=(0,)):
             )
         )
     ax.set_title(
-        "fixed points of the order-parameter flow on the loss", loc="center" if curves else "left"
+        "fixed points of the order-parameter flow on the loss\nquadratic student and teacher",
+        loc="center" if curves else "left",
     )
     ax.grid(True, which="major", alpha=0.25)
 
@@ -957,7 +1028,8 @@ def plot_fixed_points(points, ds=None, runs=(0,)):
 def plot_conserved_phase(v0, Q0, learnt, v_teacher=1.0):
     """Success and failure over the initialisation (K = M = 1, v0 of the wrong sign): each run
     at (v0, sqrt(Q0)), coloured by whether it learnt; the line C = Q0 - 2 v0^2 = 0 is the
-    predicted boundary (above it v can cross zero and learning succeeds)."""
+    predicted boundary (above it v can cross zero and learning succeeds). The runs are those
+    of quadratic networks (the boundary is theirs), as the title says."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.0, 4.6))
     v0 = np.asarray(v0)
@@ -969,7 +1041,10 @@ def plot_conserved_phase(v0, Q0, learnt, v_teacher=1.0):
     ax.plot(vv, np.sqrt(2) * np.abs(vv), "k--", label=r"predicted boundary $C = Q - 2v^2 = 0$")
     ax.set_xlabel(r"initial second layer $v_0$" + f"  (teacher $v^* = {float(v_teacher):g}$)")
     ax.set_ylabel(r"initial norm $\sqrt{Q_0} = |w_0| / \sqrt{d}$")
-    ax.set_title("failure by the conserved quantity (K = M = 1)")
+    ax.set_title(
+        "failure by the conserved quantity (K = M = 1)\n"
+        + activation_phrase("quadratic", "quadratic")
+    )
     ax.legend(fontsize=8)
     ax.grid(True, alpha=0.25)
     return fig

@@ -11,6 +11,7 @@ from types import MappingProxyType
 import numpy as np
 
 from . import schema
+from .activations import activation_degree, check_activation
 from .errors import InputError
 from .kernels.status import STATUS_DIVERGED, STATUS_DONE, STATUS_FAILED
 
@@ -41,6 +42,20 @@ def split_params(params, n_runs):
         elif np.ndim(val) == 0 and isinstance(val, (int, float, str, bool, np.number, np.bool_)):
             attrs[k] = val.item() if isinstance(val, np.generic) else val
     return coords, attrs
+
+
+def conserved_degree(attrs, what):
+    """The degree a of ``C_j = Q_jj - a v_j^2`` for runs with these attributes (the student's
+    activation, quadratic if not recorded); InputError naming ``what`` for erf."""
+    name = check_activation(attrs.get("activation", "quadratic"), "activation")
+    a = activation_degree(name)
+    if a is None:
+        raise InputError(
+            f"{what}: erf has no conserved quantity (erf is not homogeneous, so no rescaling "
+            "w_j -> c w_j, v_j -> v_j / c^a leaves the network unchanged); Q_jj - a v_j^2 "
+            "is conserved only for quadratic (a = 2), linear and relu (a = 1) students"
+        )
+    return a
 
 
 @dataclass(frozen=True)
@@ -126,10 +141,14 @@ class Result:
 
     @property
     def conserved(self):
-        """``C_j = Q_jj - 2 v_j^2``, shape (n_runs, n_times, K): exactly conserved by the
-        eta^1 flow when the second layer is trained; SGD noise only increases it."""
+        """``C_j = Q_jj - a v_j^2``, shape (n_runs, n_times, K), a the degree of the student's
+        activation (``attrs["activation"]``, quadratic if absent: a = 2; linear and relu:
+        a = 1): exactly conserved by the eta^1 flow when the second layer is trained; SGD
+        noise changes it at order eta^2 (the ODE's noise term only raises it). An erf network
+        has no conserved quantity: InputError."""
         self._need_order_parameters("conserved")
-        return np.einsum("rtjj->rtj", self.Q) - 2.0 * self.v**2
+        a = conserved_degree(self.attrs, "conserved")
+        return np.einsum("rtjj->rtj", self.Q) - a * self.v**2
 
     def _need_order_parameters(self, what):
         if self.Q is None or self.v is None:

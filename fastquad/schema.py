@@ -168,6 +168,13 @@ _VARIABLES = (
 DIMENSIONS = {d.name: d for d in _DIMENSIONS}
 VARIABLES = {v.name: v for v in _VARIABLES}
 
+#: The activations of a file that does not record them (written before they were recorded):
+#: every network was quadratic then.
+LEGACY_ACTIVATION = "quadratic"
+#: The ``activation`` or ``teacher_activation`` attribute of a sweep whose runs differ in it
+#: (each run's is then a per-run coordinate of that name).
+MIXED = "mixed"
+
 #: File attributes every results file has, and what they hold.
 ATTRIBUTES = {
     "layout_version": f"this layout's version ({LAYOUT_VERSION})",
@@ -176,6 +183,10 @@ ATTRIBUTES = {
     "d": "input dimension",
     "K": "student units (the largest, for a sweep over K)",
     "M": "teacher units (the largest, for a sweep over M)",
+    "activation": "student activation: quadratic, linear, relu or erf (mixed: a sweep over "
+    "activations, each run's in the coordinate of this name); absent in files written before "
+    "activations were recorded, which are read as quadratic",
+    "teacher_activation": "teacher activation, resolved (never same): as activation",
     "versions": "JSON: versions of Python, numpy, numba, h5py, dask",
 }
 
@@ -211,6 +222,8 @@ __all__ = [
     "DIMENSIONS",
     "VARIABLES",
     "ATTRIBUTES",
+    "LEGACY_ACTIVATION",
+    "MIXED",
     "variables",
     "per_run_coordinate",
     "markdown",

@@ -3,6 +3,16 @@
 Each public function validates and prepares (all checks before any kernel runs), then calls a
 private batched kernel of :mod:`fastquad.kernels.sgd` and returns a :class:`~fastquad.Result`
 on the common time axis ``t = step / d``.
+
+The network is ``f(x) = sum_j v_j g(h_j)``, ``h_j = w_j . x / sqrt d``, and the teacher
+``f*(x) = sum_n v*_n g*(h*_n)``; g and g* are chosen by name (:mod:`fastquad.activations`):
+
+- ``"quadratic"``: ``g(h) = h^2`` (the default)
+- ``"linear"``: ``g(h) = h``
+- ``"relu"``: ``g(h) = max(h, 0)``, with ``g'(0) = 0``
+- ``"erf"``: ``g(h) = erf(h / sqrt 2)``
+
+Every activation goes through the same compiled kernels (its code is a runtime argument).
 """
 
 import numbers
@@ -10,6 +20,7 @@ import numbers
 import numpy as np
 
 from . import _validate
+from .activations import SAME, activation_code, activation_pair
 from .budget import MEMORY_SHARE, machine_memory
 from .config import check_option
 from .errors import InputError
@@ -111,6 +122,19 @@ def _common(W0, v0, W_teacher, v_teacher, lr, label_noise, n_hint=1):
     return nets, lr, sigma, n
 
 
+def _activations(activation, teacher_activation):
+    """The validated names ``(student, teacher)``; a teacher_activation of None or ``"same"``
+    is the student's. InputError names the parameter and the allowed values."""
+    if isinstance(teacher_activation, str) and teacher_activation == SAME:
+        teacher_activation = None
+    return activation_pair(activation, teacher_activation)
+
+
+def _codes(names):
+    """The kernels' integer codes of ``(student, teacher)`` names."""
+    return activation_code(names[0]), activation_code(names[1])
+
+
 def _time_grid(t_max, times, d):
     t_max = _validate.real("t_max", t_max, low=0.0, low_open=True)
     if d is not None:
@@ -206,13 +230,17 @@ def simulate_sgd(
     num_threads=None,
     dtype="float64",
     sampler="direct",
+    activation="quadratic",
+    teacher_activation=None,
     progress=False,
 ):
     """Online SGD: one fresh Gaussian sample (or mini-batch) per step, time ``t = step / d``.
 
     ``w_j <- w_j - lr * dl/dw_j`` and ``v_j <- v_j - (lr / d) * dl/dv_j`` on the per-sample loss
     ``(f - y)^2 / 2`` with ``y = f*(x) + label_noise * xi``; a mini-batch averages ``batch_size``
-    per-sample gradients.
+    per-sample gradients. With ``f(x) = sum_j v_j g(h_j)``, ``h_j = w_j . x / sqrt d`` and the
+    error ``e = f - y``, a sample moves ``w_j`` by ``-lr e v_j g'(h_j) x / sqrt d`` and ``v_j``
+    by ``-(lr / d) e g(h_j)``.
 
     Parameters
     ----------
@@ -260,6 +288,13 @@ def simulate_sgd(
         independent of d (float64; needs d >= K + M; no final weights ``W``).
         Same law, not the same draws, as the direct kernel. ``"auto"``: exact when d >= K + M
         and d > 4 (K + M)^2 and no explicit samples are given, else direct.
+    activation : {"quadratic", "linear", "relu", "erf"}
+        The student's activation g: ``"quadratic"`` ``h^2`` (the default), ``"linear"`` ``h``,
+        ``"relu"`` ``max(h, 0)`` (``g'(0) = 0``), ``"erf"`` ``erf(h / sqrt 2)``. Every sampler
+        and precision takes every activation; eps_g is recorded exactly for each.
+    teacher_activation : str, optional
+        The teacher's activation g*, one of the same names; None or ``"same"`` (the default)
+        is the student's.
     progress : bool
         Show a progress bar on stderr (simulated time, mean over the runs) once the call has
         run for 5 s. It reads the records the kernel has written: the numbers are the same.
@@ -268,7 +303,8 @@ def simulate_sgd(
     -------
     Result
         ``t`` (n_times,), ``eps_g`` (n_runs, n_times), ``Q``, ``R``, ``v`` per run and time,
-        ``status`` and ``t_stop`` per run, final weights ``W`` and ``v_final``.
+        ``status`` and ``t_stop`` per run, final weights ``W`` and ``v_final``; the attributes
+        ``activation`` and ``teacher_activation`` name the two activations.
 
     Examples
     --------
@@ -293,6 +329,13 @@ def simulate_sgd(
     >>> one = fq.simulate_sgd(W0, v0, W_teacher, v_teacher, lr=0.1, t_max=1.0, seeds=1)
     >>> bool(np.array_equal(one.eps_g[0], res.eps_g[1]))
     True
+
+    A ReLU student learning an erf teacher:
+
+    >>> relu = fq.simulate_sgd(W0, v0, W_teacher, v_teacher, lr=0.1, t_max=1.0,
+    ...                        activation="relu", teacher_activation="erf")
+    >>> relu.attrs["activation"], relu.attrs["teacher_activation"]
+    ('relu', 'erf')
     """
     n_hint = 1 if isinstance(seeds, numbers.Integral) else np.size(seeds)
     if run_ids is not None:
@@ -304,6 +347,7 @@ def simulate_sgd(
     K, d = W.shape[1:]
     M = Wt.shape[1]
     p = _validate.Problems()
+    names = p.check(_activations, activation, teacher_activation)
     opts = SGDOptions.make(p, batch_size=batch_size, sampler=sampler, dtype=dtype)
     train_v = p.check(check_option, "train_second_layer", train_second_layer)
     max_error = p.check(check_option, "max_error", max_error)
@@ -314,6 +358,7 @@ def simulate_sgd(
     grid = p.check(_time_grid, t_max, times, d)
     p.raise_if_any()
     batch, sampler, dtype = opts.batch_size, opts.sampler, opts.dtype
+    s_code, t_code = _codes(names)
     if batch > 1 and 16 * batch * (d + 1) * (num_threads or 1) > MEMORY_SHARE * machine_memory():
         raise InputError(
             f"batch_size must fit in memory: {batch} samples of d = {d} inputs need "
@@ -347,6 +392,7 @@ def simulate_sgd(
             check_every,
             keys,
             grid,
+            names,
             num_threads,
             progress,
         )
@@ -391,6 +437,8 @@ def simulate_sgd(
         states,
         smp,
         *outs,
+        s_code,
+        t_code,
         num_threads=num_threads,
         progress=progress and RecordProgress(outs[0], t, "sgd"),
     )
@@ -408,6 +456,8 @@ def simulate_sgd(
         train_second_layer=train_v,
         max_error=max_error,
         dtype=real.name,
+        activation=names[0],
+        teacher_activation=names[1],
     )
     Wt64, vt64 = (a.astype(np.float64) for a in (Wt_orig, vt))
     return _finish("sgd", t, outs, (W, v, Wt64, vt64), d, params, outs[5] / d)
@@ -430,6 +480,7 @@ def _sgd_exact(
     check_every,
     keys,
     grid,
+    names,
     num_threads,
     progress,
 ):
@@ -466,6 +517,7 @@ def _sgd_exact(
         vo,
         status,
         stop,
+        *_codes(names),
         num_threads=num_threads,
         progress=progress and RecordProgress(eps, uniq / d, "sgd"),
     )
@@ -482,6 +534,8 @@ def _sgd_exact(
         max_error=max_error,
         dtype="float64",
         sampler="exact",
+        activation=names[0],
+        teacher_activation=names[1],
     )
     outs = (eps[:, where], Q[:, where], R[:, where], vo[:, where], status, stop)
     return _finish("sgd", t, outs, (None, vv, Wt, vt), d, params, stop / d)
@@ -506,6 +560,8 @@ def simulate_gd(
     max_error=1e6,
     check_every=None,
     num_threads=None,
+    activation="quadratic",
+    teacher_activation=None,
     progress=False,
 ):
     """Training on a fixed dataset of ``n_samples`` Gaussian inputs per run.
@@ -523,6 +579,10 @@ def simulate_gd(
     data : tuple (X, xi), optional
         Explicit dataset ``X`` ([n_runs,] n_samples, d) and standard-normal noise draws
         ``xi`` ([n_runs,] n_samples).
+    activation, teacher_activation : str
+        The student's and the teacher's activations (``"quadratic"``, ``"linear"``,
+        ``"relu"``, ``"erf"``), as :func:`simulate_sgd`: the labels are the teacher's outputs,
+        the training loss is the student's.
     Other parameters and returns as :func:`simulate_sgd`.
 
     Examples
@@ -549,6 +609,7 @@ def simulate_gd(
     K, d = W.shape[1:]
     M = Wt.shape[1]
     p = _validate.Problems()
+    names = p.check(_activations, activation, teacher_activation)
     opts = GDOptions.make(
         p, n_samples=n_samples, batch_size=1 if batch_size is None else batch_size
     )
@@ -600,6 +661,7 @@ def simulate_gd(
         vo,
         status,
         stop,
+        *_codes(names),
         num_threads=num_threads,
         progress=progress and RecordProgress(eps, t, "gd"),
     )
@@ -615,6 +677,8 @@ def simulate_gd(
         batch_size=batch,
         train_second_layer=train_v,
         max_error=max_error,
+        activation=names[0],
+        teacher_activation=names[1],
     )
     res = _finish("gd", t, (eps, Q, R, vo, status, stop), (W, v, Wt, vt), d, params, stop / d)
     return res.replace(train_error=tr)
@@ -633,12 +697,16 @@ def integrate_flow(
     train_second_layer=True,
     max_error=1e6,
     num_threads=None,
+    activation="quadratic",
+    teacher_activation=None,
     progress=False,
 ):
     """Population gradient flow in parameter space, by classic RK4.
 
     ``dW/dt = -lr * d * dL/dW``, ``dv/dt = -lr * dL/dv`` with L = eps_g: the continuous-time
-    limit of gradient descent, on the same time axis as online SGD (exact at any d).
+    limit of gradient descent, on the same time axis as online SGD (exact at any d). The
+    gradient is the exact population one for every activation
+    (:func:`fastquad.population_gradients`).
 
     Parameters
     ----------
@@ -649,7 +717,8 @@ def integrate_flow(
         time is shortened to land on it.
     times : array, optional
         Recording times in [0, t_max]; default log-spaced.
-    train_second_layer, max_error, num_threads, progress : as :func:`simulate_sgd`
+    train_second_layer, max_error, num_threads, activation, teacher_activation, progress
+        As :func:`simulate_sgd`.
 
     Returns
     -------
@@ -679,6 +748,7 @@ def integrate_flow(
     K, d = W.shape[1:]
     M = Wt.shape[1]
     p = _validate.Problems()
+    names = p.check(_activations, activation, teacher_activation)
     train_v = p.check(check_option, "train_second_layer", train_second_layer)
     max_error = p.check(check_option, "max_error", max_error)
     grid = p.check(_time_grid, t_max, times, None)
@@ -707,8 +777,19 @@ def integrate_flow(
         vo,
         status,
         t_stop,
+        *_codes(names),
         num_threads=num_threads,
         progress=progress and RecordProgress(eps, t, "flow"),
     )
-    params = dict(d=d, K=K, M=M, lr=lr_arr, dt=dt, train_second_layer=train_v, max_error=max_error)
+    params = dict(
+        d=d,
+        K=K,
+        M=M,
+        lr=lr_arr,
+        dt=dt,
+        train_second_layer=train_v,
+        max_error=max_error,
+        activation=names[0],
+        teacher_activation=names[1],
+    )
     return _finish("flow", t, (eps, Q, R, vo, status, None), (W, v, Wt, vt), d, params, t_stop)

@@ -8,6 +8,10 @@ along ``run``, loaded by xarray as coordinates. Only numbers and strings are sto
 ever unpickled or evaluated from a file. Curves are chunked ``(runs, time)`` and
 gzip-compressed.
 
+Every file records the networks' activations, resolved, as the attributes ``activation`` and
+``teacher_activation`` (``mixed`` for a sweep whose runs differ in them, each run's then a
+per-run coordinate); a file written before they were recorded is read as quadratic.
+
 A file is written to a temporary file beside it and renamed into place when complete, so a
 failed write (a full disk) leaves the previous file as it was and no partial file. Reading
 checks the layout first: a file that is not a fastquad results file, an incomplete one or a
@@ -22,9 +26,10 @@ import h5py
 import numpy as np
 
 from . import __version__, files, schema
+from .activations import SAME
 from .errors import InputError
 from .result import STATUS_NAMES, STATUS_PENDING, Result
-from .schema import LAYOUT_VERSION
+from .schema import LAYOUT_VERSION, LEGACY_ACTIVATION, MIXED
 
 _FLAG_VALUES = np.array(sorted(STATUS_NAMES), dtype=np.int8)
 _FLAG_MEANINGS = " ".join(STATUS_NAMES[k] for k in sorted(STATUS_NAMES))
@@ -41,6 +46,69 @@ def versions():
         except md.PackageNotFoundError:
             out[pkg] = "not installed"
     return out
+
+
+def _text(value):
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def activation_attrs(activation=None, teacher_activation=None):
+    """The attributes ``activation`` and ``teacher_activation`` as a file records them.
+
+    A teacher's ``"same"`` (or None) is the student's activation, and a student's None is the
+    quadratic network of the files written before activations were recorded; ``"mixed"`` (a
+    sweep whose runs differ) is kept.
+
+    Returns
+    -------
+    dict with the keys ``activation`` and ``teacher_activation``
+    """
+    s = LEGACY_ACTIVATION if activation is None else _text(activation)
+    t = s if teacher_activation is None or _text(teacher_activation) == SAME else teacher_activation
+    return {"activation": s, "teacher_activation": _text(t)}
+
+
+def run_activations(attrs, coords, n_runs):
+    """Each run's (student, teacher) activation names: the per-run coordinates of those names
+    where a file has them (a sweep over activations), else its attributes (quadratic when it
+    has none).
+
+    Parameters
+    ----------
+    attrs : mapping
+        The file's (or dataset's) attributes.
+    coords : mapping of name -> array (n_runs,)
+        Its per-run coordinates (only ``activation`` and ``teacher_activation`` are read).
+    n_runs : int
+
+    Returns
+    -------
+    student, teacher : ndarray of str, shape (n_runs,)
+    """
+    named = activation_attrs(attrs.get("activation"), attrs.get("teacher_activation"))
+    out = []
+    for key in ("activation", "teacher_activation"):
+        if key in coords:
+            out.append(np.array([_text(x) for x in np.asarray(coords[key]).ravel()], dtype=str))
+        else:
+            out.append(np.full(n_runs, named[key]))
+    student, teacher = out
+    if "activation" in coords and "teacher_activation" not in coords:
+        if attrs.get("teacher_activation") in (None, SAME, MIXED):
+            teacher = student.copy()  # the teacher's follows the student's
+    return student, teacher
+
+
+def activation_phrase(student, teacher):
+    """'relu student, quadratic teacher' or 'erf student and teacher': what figures and
+    ``fastquad info`` say; per-run arrays give every name that occurs ('quadratic/relu
+    student and teacher' for a sweep over the student's activation, the teacher's the same)."""
+    s = np.atleast_1d(np.asarray(student, dtype=str))
+    t = np.atleast_1d(np.asarray(teacher, dtype=str))
+    names_s = "/".join(dict.fromkeys(s.tolist()))
+    if s.shape == t.shape and (s == t).all():
+        return f"{names_s} student and teacher"
+    return f"{names_s} student, {'/'.join(dict.fromkeys(t.tolist()))} teacher"
 
 
 def _scale(f, name, values):
@@ -270,6 +338,13 @@ def save(path, res, *, attrs=None, weights=False, overwrite=False):
     per_run = dict(res.coords)
     scal = {k: (int(v) if isinstance(v, (bool, np.bool_)) else v) for k, v in res.attrs.items()}
     scal.update(attrs or {})
+    # the activations, resolved; runs that differ in them (a sweep's runs read back) keep
+    # theirs as per-run coordinates and the attribute says mixed
+    for key in ("activation", "teacher_activation"):
+        if key in per_run:
+            names = set(map(_text, np.asarray(per_run[key]).ravel()))
+            scal[key] = names.pop() if len(names) == 1 else MIXED
+    scal.update(activation_attrs(scal.get("activation"), scal.get("teacher_activation")))
     with (
         files.atomic_output(path, overwrite=overwrite, name="path") as tmp,
         files.guarded(tmp, create=True) as g,
@@ -397,6 +472,7 @@ def _read(f):
         for k, v in f.attrs.items()
         if k not in ("versions", "config")
     }
+    params.update(activation_attrs(params.get("activation"), params.get("teacher_activation")))
     n = f["run"].shape[0]
     for name in f:
         ds = f[name]
@@ -406,7 +482,7 @@ def _read(f):
             and ds.shape[0] == n
             and schema.per_run_coordinate(name)
         ):
-            params[name] = ds[()]
+            params[name] = ds.asstr()[()] if h5py.check_string_dtype(ds.dtype) else ds[()]
     fields = {
         v.field: (f[v.name][()] if v.name in f else None)
         for v in schema.variables()
@@ -419,7 +495,9 @@ def load(path, *, lazy=False):
     """Open a results file as a labelled :class:`xarray.Dataset` (engine h5netcdf).
 
     Dimensions ``run``, ``time``, ``student``, ``teacher``; per-run parameters are coordinates
-    along ``run``; the file's attributes are the dataset's attributes.
+    along ``run`` (a sweep over activations: ``activation`` and ``teacher_activation``); the
+    file's attributes are the dataset's attributes, ``activation`` and ``teacher_activation``
+    always among them (quadratic for a file written before they were recorded).
 
     Parameters
     ----------
@@ -439,6 +517,9 @@ def load(path, *, lazy=False):
     open_results(path).close()
     try:
         ds = xr.open_dataset(path, engine="h5netcdf")
+        ds.attrs.update(
+            activation_attrs(ds.attrs.get("activation"), ds.attrs.get("teacher_activation"))
+        )
         if not lazy:
             try:
                 ds.load()

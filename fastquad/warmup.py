@@ -4,7 +4,8 @@ Numba compiles each kernel for the argument types of its first call and keeps th
 in its on-disk cache (``NUMBA_CACHE_DIR``, or beside the package's sources), so only the first
 run on a machine pays for it. :func:`warm_up` runs, for each kernel a job will call, a tiny
 configuration that calls it with the same types (same method, sampler, precision and kind of
-step): a sweep's workers, a cluster job and CI call it before the real work.
+step): a sweep's workers, a cluster job and CI call it before the real work. The activations
+are runtime arguments of the kernels, so one tiny run compiles the code of every activation.
 
 A cache entry is keyed by the CPU it was compiled for: a node whose CPU differs from the one
 that filled the cache compiles its own entry once, beside the others.

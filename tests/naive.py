@@ -3,9 +3,24 @@
 Written straight from the formulas of docs/theory.md, with dense d x d matrices where that is
 the clearest way to say it. Never used by the package itself; only the tests compare against
 them.
+
+The per-sample functions take the student's and the teacher's activations by name
+(``activation``, ``teacher_activation``; None is the student's), evaluated elementwise by
+:func:`fastquad.activations.activation_function` and ``activation_derivative``.
 """
 
 import numpy as np
+
+from fastquad.activations import activation_derivative, activation_function
+
+
+def _names(activation, teacher_activation):
+    return activation, activation if teacher_activation is None else teacher_activation
+
+
+def outputs(W, v, X, activation="quadratic"):
+    """f(x_b) = sum_j v_j g(w_j . x_b / sqrt d) for inputs X (B, d) -> (B,)."""
+    return activation_function(activation, X @ W.T / np.sqrt(W.shape[1])) @ v
 
 
 def order_parameters(W, Wt):
@@ -35,18 +50,22 @@ def population_gradients(W, v, Wt, vt):
     return gW, gv
 
 
-def per_sample_gradients(W, v, Wt, vt, x, noise):
-    """Per-sample loss gradients for one input x (d,) and label noise sigma*xi = noise."""
+def per_sample_gradients(W, v, Wt, vt, x, noise, activation="quadratic", teacher_activation=None):
+    """Per-sample loss gradients for one input x (d,) and label noise sigma*xi = noise:
+    e = f - y, dl/dw_j = e v_j g'(h_j) x / sqrt d, dl/dv_j = e g(h_j)."""
+    g, gt = _names(activation, teacher_activation)
     d = W.shape[1]
     h = W @ x / np.sqrt(d)
     hs = Wt @ x / np.sqrt(d)
-    e = v @ h**2 - (vt @ hs**2 + noise)
-    gW = (e * v * 2.0 * h)[:, None] * x[None, :] / np.sqrt(d)
-    gv = e * h**2
+    e = v @ activation_function(g, h) - (vt @ activation_function(gt, hs) + noise)
+    gW = (e * v * activation_derivative(g, h))[:, None] * x[None, :] / np.sqrt(d)
+    gv = e * activation_function(g, h)
     return gW, gv, e
 
 
-def sgd(W, v, Wt, vt, X, xi, lr, sigma, train_v=True):
+def sgd(
+    W, v, Wt, vt, X, xi, lr, sigma, train_v=True, activation="quadratic", teacher_activation=None
+):
     """Mini-batch online SGD on explicit samples X (steps, B, d), xi (steps, B).
 
     Returns the weights after every step: Ws (steps + 1, K, d), vs (steps + 1, K).
@@ -59,7 +78,9 @@ def sgd(W, v, Wt, vt, X, xi, lr, sigma, train_v=True):
         gW = np.zeros_like(W)
         gv = np.zeros_like(v)
         for b in range(X.shape[1]):
-            a, c, _ = per_sample_gradients(W, v, Wt, vt, X[s, b], sigma * xi[s, b])
+            a, c, _ = per_sample_gradients(
+                W, v, Wt, vt, X[s, b], sigma * xi[s, b], activation, teacher_activation
+            )
             gW += a / X.shape[1]
             gv += c / X.shape[1]
         W = W - lr * gW
@@ -70,11 +91,11 @@ def sgd(W, v, Wt, vt, X, xi, lr, sigma, train_v=True):
     return np.array(Ws), np.array(vs)
 
 
-def train_error(W, v, Wt, vt, X, noise):
+def train_error(W, v, Wt, vt, X, noise, activation="quadratic", teacher_activation=None):
     """Mean over the dataset X (n, d) of (f - y)^2 / 2, y = f* + noise."""
-    d = W.shape[1]
-    f = ((X @ W.T / np.sqrt(d)) ** 2) @ v
-    y = ((X @ Wt.T / np.sqrt(d)) ** 2) @ vt + noise
+    g, gt = _names(activation, teacher_activation)
+    f = outputs(W, v, X, g)
+    y = outputs(Wt, vt, X, gt) + noise
     return 0.5 * np.mean((f - y) ** 2)
 
 

@@ -3,10 +3,13 @@
 Written from the formulas of docs/theory.md ('The exact dimension-free sampler') with dense
 matrices and library factorisations (QR, Cholesky) instead of Givens rotations, so that they
 share no code path with the kernel.
-Rows are ordered teacher first: A = [W*; W] / sqrt(d), r = M + K.
+Rows are ordered teacher first: A = [W*; W] / sqrt(d), r = M + K. The steps take the
+student's and the teacher's activations by name (None: the student's).
 """
 
 import numpy as np
+
+from fastquad.activations import activation_derivative, activation_function
 
 
 def stacked(W, Wt):
@@ -41,31 +44,39 @@ def split_inputs(X, V):
     return z, L
 
 
-def step_gram(F, v, vt, K, d, lr, sigma, train_v, z, xi, L):
+def step_gram(
+    F, v, vt, K, d, lr, sigma, train_v, z, xi, L, activation="quadratic", teacher_activation=None
+):
     """One sampler step from explicit z (B, r), xi (B,), L (B, n_L).
 
     Returns (Gram', v', e): Gram' = (F - a Z^T)(F - a Z^T)^T + (a L)(a L)^T with the columns a_b
-    = lr / (d B) (0, e_b v_j 2 h_bj), the updated v and the per-sample errors.
+    = lr / (d B) (0, e_b v_j g'(h_bj)), the updated v and the per-sample errors.
     """
+    g = activation
+    gt = activation if teacher_activation is None else teacher_activation
     r = F.shape[0]
     M = r - K
     B = z.shape[0]
     U = z @ F.T  # (B, r): row b = (h*_b, h_b)
     hs, h = U[:, :M], U[:, M:]
-    e = (h**2) @ v - ((hs**2) @ vt + sigma * xi)
+    e = activation_function(g, h) @ v - (activation_function(gt, hs) @ vt + sigma * xi)
     a = np.zeros((r, B))
-    a[M:, :] = (lr / (d * B)) * (e[None, :] * v[:, None] * 2.0 * h.T)
+    a[M:, :] = (lr / (d * B)) * (e[None, :] * v[:, None] * activation_derivative(g, h.T))
     G = F - a @ z
     C = a @ L
     gram = G @ G.T + C @ C.T
-    v_new = v - lr / (d * B) * (h**2).T @ e if train_v else v.copy()
+    v_new = v - lr / (d * B) * activation_function(g, h).T @ e if train_v else v.copy()
     return gram, v_new, e
 
 
-def step_factor(F, v, vt, K, d, lr, sigma, train_v, z, xi, L):
+def step_factor(
+    F, v, vt, K, d, lr, sigma, train_v, z, xi, L, activation="quadratic", teacher_activation=None
+):
     """As :func:`step_gram`, with the unique lower-triangular factor (positive diagonal) of the
     new Gram matrix: (F', v')."""
-    gram, v_new, _ = step_gram(F, v, vt, K, d, lr, sigma, train_v, z, xi, L)
+    gram, v_new, _ = step_gram(
+        F, v, vt, K, d, lr, sigma, train_v, z, xi, L, activation, teacher_activation
+    )
     return np.linalg.cholesky(gram), v_new
 
 

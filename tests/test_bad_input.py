@@ -14,6 +14,8 @@ from fastquad.cli import main
 
 SIMULATE = [
     (["--method", "adam"], "method must be one of"),
+    (["--activation", "tanh"], "activation must be one of quadratic, linear, relu, erf"),
+    (["--teacher-activation", "sigmoid"], "teacher_activation must be one of same, quadratic"),
     (["--d", "0"], "d must be an integer in [1"),
     (["--d", "1.5"], "d must be an integer"),
     (["--d", "1000000000"], "d=1000000000"),

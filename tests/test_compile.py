@@ -54,6 +54,22 @@ fq.simulate_sgd(W0, v0, W_t, v_t, 0.1, 1.0, seeds=[0, 1], num_threads=1)
 """
 
 
+def _every_activation(step):
+    """The step once per activation pair: the codes are runtime arguments of one kernel."""
+    pairs = [("quadratic", None), ("relu", "erf"), ("linear", "quadratic"), ("erf", "same")]
+    return "".join(
+        step.replace("num_threads=1", f"num_threads=1, activation={a!r}, teacher_activation={t!r}")
+        for a, t in pairs
+    )
+
+
+_GD_FLOW = """
+W_t, v_t = fq.make_teacher(30, 2); W0, v0 = fq.make_student(30, 2, seed=1)
+fq.simulate_gd(W0, v0, W_t, v_t, 0.1, 1.0, n_samples=5, seeds=[0, 1], num_threads=1)
+fq.integrate_flow(W0, v0, W_t, v_t, 0.1, 1.0, num_threads=1)
+"""
+
+
 @pytest.mark.parametrize(
     "step, wanted",
     [
@@ -61,6 +77,16 @@ fq.simulate_sgd(W0, v0, W_t, v_t, 0.1, 1.0, seeds=[0, 1], num_threads=1)
         (_DIRECT.replace("seeds=[0, 1]", "seeds=[0, 1], batch_size=3"), {"sgd_minibatch"}),
         (_DIRECT.replace("seeds=[0, 1]", "seeds=[0, 1], dtype='float32'"), {"sgd_batch"}),
         (_DIRECT.replace("seeds=[0, 1]", "seeds=[0, 1], sampler='exact'"), {"gram_sgd_batch"}),
+        (_every_activation(_DIRECT), {"sgd_batch"}),
+        (
+            _every_activation(_DIRECT.replace("seeds=[0, 1]", "seeds=[0, 1], batch_size=3")),
+            {"sgd_minibatch"},
+        ),
+        (
+            _every_activation(_DIRECT.replace("seeds=[0, 1]", "seeds=[0, 1], sampler='exact'")),
+            {"gram_sgd_batch"},
+        ),
+        (_every_activation(_GD_FLOW), {"gd_batch", "flow_batch"}),
         (
             "Q, R, T = fq.order_parameters(np.eye(2, 10), np.eye(2, 10))\n"
             "import numpy as np\n"
@@ -94,6 +120,18 @@ def test_warm_up_compiles_one_tiny_run_per_kernel_of_a_sweep():
     # a method name stands for its default options; duplicates are dropped
     names = warm_up_configs(["ode", "gd", "ode"])
     assert [c.method for c in names] == ["ode", "gd"] and names[1].n_samples >= 1
+
+
+def test_one_warm_up_run_serves_every_activation():
+    """The activations are runtime arguments: configurations that differ only in them share
+    their kernels, hence one warm-up run (the probes above: one specialisation each)."""
+    pairs = [(a, t) for a in ("quadratic", "linear", "relu", "erf") for t in ("same", "erf")]
+    for method, extra in (("sgd", {"sampler": "exact"}), ("sgd", {}), ("gd", {}), ("flow", {})):
+        cfgs = [
+            dict(method=method, activation=a, teacher_activation=t, n_samples=4, **extra)
+            for a, t in pairs
+        ]
+        assert len(warm_up_configs(cfgs)) == 1, method
 
 
 def test_warm_up_configs_keep_what_selects_the_kernel_of_random_configurations():

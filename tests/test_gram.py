@@ -14,6 +14,7 @@ import pytest
 from scipy import stats
 
 import fastquad as fq
+from fastquad.activations import activation_code
 from fastquad.kernels import gram
 from fastquad.rng import run_states
 from fastquad.threads import call_kernel
@@ -37,8 +38,10 @@ def run_gram(
     max_error=1e6,
     check_every=None,
     num_threads=None,
+    activation="quadratic",
+    teacher_activation=None,
 ):
-    """The sampler on the arrays ``simulate_sgd`` would prepare (until the lead wires it in).
+    """The sampler on the arrays ``simulate_sgd`` would prepare, with the final factor.
 
     W0 (n, K, d) or (K, d), v0 (n, K) or (K,), Wt (M, d), vt (M,); lr and label_noise scalars
     or (n,). Run r uses the stream (seed, run_ids[r]) (default run_ids = 0..n-1).
@@ -81,6 +84,9 @@ def run_gram(
         vo,
         status,
         stop,
+        # the codes passed, as simulate_sgd passes them: the same compiled specialisation
+        activation_code(activation),
+        activation_code(teacher_activation or activation),
         num_threads=num_threads,
     )
     return SimpleNamespace(

@@ -90,7 +90,7 @@ def test_rhs_matches_naive(rng, K, M, train_v, sgd_noise, batch_size):
     )
     out = (np.empty((K, K)), np.empty((K, M)), np.empty(K))
     eps = kode.ode_rhs_into(
-        Q, R, v, T, vt, lr, sigma**2, 1.0 / batch_size, train_v, sgd_noise, *out
+        Q, R, v, T, vt, 0, 0, lr, sigma**2, 1.0 / batch_size, train_v, sgd_noise, *out
     )
     for g, o, r in zip(got, out, ref):
         assert g.shape == r.shape

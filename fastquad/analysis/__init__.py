@@ -7,6 +7,11 @@ quantities and the failures they predict, and the stages (plateaus, drops) of le
   with the SGD-noise term, :class:`NoisyPlateauLevels`)
 - :func:`conserved_drift`, :func:`predict_failure`, :func:`phase_diagram_failure`
 - :func:`detect_stages`, :func:`detect_stages_batch`, :func:`plateau_levels`
+
+Activations other than the quadratic one (docs/analysis.md, 'Other activations'): the
+fixed-point functions take ``activation=`` and ``teacher_activation=``, the failure predictors
+``activation=``, :func:`conserved_drift` reads it from the result; the symmetries and the
+conserved quantity ``Q_jj - a v_j^2`` follow them. The stage detector reads any curve.
 """
 
 from .conserved import (

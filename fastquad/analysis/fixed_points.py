@@ -8,34 +8,62 @@ A state ``(Q, R, v)`` is the flat vector ``x = [Q[triu], R.ravel(), v]`` of leng
 then v only if the second layer is trained. Eigenvalues and eigenvectors of a
 :class:`FixedPoint` refer to these coordinates.
 
+Activations
+-----------
+Student and teacher each have an activation g (:mod:`fastquad.activations`: quadratic, the
+default, linear, relu, erf; ``activation`` and ``teacher_activation``). Which symmetries below
+exist depends on them: the sign of a unit only for an even activation (quadratic), the sign of
+a unit together with its second-layer weight for an odd one (linear, erf), the rescaling orbit
+only for a homogeneous one (degree a: quadratic 2, linear and relu 1; erf has none).
+
 Symmetries
 ----------
 The ODE is unchanged by a permutation of the student units (rows and columns of Q, rows of R
-and entries of v together; with a frozen second layer only among units of equal v), by the
-sign of each student vector ``w_j`` (row j of R and the off-diagonal row/column j of Q flip)
-and by those permutations and sign flips of the teacher units that leave ``v*`` and T
+and entries of v together; with a frozen second layer only among units of equal v); for an even
+student activation by the sign of each student vector ``w_j`` (row j of R and the off-diagonal
+row/column j of Q flip), for an odd one with a trained second layer by ``(w_j, v_j) -> (-w_j,
+-v_j)`` (and by the sign of ``w_j`` alone where ``v_j = 0``); and by those permutations (and,
+for an even teacher activation, sign flips) of the teacher units that leave ``v*`` and T
 unchanged (an orthogonal map of input space then carries the teacher onto itself): a
 permutation ``sigma`` maps R to ``R[:, sigma]`` and must satisfy ``v*[sigma] = v*``, so only
-units with equal ``v*`` (and ``T_nn``) trade places. Relabelling the teacher -- another order
-or signs of its units -- is no symmetry of one problem but a map between two problems; the
-finder works in a labelling that does not depend on the given one (``_teacher_labelling``)
-and reports in the given one. With a trained second layer and no SGD-noise term, every fixed
-point also lies on the rescaling orbit ``w_j -> a_j w_j``, ``v_j -> v_j / a_j^2`` (same network
-function, so critical points map to critical points): points are compared through the
-rescaling invariants ``sign(v_j)``, ``sqrt|v_i v_j| Q_ij`` and ``sqrt|v_j| R_jn``, and each
-class is reported at the member whose conserved quantities ``C_j = Q_jj - 2 v_j^2`` equal
-``conserved`` (0 by default: where a small initialisation lives). A unit with ``w_j = 0`` is a
-line of fixed points in v_j; it is reported at ``|v_j| = sqrt(-conserved_j / 2)`` if
-``conserved_j < 0``, else at ``|v_j| = max|v*|``, with its sign kept (eps_g is the same along
-each half-line; for K > 1 the kind may not be, as the rates of the ``Q_jk`` carry
-``v_j + v_k``). Continuous symmetries (rotations among teacher units with equal ``v*`` and
+units with equal ``v*`` (and ``T_nn``) trade places. A ReLU unit has no sign symmetry at all.
+Relabelling the teacher -- another order (or, for an even teacher, signs) of its units -- is no
+symmetry of one problem but a map between two problems; the finder works in a labelling that
+does not depend on the given one (``_teacher_labelling``) and reports in the given one. With a
+trained second layer, a homogeneous student activation of degree a and no SGD-noise term,
+every fixed point also lies on the rescaling orbit ``w_j -> c_j w_j``, ``v_j -> v_j / c_j^a``
+(same network function, so critical points map to critical points): points are compared
+through the rescaling invariants ``sign(v_j)``, ``|v_i v_j|^(1/a) Q_ij`` and ``|v_j|^(1/a)
+R_jn``, and each class is reported at the member whose conserved quantities ``C_j = Q_jj - a
+v_j^2`` equal ``conserved`` (0 by default: where a small initialisation lives). A unit with
+``w_j = 0`` is a line of fixed points in v_j; it is reported at ``|v_j| = sqrt(-conserved_j /
+a)`` if ``conserved_j < 0``, else at ``|v_j| = max|v*|``, with its sign kept (eps_g is the same
+along each half-line; for K > 1 the kind may not be, as the rates of the ``Q_jk`` carry ``v_j
++ v_k``). Continuous symmetries (rotations among teacher units with equal ``v*`` and
 orthonormal, T = I) are not quotiented: members of such an orbit are listed as separate
 points.
+
+Smoothness
+----------
+The right-hand side is a polynomial for quadratic and linear networks and analytic for erf
+ones; the Jacobian is taken by central differences. A ReLU student's right-hand side is not
+differentiable where two units (student or teacher) are parallel -- the boundary of the
+physical states, where the global minimum of a matched teacher lies -- nor where a unit is zero:
+near parallel units the error of a difference quotient falls only as the square root of the
+step, and a Richardson step removes that term (``_System.jacobian``); and the kernel's square
+roots turn a rounding of such a state by one ulp into an error of ~1e-8, so states within
+rounding of parallel are evaluated and reported exactly on the kink (``_snap_relu``, a few
+ulps). A ReLU unit with ``w_j = 0`` is a fixed point only by the convention ``relu'(0) = 0``:
+next to it the unit's gradient does not vanish (it is homogeneous of degree 0 in ``w_j``), so
+the right-hand side jumps there and the Jacobian is meaningless. Such points are reported with
+kind ``"degenerate"``: linear stability does not decide them (a small unit grows or dies
+depending on its direction).
 
 Verification
 ------------
 Every reported point is checked at the state reported, in the caller's labelling:
-``max|rhs| / lr <= tol * max(1, max|x|)^3`` and a positive semi-definite Gram matrix
+``max|rhs| / lr <= tol * max(1, max|x|)^3`` (``tol`` itself for an erf student, whose
+right-hand side flattens out for large weights) and a positive semi-definite Gram matrix
 ``[[Q, R], [R^T, T]]``; candidates that fail are dropped and counted
 (``FixedPointList.n_dropped``).
 """
@@ -48,14 +76,27 @@ import numpy as np
 from scipy import optimize
 
 from .. import _validate
+from ..activations import (
+    ACTIVATIONS,
+    activation_code,
+    activation_degree,
+    activation_pair,
+    is_even,
+)
 from ..closed_form import generalization_error, population_gradients
 from ..errors import InputError
 from ..kernels import ode as _k
+from ..kernels import ode_act as _ka
+from ..kernels.activation import RELU
+from ..kernels.activation import pair_k as _pair_k
 
 KINDS = ("stable", "saddle", "unstable", "degenerate")
 
 # Scaled residual accepted from the first polish (before rescaling to the reported member):
-# tol * max(1, max|x|)^3, since the right-hand side is cubic in the overlaps.
+# tol * max(1, max|x|)^3, since the right-hand side is cubic in the overlaps (quadratic,
+# linear and ReLU networks alike). An erf network's right-hand side flattens out as weights
+# grow, so that a scaled tolerance would accept slow drifts towards saturation (residuals of
+# 1e-5 at |x| ~ 100): it takes tol itself (_System.res_power).
 _RES_POWER = 3
 # Gram matrix [[Q, R], [R^T, T]] eigenvalues above -_PSD_RTOL * max(1, |G|): physical.
 _PSD_RTOL = 1e-8
@@ -109,18 +150,126 @@ def unpack(x, K, M, v_fixed=None):
     return Q, R, v
 
 
+# Two ReLU units closer to parallel (or antiparallel) than this, |cos| >= 1 - _KINK_RTOL, are
+# put exactly on the kink by _snap_relu: the right-hand side moves by O(_KINK_RTOL) there.
+_KINK_RTOL = 1e-12
+
+
+def _on_kink(A, B, c):
+    """Whether the ReLU kernel evaluates the pair (variances A, B, covariance c) exactly at
+    cos = +-1: every square root and arc-cosine of its formulas at its end point."""
+    return (
+        abs(c) / np.sqrt(A * B) >= 1.0
+        and A * B - c * c <= 0.0
+        and B - c * c / A <= 0.0
+        and A - c * c / B <= 0.0
+    )
+
+
+def _snap_relu(Q, R, T, teacher_relu):
+    """Put a ReLU student's units that are (anti)parallel to rounding exactly on the kernel's
+    kink, moving entries by a few ulps; in place.
+
+    The ReLU kernel takes square roots of ``1 - cos^2`` (``sqrt((A B - c^2) / A)``,
+    ``arccos``), infinitely steep at cos = +-1: where two units are parallel -- two students
+    sharing a direction, a student on a teacher unit, as at the global minimum -- rounding of
+    the inputs by one ulp gives an error of ~1e-8 (``sqrt(eps)``), and which way it rounds
+    changes with the last bits of the state (half of the rescaled copies of the global minimum
+    of a teacher with ``T != I``). That is a 1e-9 residual at exact fixed points, and a
+    difference quotient of step 1e-6 turns it into 1e-3 in the Jacobian (a zero mode into a
+    stable or unstable one). Here each pair within ``_KINK_RTOL`` of cos = +-1 (on either
+    side) gets ``|c| = sqrt(A B)`` rounded outwards until its terms are those of the exact
+    kink; and each Q_jj is moved to the nearest value with ``Q_jj^2 / Q_jj == Q_jj``, so that a
+    unit's terms with itself are exact whichever way ``1 - cos^2`` is formed for it.
+    """
+    K = Q.shape[0]
+    for j in range(K):
+        a = float(Q[j, j])
+        if a <= 0.0 or a * a / a == a:
+            continue
+        up = down = a
+        for _ in range(16):
+            up, down = np.nextafter(up, np.inf), np.nextafter(down, 0.0)
+            if up * up / up == up:
+                Q[j, j] = up
+                break
+            if down > 0.0 and down * down / down == down:
+                Q[j, j] = down
+                break
+    pairs = [(Q, i, k, Q[k, k]) for i in range(K) for k in range(i + 1, K)]
+    if teacher_relu:
+        pairs += [(R, i, n, T[n, n]) for i in range(K) for n in range(R.shape[1])]
+    for X, i, k, B in pairs:
+        A, c = float(Q[i, i]), float(X[i, k])
+        if A <= 0.0 or B <= 0.0:
+            continue
+        s = np.sqrt(A * B)
+        # only rounding away from the kink: an iterate beyond it (unphysical) stays as it is
+        if abs(abs(c) - s) > _KINK_RTOL * s:
+            continue
+        new = np.copysign(s, c)
+        for _ in range(16):
+            if _on_kink(A, B, new):
+                X[i, k] = new
+                if X is Q:
+                    Q[k, i] = new
+                break
+            new = np.nextafter(new, np.copysign(np.inf, c))
+
+
+#: Activation name of each kernel code.
+_NAMES = {activation_code(name): name for name in ACTIVATIONS}
+
+
+def _activation_names(p, activation, teacher_activation):
+    """Validated ``(student, teacher)`` activation names, a problem added to p if invalid."""
+    pair = p.check(activation_pair, activation, teacher_activation)
+    return pair if pair is not None else ("quadratic", "quadratic")
+
+
+def _check_noise_term(s, t, sgd_noise):
+    """InputError if the SGD-noise term of this pair of activations does not exist."""
+    if sgd_noise and not _ka.noise_available(activation_code(s), activation_code(t)):
+        raise InputError(
+            f"sgd_noise: the SGD-noise term of a {s} student with a {t} teacher is not "
+            "available; use sgd_noise=False (the population gradient flow)"
+        )
+
+
 class _System:
-    """The right-hand side in coordinates, for one (T, v*, lr, switches, batch size).
+    """The right-hand side in coordinates, for one (T, v*, lr, switches, batch size,
+    activations).
 
     Inputs are validated once here; each evaluation then calls the kernel behind
     :func:`fastquad.ode_rhs` directly (its wrapper re-validates every call, 40x the cost of the
-    arithmetic, and polishing needs thousands of calls). Tests check both agree.
+    arithmetic, and polishing needs thousands of calls). Tests check both agree. ``act_s``,
+    ``act_t`` are the kernel codes of the student's and the teacher's activations.
+
+    Attributes derived from the activations: ``degree`` (a of the student's, None for erf),
+    ``has_orbit`` (trained second layer and a homogeneous student: the rescaling orbits exist),
+    ``rescale`` (``has_orbit`` without the SGD-noise term, which moves along them), ``kinked``
+    (a ReLU student: the right-hand side is not differentiable at parallel or zero units).
     """
 
     def __init__(
-        self, K, M, T, vt, lr, train_v, sgd_noise, label_noise, v_fixed=None, batch_size=1
+        self,
+        K,
+        M,
+        T,
+        vt,
+        lr,
+        train_v,
+        sgd_noise,
+        label_noise,
+        v_fixed=None,
+        batch_size=1,
+        act_s=0,
+        act_t=0,
     ):
         self.K, self.M = K, M
+        self.act_s, self.act_t = int(act_s), int(act_t)
+        self.activation, self.teacher_activation = _NAMES[self.act_s], _NAMES[self.act_t]
+        self.degree = activation_degree(self.activation)
         self.T = np.ascontiguousarray(T, dtype=float)
         self.vt = np.ascontiguousarray(vt, dtype=float)
         self.lr = float(lr)
@@ -130,7 +279,10 @@ class _System:
         self.inv_batch = 1.0 / float(batch_size)
         self.v_fixed = None if train_v else np.ascontiguousarray(v_fixed, dtype=float)
         self.n = _n_coords(K, M, train_v)
-        self.rescale = self.train_v and not self.sgd_noise
+        self.has_orbit = self.train_v and self.degree is not None
+        self.rescale = self.has_orbit and not self.sgd_noise
+        self.kinked = self.act_s == RELU
+        self.res_power = 0 if self.degree is None else _RES_POWER
         self._dQ = np.empty((K, K))
         self._dR = np.empty((K, M))
         self._dv = np.empty(K)
@@ -159,12 +311,16 @@ class _System:
 
     def rhs(self, x):
         Q, R, v = self.state(x)
+        if self.kinked:
+            _snap_relu(Q, R, self.T, self.act_t == RELU)
         _k.ode_rhs_into(
             Q,
             R,
             np.ascontiguousarray(v),
             self.T,
             self.vt,
+            self.act_s,
+            self.act_t,
             self.lr,
             self.sigma2,
             self.inv_batch,
@@ -176,14 +332,22 @@ class _System:
         )
         return self.pack(self._dQ, self._dR, self._dv)
 
+    def snapped(self, x):
+        """x with a ReLU student's (anti)parallel units exactly on the kernel's kink (the state
+        :meth:`rhs` evaluates; see :func:`_snap_relu`), so that the public right-hand side
+        sees at a reported point what the finder saw; x itself otherwise."""
+        if not self.kinked:
+            return x
+        Q, R, v = self.state(x)
+        _snap_relu(Q, R, self.T, self.act_t == RELU)
+        return self.pack(Q, R, v)
+
     def residual(self, x):
         """max |rhs| / lr: the size of the velocity at x in units of lr."""
         return float(np.abs(self.rhs(x)).max()) / self.lr
 
-    def jacobian(self, x):
-        """Central finite differences, step ~ eps^(1/3) relative (the rhs is a polynomial)."""
-        x = np.asarray(x, float)
-        h = 6e-6 * np.maximum(1.0, np.abs(x))
+    def _differences(self, x, rel):
+        h = rel * np.maximum(1.0, np.abs(x))
         J = np.empty((self.n, self.n))
         for i in range(self.n):
             e = np.zeros(self.n)
@@ -191,9 +355,32 @@ class _System:
             J[:, i] = (self.rhs(x + e) - self.rhs(x - e)) / (2 * h[i])
         return J
 
+    def jacobian(self, x):
+        """Central finite differences, step ~ eps^(1/3) relative: error O(h^2) for a smooth
+        right-hand side (quadratic, linear: polynomials; erf: analytic).
+
+        A ReLU student's right-hand side has terms ``(1 - rho^2)^(1/2)`` in the cosine rho of
+        two units, whose coefficients vanish at a fixed point with parallel units: the
+        right-hand side is differentiable there from the physical side, but a difference
+        quotient errs by O(h^(1/2)) (1e-3 of the entries at this step). Richardson's step
+        ``2 J(h / 4) - J(h)`` cancels that term, leaving O(h).
+        """
+        x = np.asarray(x, float)
+        if not self.kinked:
+            return self._differences(x, 6e-6)
+        return 2.0 * self._differences(x, 1.5e-6) - self._differences(x, 6e-6)
+
     def eps_g(self, x):
         Q, R, v = self.state(x)
-        return generalization_error(Q, R, self.T, v, self.vt)
+        return generalization_error(
+            Q,
+            R,
+            self.T,
+            v,
+            self.vt,
+            activation=self.activation,
+            teacher_activation=self.teacher_activation,
+        )
 
     def physical(self, x, max_abs):
         """Finite, within max_abs and a Gram matrix of real vectors (PSD within round-off)."""
@@ -296,7 +483,7 @@ def _polish(system, x0, tol, max_abs, scaled=True):
         if not np.all(np.isfinite(x)) or np.abs(x).max() > max_abs:
             continue
         res = system.residual(x)
-        limit = tol * (max(1.0, np.abs(x).max()) ** _RES_POWER if scaled else 1.0)
+        limit = _verify_limit(tol, x, system.res_power) if scaled else tol
         if res <= limit:
             return x
     return None
@@ -367,15 +554,17 @@ def _teacher_permutations(groups, M):
         yield sigma
 
 
-def _teacher_labelling(T, vt, tol):
+def _teacher_labelling(T, vt, tol, even=True):
     """An order and signs of the teacher units that do not depend on how they were given.
 
     Units are sorted by decreasing ``v*_n``, then ``T_nn``, then their off-diagonal overlap
-    magnitudes ``|T_nm|`` (sorted, largest first); units tied on all of these keep their given
-    order (when v* and T are unchanged by swapping them, the usual case, any order gives the
-    same problem). Then, in that order, each unit's sign is chosen so that its overlap with
-    the first earlier unit it overlaps with is positive (a reflection ``w*_n -> -w*_n`` is a
-    symmetry: it flips column n of R and row and column n of T).
+    magnitudes ``|T_nm|`` (the overlaps themselves for a teacher activation that is not even;
+    sorted, largest first); units tied on all of these keep their given order (when v* and T
+    are unchanged by swapping them, the usual case, any order gives the same problem). Then,
+    for an even teacher activation only, in that order, each unit's sign is chosen so that its
+    overlap with the first earlier unit it overlaps with is positive (a reflection ``w*_n ->
+    -w*_n`` of a unit with an even activation is a symmetry: it flips column n of R and row and
+    column n of T; of any other unit it changes the teacher's function).
 
     Parameters
     ----------
@@ -383,6 +572,8 @@ def _teacher_labelling(T, vt, tol):
     vt : ndarray, shape (M,)
     tol : float
         Absolute tolerance of ties and of overlaps counted as nonzero.
+    even : bool
+        Whether the teacher's activation is even (else all signs are 1).
 
     Returns
     -------
@@ -395,12 +586,12 @@ def _teacher_labelling(T, vt, tol):
     M = vt.shape[0]
     keys = []
     for n in range(M):
-        off = sorted((abs(T[n, m]) for m in range(M) if m != n), reverse=True)
+        off = sorted(((abs if even else float)(T[n, m]) for m in range(M) if m != n), reverse=True)
         keys.append((vt[n], T[n, n], *off))
     order = np.array([i for g in _tie_groups(keys, tol) for i in g], dtype=int)
     To = T[np.ix_(order, order)]
     signs = np.ones(M)
-    for k in range(1, M):
+    for k in range(1, M if even else 1):
         for m in range(k):
             if abs(To[m, k]) > tol:
                 signs[k] = signs[m] * np.sign(To[m, k])
@@ -427,31 +618,60 @@ def _n_orderings(groups):
 
 
 class Symmetry:
-    """Canonical forms of states of one problem (K, M, T, v*) up to its symmetries.
+    """Canonical forms of states of one problem (K, M, T, v*, activations) up to its symmetries.
 
     Parameters
     ----------
     T : array, shape (M, M)
     v_teacher : array, shape (M,)
     rescale : bool
-        Also quotient by the rescaling ``w_j -> a w_j, v_j -> v_j / a^2`` (trained second
-        layer, flow without SGD noise): compare the invariants ``sign(v_j)``,
-        ``sqrt|v_i v_j| Q_ij``, ``sqrt|v_j| R_jn``.
+        Also quotient by the rescaling ``w_j -> c w_j, v_j -> v_j / c^a`` (trained second
+        layer, flow without SGD noise, a homogeneous student activation of degree a): compare
+        the invariants ``sign(v_j)``, ``|v_i v_j|^(1/a) Q_ij``, ``|v_j|^(1/a) R_jn``. An erf
+        student has no such orbit: True is refused.
     tol : float
         Relative tolerance of ties and of :meth:`same`.
     fixed_v : bool
         The second layer is frozen, a parameter of the problem rather than part of the state:
         student units trade places only with units of equal v (each group of equal v keeps
         its places), since moving Q and R without v is no symmetry.
+    activation, teacher_activation : str
+        The student's and the teacher's activations (:mod:`fastquad.activations`; the
+        teacher's defaults to the student's). They decide the sign symmetries: a student
+        unit's sign is free for an even activation, flips with its v for an odd one (trained
+        second layer), and is fixed otherwise (a unit with ``v_j = 0`` that no gradient moves
+        is free whenever flipping it changes nothing); teacher units are reflected only for an
+        even teacher activation.
     """
 
-    def __init__(self, T, v_teacher, *, rescale, tol=1e-6, fixed_v=False):
+    def __init__(
+        self,
+        T,
+        v_teacher,
+        *,
+        rescale,
+        tol=1e-6,
+        fixed_v=False,
+        activation="quadratic",
+        teacher_activation=None,
+    ):
+        self.activation, self.teacher_activation = activation_pair(activation, teacher_activation)
         self.T = np.asarray(T, float)
         self.vt = np.asarray(v_teacher, float)
         self.M = self.vt.shape[0]
         self.rescale = bool(rescale)
+        self.degree = activation_degree(self.activation)
+        if self.rescale and self.degree is None:
+            raise InputError(
+                f"rescale: a {self.activation} student has no rescaling symmetry "
+                "(its activation is not homogeneous); use rescale=False"
+            )
         self.tol = float(tol)
         self.fixed_v = bool(fixed_v)
+        self.even_s = is_even(self.activation)
+        # odd: g(-h) = -g(h), so (w_j, v_j) -> (-w_j, -v_j) leaves the network unchanged
+        self.odd_s = self.activation in ("linear", "erf")
+        self.even_t = is_even(self.teacher_activation)
         self.teacher_maps = self._teacher_maps()
 
     def _teacher_maps(self):
@@ -459,7 +679,9 @@ class Symmetry:
 
         ``sigma`` only moves units within groups of equal ``(v*_n, T_nn)``, and is kept when
         ``|T[sigma][:, sigma]| = |T|`` with a consistent choice of reflections; the forced
-        relations ``c_n c_m = sign(T_nm T[sigma_n, sigma_m])`` fix those reflections.
+        relations ``c_n c_m = sign(T_nm T[sigma_n, sigma_m])`` fix those reflections. Without
+        reflections (a teacher activation that is not even) ``T[sigma][:, sigma] = T`` is
+        needed.
         """
         M, T, vt = self.M, self.T, self.vt
         scale = max(1.0, np.abs(T).max(), np.abs(vt).max())
@@ -470,6 +692,10 @@ class Symmetry:
         maps = []
         for sigma in _teacher_permutations(groups, M):
             Ts = T[np.ix_(sigma, sigma)]
+            if not self.even_t:
+                if np.abs(Ts - T).max(initial=0.0) <= tol:
+                    maps.append((sigma, []))
+                continue
             if np.abs(np.abs(Ts) - np.abs(T)).max(initial=0.0) > tol:
                 continue
             forced = [
@@ -488,18 +714,30 @@ class Symmetry:
         Q, R, v = np.asarray(Q, float), np.asarray(R, float), np.asarray(v, float)
         if not self.rescale:
             return v.copy(), Q.copy(), R.copy()
-        a = np.sqrt(np.abs(v))
+        a = np.abs(v) ** (1.0 / self.degree)
         return np.sign(v), Q * np.outer(a, a), R * a[:, None]
+
+    def _free_signs(self, v, sig):
+        """Which student units' signs are free (a symmetry flips w_j alone)."""
+        if self.even_s:
+            return np.ones(v.shape, bool)
+        # a unit with v_j = 0 is no part of the function; flipping w_j alone changes no rate
+        # when g is odd, or when v is frozen (then nothing moves w_j)
+        if self.odd_s or self.fixed_v:
+            return np.abs(v) <= sig
+        return np.zeros(v.shape, bool)
 
     def canonical(self, Q, R, v):
         """The canonical member of the symmetry class of (Q, R, v).
 
-        Units are sorted by decreasing label (v, or sign(v) with rescaling) then decreasing
-        (effective) norm; ties are broken by trying their orderings (and those of equivalent
-        teacher units) and keeping the lexicographically largest invariant vector; signs are
-        fixed greedily, making the first significant R entry of each unit (in that order)
-        positive, then its first significant Q entry with an earlier unit; entries whose sign
-        no significant entry fixes enter the key by magnitude.
+        For an odd student activation with a trained second layer, units are first flipped
+        (``(w_j, v_j) -> (-w_j, -v_j)``) to ``v_j >= 0``. Units are sorted by decreasing label
+        (v, or sign(v) with rescaling) then decreasing (effective) norm; ties are broken by
+        trying their orderings (and those of equivalent teacher units) and keeping the
+        lexicographically largest invariant vector; where signs are free they are fixed
+        greedily, making the first significant R entry of each unit (in that order) positive,
+        then its first significant Q entry with an earlier unit; entries whose sign no
+        significant entry fixes enter the key by magnitude.
 
         Returns
         -------
@@ -512,12 +750,16 @@ class Symmetry:
         """
         Q, R, v = np.asarray(Q, float), np.asarray(R, float), np.asarray(v, float)
         K, M = R.shape
+        if self.odd_s and not self.fixed_v:
+            f = np.where(v < 0, -1.0, 1.0)
+            Q, R, v = Q * np.outer(f, f), R * f[:, None], v * f
         lab, Qe, Re = self.invariants(Q, R, v)
         scale = max(
             1.0, np.abs(Qe).max(initial=0), np.abs(Re).max(initial=0), np.abs(lab).max(initial=0)
         )
         tol = self.tol * scale
         sig = _SIGN_RTOL * scale
+        free = self._free_signs(v, _SIGN_RTOL * max(1.0, np.abs(v).max(initial=0)))
         if self.fixed_v:
             classes = [sorted(c) for c in _tie_groups([(v[j],) for j in range(K)], tol)]
         else:
@@ -532,7 +774,7 @@ class Symmetry:
         best = None
         for pi in _student_orderings(slots, K):
             for sigma, forced in self.teacher_maps:
-                cand = self._signed(Qe, Re, lab, pi, sigma, forced, sig)
+                cand = self._signed(Qe, Re, lab, pi, sigma, forced, sig, free[pi], self.even_t)
                 if cand is None:
                     continue
                 if best is None or _lex_greater(cand[0], best[0], tol):
@@ -544,13 +786,22 @@ class Symmetry:
         return Qc, Rc, v[pi].copy(), key
 
     @staticmethod
-    def _signed(Qe, Re, lab, pi, sigma, forced, sig):
+    def _signed(Qe, Re, lab, pi, sigma, forced, sig, free=None, free_teacher=True):
+        """(key, signs (K + M,)) of the ordering (pi, sigma), or None if its forced relations
+        contradict each other. ``free`` (K,) (in the order pi) and ``free_teacher`` say which
+        signs a symmetry may flip; the others stay 1."""
         K, M = Re.shape
         Qp = Qe[np.ix_(pi, pi)]
         Rp = Re[np.ix_(pi, sigma)]
-        uf = _UnionFind(K + M)
+        anchor = K + M  # a sign variable held at +1: units whose sign is not free join it
+        uf = _UnionFind(K + M + 1)
         for n, m, rel in forced:
             if not uf.union(K + n, K + m, rel):
+                return None
+        fixed = [j for j in range(K) if free is not None and not free[j]]
+        fixed += [] if free_teacher else [K + n for n in range(M)]
+        for a in fixed:
+            if not uf.union(a, anchor, 1.0):
                 return None
         for j in range(K):
             for n in range(M):
@@ -562,12 +813,16 @@ class Symmetry:
                 if abs(x) > sig and uf.find(j)[0] != uf.find(i)[0]:
                     uf.union(i, j, float(np.sign(x)))
         signs = uf.signs()
+        # the anchor's whole class flips with it, so that it (and every fixed sign) is +1
+        ra = uf.find(anchor)[0]
+        root = [uf.find(a)[0] for a in range(K + M + 1)]
+        signs[[a for a in range(K + M + 1) if root[a] == ra]] *= signs[anchor]
+        signs = signs[: K + M]
         s, c = signs[:K], signs[K:]
         Qs = Qp * np.outer(s, s)
         Rs = Rp * np.outer(s, c)
         # an entry too small to fix a sign, between units whose relative sign nothing else
         # fixes, may have either sign in equivalent states: the key holds its magnitude
-        root = [uf.find(a)[0] for a in range(K + M)]
         for j in range(K):
             for n in range(M):
                 if root[j] != root[K + n]:
@@ -582,13 +837,21 @@ class Symmetry:
     def function_keys(self, Q, R, v):
         """Invariants of the network function up to the symmetries, one vector per teacher map.
 
-        With ``Vq = diag(v) Q``: ``tr(Vq^k)`` for k = 1..K (the spectrum of
-        ``A = W^T diag(v) W / d``) and ``R^T diag(v) (Q diag(v))^k R`` for k = 0..K-1 (the
+        Quadratic student: with ``Vq = diag(v) Q``, ``tr(Vq^k)`` for k = 1..K (the spectrum
+        of ``A = W^T diag(v) W / d``) and ``R^T diag(v) (Q diag(v))^k R`` for k = 0..K-1 (the
         teacher vectors seen through A): equal for states that are the same function, e.g.
         two parallel units sharing one direction in any proportion. Off-diagonal teacher
         entries enter by magnitude, so teacher sign flips need not be searched.
+
+        Other students (:meth:`_probe_keys`): ``E[f^2]`` and the correlations ``E[f(x)
+        phi(u.x)]`` of the student's function f with probes phi (linear, ReLU, quadratic,
+        erf at two scales) along each teacher vector and the sums and differences of two:
+        functions of f alone, so equal for the same function (a necessary condition: two
+        functions that differ only off the teacher's span with equal ``E[f^2]`` share them).
         """
         Q, R, v = np.asarray(Q, float), np.asarray(R, float), np.asarray(v, float)
+        if self.activation != "quadratic":
+            return self._probe_keys(Q, R, v)
         K, M = R.shape
         Vq = v[:, None] * Q
         moments, P = [], np.eye(K)
@@ -606,6 +869,67 @@ class Symmetry:
             for B in Bs:
                 Bp = B[np.ix_(sigma, sigma)]
                 parts += [np.diag(Bp), np.abs(Bp[off])]
+            keys.append(np.concatenate(parts))
+        return keys
+
+    def _probe_keys(self, Q, R, v):
+        """:meth:`function_keys` of a student that is not quadratic.
+
+        For an even teacher activation a teacher unit may be reflected: each probe enters as
+        the sum and product of its values at u and -u, and a pair's sum and difference
+        directions likewise by the sum and product of their entries.
+        """
+        K, M = R.shape
+        s = activation_code(self.activation)
+        probes = [(activation_code(p), 1.0) for p in ("linear", "relu", "quadratic", "erf")]
+        probes.append((activation_code("erf"), 3.0))
+        qd = np.diag(Q)
+        ff = sum(
+            v[j] * v[k] * _pair_k(s, s, qd[j], qd[k], Q[j, k]) for j in range(K) for k in range(K)
+        )
+
+        def probe(alpha, sigma):
+            """Probe values (n_probes,) along u = sum_n alpha_n w*_sigma(n), and along -u."""
+            Ts = self.T[np.ix_(sigma, sigma)]
+            var = float(alpha @ Ts @ alpha)
+            cov = R[:, sigma] @ alpha
+            out = []
+            for sign in (1.0, -1.0):
+                out.append(
+                    [
+                        sum(
+                            v[j] * _pair_k(s, p, qd[j], lam * lam * var, sign * lam * cov[j])
+                            for j in range(K)
+                        )
+                        for p, lam in probes
+                    ]
+                )
+            return np.array(out)
+
+        def sym(a, b):
+            return np.concatenate([a + b, a * b])
+
+        keys = []
+        for sigma, _ in self.teacher_maps:
+            parts = [np.array([ff])]
+            for n in range(M):
+                e = np.zeros(M)
+                e[n] = 1.0
+                vals = probe(e, sigma)
+                parts.append(sym(vals[0], vals[1]) if self.even_t else vals[0])
+            for n in range(M):
+                for m in range(n + 1, M):
+                    e = np.zeros(M)
+                    e[n] = 1.0
+                    e[m] = 1.0
+                    plus = probe(e, sigma)
+                    e[m] = -1.0
+                    minus = probe(e, sigma)
+                    if self.even_t:
+                        a, b = sym(plus[0], plus[1]), sym(minus[0], minus[1])
+                        parts.append(sym(a, b))
+                    else:
+                        parts += [plus[0], minus[0]]
             keys.append(np.concatenate(parts))
         return keys
 
@@ -628,9 +952,11 @@ def _lex_greater(a, b, tol):
 
 
 def _rescale_to(system, x, conserved):
-    """The member of x's rescaling orbit with C_j = conserved_j (dead units: see the module)."""
+    """The member of x's rescaling orbit with ``C_j = Q_jj - a v_j^2 = conserved_j`` (a the
+    degree of the student's activation; dead units: see the module)."""
     Q, R, v = system.state(x)
     K = Q.shape[0]
+    deg = system.degree
     scale = max(1.0, np.abs(x).max())
     a = np.ones(K)
     v_new = v.copy()
@@ -643,20 +969,23 @@ def _rescale_to(system, x, conserved):
             Q[:, j] = 0.0
             R[j, :] = 0.0
             if v[j] != 0.0:
-                # on the C_j = conserved_j member when there is one (C_j = -2 v_j^2 here)
-                size = np.sqrt(-conserved[j] / 2) if conserved[j] < 0 else vt_max
+                # on the C_j = conserved_j member when there is one (C_j = -a v_j^2 here)
+                size = np.sqrt(-conserved[j] / deg) if conserved[j] < 0 else vt_max
                 v_new[j] = np.sign(v[j]) * size
             continue
         if abs(v[j]) * Q[j, j] <= dead:
             continue  # v_j = 0 with w_j != 0: its orbit does not reach other values of C_j
-        # Q_jj b - 2 v_j^2 / b^2 = C (b = a^2) is increasing in b > 0: one root
+        # Q_jj b - deg v_j^2 / b^deg = C (b = a^2) is increasing in b > 0: one root, of
+        # Q_jj b^(deg + 1) - C b^deg - deg v_j^2 = 0
         C = conserved[j]
-        roots = np.roots([Q[j, j], -C, 0.0, -2.0 * v[j] ** 2])
+        coef = np.zeros(deg + 2)
+        coef[0], coef[1], coef[-1] = Q[j, j], -C, -deg * v[j] ** 2
+        roots = np.roots(coef)
         b = [r.real for r in roots if abs(r.imag) <= 1e-9 * abs(r) and r.real > 0]
         if not b:
             continue
         a[j] = np.sqrt(max(b))
-        v_new[j] = v[j] / a[j] ** 2
+        v_new[j] = v[j] / a[j] ** deg
     Q = Q * np.outer(a, a)
     R = R * a[:, None]
     return system.pack(Q, R, v_new)
@@ -686,7 +1015,8 @@ class FixedPoint:
         direction along a set of fixed points), ``"saddle"`` (both signs), ``"unstable"``
         (every nonzero eigenvalue positive) or ``"degenerate"`` (no positive eigenvalue, but a
         zero eigenvalue whose direction is not one of fixed points: linear stability cannot
-        decide).
+        decide; also every point of a ReLU student with a zero unit, where the right-hand
+        side is not continuous).
     n_unstable : int
         Eigenvalues with real part > the zero tolerance.
     n_zero : int
@@ -704,6 +1034,8 @@ class FixedPoint:
         they are the same network function with the same stability: samples of a continuum of
         fixed points, such as two parallel units sharing one teacher direction in any
         proportion. 1 when nothing was merged.
+    activation, teacher_activation : str
+        The student's and the teacher's activations of the problem.
     """
 
     Q: np.ndarray
@@ -721,6 +1053,8 @@ class FixedPoint:
     v_teacher: np.ndarray
     train_second_layer: bool
     n_variants: int = 1
+    activation: str = "quadratic"
+    teacher_activation: str = "quadratic"
 
     @property
     def K(self):
@@ -765,8 +1099,20 @@ class FixedPoint:
         return self.Q + size * dQ, self.R + size * dR, self.v + size * dv
 
 
+def _has_dead_relu_unit(system, x):
+    """Whether a ReLU student unit is zero at x: the right-hand side jumps there."""
+    if not system.kinked:
+        return False
+    Q, _, _ = system.state(x)
+    return bool(np.any(np.diag(Q) <= _DEAD_RTOL * max(1.0, np.abs(x).max())))
+
+
 def _classify(system, x, zero_tol, tol):
-    """Eigen-decomposition of the Jacobian at x and the kind, n_unstable, n_zero."""
+    """Eigen-decomposition of the Jacobian at x and the kind, n_unstable, n_zero.
+
+    A ReLU student with a zero unit is ``"degenerate"`` whatever the eigenvalues (see the
+    module: the right-hand side is not continuous there).
+    """
     J = system.jacobian(x)
     lam, vec = np.linalg.eig(J)
     top = np.abs(J).max(initial=0.0)
@@ -783,7 +1129,7 @@ def _classify(system, x, zero_tol, tol):
     n_zero = int(zero.sum())
     n_unstable = int(np.count_nonzero(~zero & (lam.real > 0)))
     n_stable = int(np.count_nonzero(~zero & (lam.real < 0)))
-    if n_zero == lam.size:
+    if n_zero == lam.size or _has_dead_relu_unit(system, x):
         kind = "degenerate"
     elif n_unstable and n_stable:
         kind = "saddle"
@@ -825,7 +1171,7 @@ def _zero_modes_are_flat(system, x, J, n_zero, tol):
             if not np.all(np.isfinite(y)):
                 return False
             if (
-                system.residual(y) > _verify_limit(tol, y)
+                system.residual(y) > _verify_limit(tol, y, system.res_power)
                 or np.abs(null @ (y - x) - target).max() > 1e-6 * delta
             ):
                 return False
@@ -889,12 +1235,33 @@ def _random_starts(system, n, rng):
     vt_scale = max(np.abs(system.vt).max(), 1e-12)
     subsets = _teacher_subsets(K, M, rng)
 
+    quadratic = system.activation == "quadratic"
+    deg = system.degree
+
     def copy(j, m, v, W, flip=0.2, weight=None, spread=0.3):
         """Unit j copies teacher unit m on the balanced member C_j = 0, with ``v_j Q_jj``
         within ``spread`` decades of ``weight`` (default v*_m) and its sign but with
-        probability ``flip``."""
+        probability ``flip``. Other activations: ``w_j = alpha w*_m`` with ``v_j alpha^a``
+        (``v_j`` for erf, with alpha about 1) about ``weight``, on C_j = 0 when the
+        activation is homogeneous (degree a)."""
         weight = system.vt[m] if weight is None else weight
         c = max(abs(weight), 1e-3 * vt_scale) * 10 ** rng.uniform(-spread, spread)
+        if not quadratic:
+            sign = np.sign(weight) or 1.0
+            sign = -sign if rng.random() < flip else sign
+            if deg is None:
+                a = 10 ** rng.uniform(-spread, spread)
+                size = c
+            else:
+                size = (c * (t_diag[m] / deg) ** (deg / 2)) ** (1 / (deg + 1))
+                a = size * np.sqrt(deg / t_diag[m])
+            if system.train_v:
+                v[j] = sign * size
+            # a unit that is not even points along its teacher unit (mostly: the reflected
+            # unit is another function, a start near other points)
+            W[j] = (1.0 if rng.random() < 0.8 else -1.0) * a * Lt[m]
+            W[j] += 0.03 * a * np.sqrt(t_diag[m] / r) * rng.standard_normal(r)
+            return
         if system.train_v:
             sign = np.sign(weight) or 1.0
             v[j] = (-sign if rng.random() < flip else sign) * (c / 2) ** (1 / 3)
@@ -943,6 +1310,7 @@ def _random_starts(system, n, rng):
             # the plateau of docs/theory.md, 'Fixed points, plateaus and stages' (exact for
             # a diagonal T): each learnt unit's weight is
             # lambda_m + s / (2 + L), s the sum of the unlearnt lambda_n = v*_n T_nn
+            # (other activations: about the teacher unit's own weight)
             lam = system.vt * np.diag(system.T)
             rest = lam.sum() - lam[S].sum()
             units = rng.permutation(K)
@@ -953,7 +1321,11 @@ def _random_starts(system, n, rng):
                     v,
                     W,
                     flip=0.0 if first else 0.2,
-                    weight=lam[m] / t_diag[m] + rest / (2 + len(S)) / t_diag[m],
+                    weight=(
+                        lam[m] / t_diag[m] + rest / (2 + len(S)) / t_diag[m]
+                        if quadratic
+                        else system.vt[m]
+                    ),
                     spread=0.05 if first else 0.3,
                 )
             if not first:
@@ -972,7 +1344,19 @@ def _trajectory_starts(system, trajectories, order=None, signs=None, max_per_run
     """States where recorded curves plateau: local minima of |d ln eps / d ln t| below rate,
     plus the last record of each run (plateaus sit near saddles, the end near an attractor).
     ``order`` and ``signs`` relabel the recorded teacher units as the system's
-    (``R[..., order] * signs``, see :func:`_teacher_labelling`)."""
+    (``R[..., order] * signs``, see :func:`_teacher_labelling`). Curves recorded with other
+    activations than the system's are refused."""
+    attrs = getattr(trajectories, "attrs", None) or {}
+    for key, want in (
+        ("activation", system.activation),
+        ("teacher_activation", system.teacher_activation),
+    ):
+        got = attrs.get(key, "quadratic")
+        if got != want:
+            raise InputError(
+                f"trajectories were recorded with {key}={got!r}, but the fixed points are "
+                f"sought with {key}={want!r}"
+            )
     t, eps, Q, R, v = _trajectory_arrays(trajectories, system.K, system.M)
     if order is not None:
         R = R[..., order] * signs
@@ -1079,15 +1463,17 @@ class FixedPointList(list):
     n_converged = 0
 
 
-def _verify_limit(tol, x):
-    """Largest accepted ``max|rhs| / lr`` at x: ``tol * max(1, max|x|)^3`` (cubic right-hand
-    side), the acceptance of the polish."""
-    return tol * max(1.0, float(np.abs(x).max(initial=0.0))) ** _RES_POWER
+def _verify_limit(tol, x, power=_RES_POWER):
+    """Largest accepted ``max|rhs| / lr`` at x: ``tol * max(1, max|x|)^power`` (3: cubic
+    right-hand side; 0 for erf), the acceptance of the polish."""
+    return tol * max(1.0, float(np.abs(x).max(initial=0.0))) ** power
 
 
 def _verified(system, x, tol, max_abs):
     """Whether x is a physical state at which the right-hand side is within the tolerance."""
-    return system.physical(x, max_abs) and system.residual(x) <= _verify_limit(tol, x)
+    return system.physical(x, max_abs) and system.residual(x) <= _verify_limit(
+        tol, x, system.res_power
+    )
 
 
 def _teacher_relabelling(K, M, order, signs, train_v):
@@ -1138,6 +1524,8 @@ def find_fixed_points(
     dedup_tol=1e-6,
     merge_same_function=True,
     batch_size=1,
+    activation="quadratic",
+    teacher_activation=None,
 ):
     """Fixed points of the order-parameter ODE, deduplicated up to symmetry and classified.
 
@@ -1147,12 +1535,14 @@ def find_fixed_points(
     R's columns back in the given order and signs. Any reordering of the teacher units gives
     the same table up to the matching permutation of R's columns, multiplicities included,
     unless units tied on all those keys are not interchangeable (then the same points are
-    expected, but the starts differ). Reflected units give the same points up to a symmetry
-    (a reflection of a unit that overlaps no other one does not show in T and v*).
+    expected, but the starts differ). For an even teacher activation (quadratic), reflected
+    units give the same points up to a symmetry (a reflection of a unit that overlaps no other
+    one does not show in T and v*); for any other, a reflected unit is another teacher.
 
     Every reported point is verified at the very state reported, in the given labelling:
     ``max|rhs| / lr <= tol * max(1, max|x|)^3`` (x the coordinate vector; the right-hand side is
-    cubic in the overlaps) and a positive semi-definite Gram matrix ``[[Q, R], [R^T, T]]``.
+    cubic in the overlaps; for an erf student ``tol`` itself) and a positive semi-definite Gram
+    matrix ``[[Q, R], [R^T, T]]``.
     Candidates that fail are dropped and counted in ``n_dropped`` of the returned list.
 
     Parameters
@@ -1170,9 +1560,9 @@ def find_fixed_points(
     sgd_noise : bool
         Include the eta^2 online-SGD term (its fixed points depend on lr). Default False: the
         population gradient flow. With a trained second layer the term raises every
-        ``C_j = Q_jj - 2 v_j^2`` wherever the error is nonzero, so only points with zero error
+        ``C_j = Q_jj - a v_j^2`` wherever the error is nonzero, so only points with zero error
         or idle units survive it; :func:`plateau_levels_with_noise` gives the plateau levels
-        of the full ODE.
+        of the full ODE. Not available for a ReLU student with a quadratic or erf teacher.
     label_noise : float, >= 0
         Enters only with ``sgd_noise=True``.
     n_starts : int, >= 1
@@ -1191,8 +1581,9 @@ def find_fixed_points(
     v_student : array, shape (K,), optional
         The frozen second layer (only with ``train_second_layer=False``; default all ones).
     conserved : float or array of shape (K,)
-        With a trained v and no SGD noise, each class is reported at the member of its
-        rescaling orbit with ``Q_jj - 2 v_j^2 = conserved_j``; None keeps the member found.
+        With a trained v, no SGD noise and a homogeneous student activation of degree a, each
+        class is reported at the member of its rescaling orbit with ``Q_jj - a v_j^2 =
+        conserved_j``; None keeps the member found. Unused for an erf student (no orbit).
     zero_tol : float, in (0, 1)
         Eigenvalues below ``zero_tol * max|eigenvalue|`` count as zero.
     dedup_tol : float, > 0
@@ -1205,6 +1596,11 @@ def find_fixed_points(
     batch_size : int, >= 1
         Mini-batch size: the eta^2 term scales as ``1 / batch_size`` (only with
         ``sgd_noise=True``).
+    activation : {"quadratic", "linear", "relu", "erf"}
+        The student's activation (see the module docstring for the symmetries each has, and
+        for the points of a ReLU student where a unit is zero: kind ``"degenerate"``).
+    teacher_activation : str or None
+        The teacher's; None means the student's.
 
     Returns
     -------
@@ -1246,7 +1642,9 @@ def find_fixed_points(
     dedup_tol = p.check(_validate.real, "dedup_tol", dedup_tol, low=0.0, low_open=True)
     merge = p.check(_validate.boolean, "merge_same_function", merge_same_function)
     batch = p.check(_validate.integer, "batch_size", batch_size, low=1)
+    act_s, act_t = _activation_names(p, activation, teacher_activation)
     p.raise_if_any()
+    _check_noise_term(act_s, act_t, noise)
     T, vt = _check_teacher(T, v_teacher, M)
     v_fixed = _frozen_v(K, train_v, v_student)
     if conserved is not None:
@@ -1260,15 +1658,24 @@ def find_fixed_points(
     # the teacher's labelling; relabelling it canonically makes the whole result independent
     # of the order the units were given in.
     order, signs = _teacher_labelling(
-        T, vt, dedup_tol * max(1.0, np.abs(T).max(), np.abs(vt).max())
+        T, vt, dedup_tol * max(1.0, np.abs(T).max(), np.abs(vt).max()), even=is_even(act_t)
     )
     Ti, vti = T[np.ix_(order, order)] * np.outer(signs, signs), vt[order]
-    system = _System(K, M, Ti, vti, lr, train_v, noise, sigma, v_fixed, batch)
+    codes = activation_code(act_s), activation_code(act_t)
+    system = _System(K, M, Ti, vti, lr, train_v, noise, sigma, v_fixed, batch, *codes)
     starts = _random_starts(system, n_starts, np.random.default_rng(seed))
     if trajectories is not None:
         starts += _trajectory_starts(system, trajectories, order, signs)
 
-    sym = Symmetry(Ti, vti, rescale=system.rescale, tol=dedup_tol, fixed_v=not train_v)
+    sym = Symmetry(
+        Ti,
+        vti,
+        rescale=system.rescale,
+        tol=dedup_tol,
+        fixed_v=not train_v,
+        activation=act_s,
+        teacher_activation=act_t,
+    )
     classes = []  # [key, x, count]
     n_converged = 0
     for x0 in starts:
@@ -1280,7 +1687,7 @@ def find_fixed_points(
             if x is None or not system.physical(x, max_abs):
                 continue
         n_converged += 1
-        Q, R, v = system.state(x)
+        Q, R, v = system.state(system.snapped(x))
         Qc, Rc, vc, key = sym.canonical(Q, R, v)
         xc = system.pack(Qc, Rc, vc)
         for c in classes:
@@ -1317,6 +1724,8 @@ def find_fixed_points(
                 T=Ti.copy(),
                 v_teacher=vti.copy(),
                 train_second_layer=train_v,
+                activation=act_s,
+                teacher_activation=act_t,
             )
         )
     if merge:
@@ -1324,7 +1733,7 @@ def find_fixed_points(
     points = _sorted_for_report(points, sym)
 
     # verified again as reported: the given labelling, the caller's T and v*
-    given = _System(K, M, T, vt, lr, train_v, noise, sigma, v_fixed, batch)
+    given = _System(K, M, T, vt, lr, train_v, noise, sigma, v_fixed, batch, *codes)
     out = FixedPointList()
     for fp in points:
         fp = _relabel_teacher(fp, order, signs, T, vt)
@@ -1405,7 +1814,19 @@ def _sorted_for_report(points, sym):
     return [points[i] for i in sorted(range(len(points)), key=functools.cmp_to_key(cmp))]
 
 
-def canonical_form(Q, R, v, T, v_teacher, *, rescale=True, tol=1e-6, fixed_v=False):
+def canonical_form(
+    Q,
+    R,
+    v,
+    T,
+    v_teacher,
+    *,
+    rescale=None,
+    tol=1e-6,
+    fixed_v=False,
+    activation="quadratic",
+    teacher_activation=None,
+):
     """The canonical member of the symmetry class of a state (see :class:`Symmetry`).
 
     Parameters
@@ -1415,16 +1836,28 @@ def canonical_form(Q, R, v, T, v_teacher, *, rescale=True, tol=1e-6, fixed_v=Fal
     v : array, shape (K,)
     T : array, shape (M, M)
     v_teacher : array, shape (M,)
-    rescale : bool
-        Compare through the rescaling invariants (trained second layer, no SGD noise).
+    rescale : bool or None
+        Compare through the rescaling invariants (trained second layer, no SGD noise). None:
+        whenever the student's activation is homogeneous (not for erf); True with erf is
+        refused.
     tol : float, > 0
     fixed_v : bool
         v is a frozen second layer: units trade places only with units of equal v.
+    activation, teacher_activation : str
+        The student's and the teacher's activations (the teacher's defaults to the
+        student's): they decide which sign flips are symmetries and the rescaling's degree.
 
     Returns
     -------
     Q, R, v, key : as :meth:`Symmetry.canonical`
     """
+    p = _validate.Problems()
+    act_s, act_t = _activation_names(p, activation, teacher_activation)
+    if rescale is not None:
+        rescale = p.check(_validate.boolean, "rescale", rescale)
+    p.raise_if_any()
+    if rescale is None:
+        rescale = activation_degree(act_s) is not None
     v = _validate.finite_array("v", v, ndim=1)
     vt = _validate.finite_array("v_teacher", v_teacher, ndim=1)
     K, M = v.shape[0], vt.shape[0]
@@ -1435,9 +1868,11 @@ def canonical_form(Q, R, v, T, v_teacher, *, rescale=True, tol=1e-6, fixed_v=Fal
     return Symmetry(
         T,
         vt,
-        rescale=_validate.boolean("rescale", rescale),
+        rescale=rescale,
         tol=tol,
         fixed_v=_validate.boolean("fixed_v", fixed_v),
+        activation=act_s,
+        teacher_activation=act_t,
     ).canonical(Q, R, v)
 
 
@@ -1470,10 +1905,12 @@ class NoisyPlateauLevels:
     v : ndarray, shape (n, K)
         The full-ODE states (NaN where lost).
     conserved : ndarray, shape (n, K)
-        ``C_j = Q_jj - 2 v_j^2`` at the full-ODE states.
+        ``C_j = Q_jj - a v_j^2`` at the full-ODE states (a the degree of the student's
+        activation; NaN for erf).
     conserved_rate : ndarray, shape (n, K)
         ``dC_j/dt`` there: the rate at which the state slides along the rescaling orbits and
-        so the level moves (zero with a frozen second layer, and for idle units).
+        so the level moves (zero with a frozen second layer, and for idle units; NaN for a
+        trained erf student, which has no orbits).
     residual : ndarray, shape (n,)
         ``max|rhs / lr - sum_j mu_j g_j|``: the velocity not along the rescaling orbits, in
         units of lr (``max|rhs| / lr`` with a frozen second layer).
@@ -1531,20 +1968,27 @@ class NoisyPlateauLevels:
 
 def _orbit_tangents(system, x, live):
     """Columns g_j: d x / d a_j of the rescaling ``w_j -> (1 + a_j) w_j, v_j -> v_j / (1 +
-    a_j)^2`` at a_j = 0, for the live units (shape (n, n_live))."""
+    a_j)^deg`` at a_j = 0, for the live units (shape (n, n_live)); deg the degree of the
+    student's activation (a homogeneous one: ``system.has_orbit``)."""
     Q, R, v = system.state(x)
     K = Q.shape[0]
     cols = []
     for j in np.flatnonzero(live):
         a = np.zeros(K)
         a[j] = 1.0
-        cols.append(system.pack(Q * (a[:, None] + a[None, :]), R * a[:, None], -2.0 * v * a))
+        cols.append(
+            system.pack(Q * (a[:, None] + a[None, :]), R * a[:, None], -system.degree * v * a)
+        )
     return np.array(cols).reshape(-1, system.n).T
 
 
 def _conserved_of(system, x):
+    """``C_j = Q_jj - a v_j^2`` (a the degree of the student's activation); NaN for erf, which
+    conserves nothing."""
     Q, _, v = system.state(x)
-    return np.diag(Q) - 2.0 * v**2
+    if system.degree is None:
+        return np.full(system.K, np.nan)
+    return np.diag(Q) - system.degree * v**2
 
 
 def _noisy_state(system, x0, target, n_steps, tol, max_abs):
@@ -1552,9 +1996,10 @@ def _noisy_state(system, x0, target, n_steps, tol, max_abs):
     steps of lr. Returns (x, mu, residual) or None.
 
     Unknowns are the coordinates of the live units (a dead unit, w_j = 0, has a zero
-    right-hand side for any v_j and is held as it is) and, with a trained second layer, one
-    rate mu_j per live unit with equations ``rhs / lr = sum_j mu_j g_j`` and
-    ``C_j = target_j``.
+    right-hand side for any v_j and is held as it is) and, with a trained second layer and a
+    homogeneous student activation (rescaling orbits), one rate mu_j per live unit with
+    equations ``rhs / lr = sum_j mu_j g_j`` and ``C_j = target_j``; otherwise (frozen second
+    layer, erf) the continued point is a fixed point of the full right-hand side.
     """
     K, M = system.K, system.M
     Q, _, _ = system.state(x0)
@@ -1563,7 +2008,7 @@ def _noisy_state(system, x0, target, n_steps, tol, max_abs):
     # a coordinate is free when every unit it involves is live (Q_jk = 0 stays with w_k = 0)
     free = pack(np.outer(live, live), np.repeat(live[:, None], M, axis=1), live, system.train_v)
     idx = np.flatnonzero(free)
-    n_mu = int(live.sum()) if system.train_v else 0
+    n_mu = int(live.sum()) if system.has_orbit else 0
     if idx.size == 0:
         return x0.copy(), np.zeros(K), system.residual(x0)
     base = x0.copy()
@@ -1579,6 +2024,8 @@ def _noisy_state(system, x0, target, n_steps, tol, max_abs):
             np.sqrt(system.sigma2),
             system.v_fixed,
             1.0 / system.inv_batch,
+            system.act_s,
+            system.act_t,
         )
         for k in range(1, n_steps + 1)
     ]
@@ -1619,7 +2066,9 @@ def _noisy_state(system, x0, target, n_steps, tol, max_abs):
             if not np.all(np.isfinite(zz)) or np.abs(zz).max() > max_abs:
                 continue
             x, r = full(zz, sys_)
-            if np.abs(r).max() <= _verify_limit(tol, x) and sys_.physical(x, max_abs):
+            if np.abs(r).max() <= _verify_limit(tol, x, sys_.res_power) and sys_.physical(
+                x, max_abs
+            ):
                 z_new = zz
                 break
         if z_new is None:
@@ -1633,7 +2082,7 @@ def _noisy_state(system, x0, target, n_steps, tol, max_abs):
 
 def _continue(flow, system, x0, target, n_steps, tol, max_abs):
     """:func:`_noisy_state` from the flow fixed point x0 (already at the wanted C_j)."""
-    if flow.train_v:
+    if flow.has_orbit:
         # units whose orbit does not reach C_j = target_j (v_j = 0) keep their own
         now = _conserved_of(flow, x0)
         stuck = np.abs(now - target) > 1e-9 * max(1.0, np.abs(target).max())
@@ -1651,8 +2100,10 @@ def _flow_point_of_state(flow, system, Q0, R0, v0, tol, max_abs, n_steps, zero_t
     as long as the flow level stays the same, until the continuation succeeds.
     """
     K = flow.K
-    target = np.diag(Q0) - 2.0 * v0**2
-    order = np.argsort(np.abs(v0) * np.diag(Q0), kind="stable")
+    deg = flow.degree or 1
+    target = np.diag(Q0) - deg * v0**2 if flow.has_orbit else np.full(K, np.nan)
+    # a unit's weight in the function: |v_j| |w_j|^a (erf: |v_j| |w_j|)
+    order = np.argsort(np.abs(v0) * np.diag(Q0) ** (deg / 2), kind="stable")
     level = None
     for n_idle in range(K):
         Q, R = Q0.copy(), R0.copy()
@@ -1661,7 +2112,7 @@ def _flow_point_of_state(flow, system, Q0, R0, v0, tol, max_abs, n_steps, zero_t
         Q[:, idle] = 0.0
         R[idle, :] = 0.0
         x = _polish(flow, flow.pack(Q, R, v0), tol, max_abs)
-        if x is not None and flow.train_v:
+        if x is not None and flow.has_orbit:
             x = _polish(flow, _rescale_to(flow, x, target), tol, max_abs, scaled=False)
         if x is None or not flow.physical(x, max_abs):
             continue
@@ -1689,6 +2140,8 @@ def _flow_point_of_state(flow, system, Q0, R0, v0, tol, max_abs, n_steps, zero_t
             T=flow.T.copy(),
             v_teacher=flow.vt.copy(),
             train_second_layer=flow.train_v,
+            activation=flow.activation,
+            teacher_activation=flow.teacher_activation,
         )
         return fp, x, target
     return None, None, None
@@ -1734,6 +2187,8 @@ def plateau_levels_with_noise(
     max_abs=1e3,
     n_steps=8,
     zero_tol=1e-6,
+    activation="quadratic",
+    teacher_activation=None,
 ):
     """Plateau levels of the full order-parameter ODE at a given lr, label noise and batch size,
     beside the eta^1 levels (fixed points of the gradient flow) they continue.
@@ -1743,16 +2198,20 @@ def plateau_levels_with_noise(
     Each flow fixed point is continued from eta -> 0 to ``lr`` in ``n_steps`` steps of eta.
 
     - Frozen second layer: the continued point is a fixed point of the full right-hand side.
-    - Trained second layer: the noise term raises every ``C_j = Q_jj - 2 v_j^2`` wherever the
+    - Trained second layer, homogeneous student activation of degree a (quadratic: 2, linear
+      and relu: 1): the noise term raises every ``C_j = Q_jj - a v_j^2`` wherever the
       error is nonzero (docs/theory.md, 'Symmetries and conserved quantities'), so a
       plateau is no fixed point: the state slides slowly
-      (at O(lr^2)) along the rescaling orbits ``w_j -> a_j w_j, v_j -> v_j / a_j^2``, which
+      (at O(lr^2)) along the rescaling orbits ``w_j -> c_j w_j, v_j -> v_j / c_j^a``, which
       leave the network function, hence eps_g, unchanged. The continued point is the state
       with given ``C_j`` at which the velocity of the full ODE points along those orbits:
       ``rhs = lr sum_j mu_j g_j`` (g_j the orbit tangents), so eps_g is momentarily constant.
       Its level depends on the C_j at O(lr): use ``states`` to predict the level of a run at
       a time from its state then; ``conserved_rate`` says how fast the C_j, and so the level,
       move.
+    - Trained second layer, erf student (no rescaling orbit, nothing conserved): the
+      continued point is a fixed point of the full right-hand side, as for a frozen one
+      (``conserved`` is unused, ``conserved`` and ``conserved_rate`` of the result are NaN).
 
     Members of a continuum of flow fixed points (``FixedPoint.n_variants > 1``, e.g. two
     units sharing one teacher direction in some proportion) are often lost: the noise term
@@ -1833,7 +2292,9 @@ def plateau_levels_with_noise(
     zero_tol = p.check(
         _validate.real, "zero_tol", zero_tol, low=0.0, high=1.0, low_open=True, high_open=True
     )
+    act_s, act_t = _activation_names(p, activation, teacher_activation)
     p.raise_if_any()
+    _check_noise_term(act_s, act_t, True)
     T, vt = _check_teacher(T, v_teacher, M)
     c = (
         np.full(K, _validate.real("conserved", conserved))
@@ -1843,8 +2304,9 @@ def plateau_levels_with_noise(
     v_fixed = _frozen_v(K, train_v, v_student)
     if points is not None and states is not None:
         raise InputError("give points or states, not both")
-    flow = _System(K, M, T, vt, lr, train_v, False, sigma, v_fixed, batch)
-    system = _System(K, M, T, vt, lr, train_v, True, sigma, v_fixed, batch)
+    codes = activation_code(act_s), activation_code(act_t)
+    flow = _System(K, M, T, vt, lr, train_v, False, sigma, v_fixed, batch, *codes)
+    system = _System(K, M, T, vt, lr, train_v, True, sigma, v_fixed, batch, *codes)
 
     # (flow fixed point or None, its coordinates at the wanted C_j, the wanted C_j)
     entries = []
@@ -1872,20 +2334,25 @@ def plateau_levels_with_noise(
                 tol=tol,
                 max_abs=max_abs,
                 conserved=c if train_v else 0.0,
+                activation=act_s,
+                teacher_activation=act_t,
             )
         points = sorted(points, key=lambda fp: (fp.eps_g, fp.n_unstable))
         for fp in points:
             if (fp.K, fp.M, fp.train_second_layer) != (K, M, train_v) or not (
-                np.allclose(fp.T, T) and np.allclose(fp.v_teacher, vt)
+                np.allclose(fp.T, T)
+                and np.allclose(fp.v_teacher, vt)
+                and (fp.activation, fp.teacher_activation) == (act_s, act_t)
             ):
                 raise InputError(
                     f"points must be fixed points of this problem (K={K}, M={M}, "
-                    f"T, v_teacher, train_second_layer={train_v})"
+                    f"T, v_teacher, train_second_layer={train_v}, activation={act_s!r}, "
+                    f"teacher_activation={act_t!r})"
                 )
             if not train_v and not np.allclose(fp.v, v_fixed):
                 raise InputError("points must have the frozen second layer v_student")
             x = flow.pack(fp.Q, fp.R, fp.v)
-            entries.append((fp, _rescale_to(flow, x, c) if train_v else x, c.copy()))
+            entries.append((fp, _rescale_to(flow, x, c) if flow.has_orbit else x, c.copy()))
 
     n = len(entries)
     Qo, Ro, vo = np.full((n, K, K), np.nan), np.full((n, K, M), np.nan), np.full((n, K), np.nan)
@@ -1904,7 +2371,10 @@ def plateau_levels_with_noise(
         C[i] = _conserved_of(system, x)
         dQ, _, dv = unpack(system.rhs(x), K, M, None if train_v else v_fixed)
         # the eta^1 part conserves C_j: what is left is the noise term's
-        rate[i] = np.diag(dQ) - 4.0 * vo[i] * dv if train_v else 0.0
+        if flow.has_orbit:
+            rate[i] = np.diag(dQ) - 2.0 * flow.degree * vo[i] * dv
+        elif not train_v:
+            rate[i] = 0.0
     return NoisyPlateauLevels(
         eps_flow=eps_flow,
         eps_full=eps_full,
@@ -1929,11 +2399,15 @@ def plateau_levels_with_noise(
 # ----------------------------------------------------------------------------- parameter space
 
 
-def weights_from_order_parameters(Q, R, T, d, seed=0):
+def weights_from_order_parameters(
+    Q, R, T, d, seed=0, *, activation="quadratic", teacher_activation=None
+):
     """Weights with given overlaps: ``W W^T/d = Q``, ``W W*^T/d = R``, ``W* W*^T/d = T``.
 
     The Gram matrix of the K + M rows is factored (eigen-decomposition, so a semi-definite one
-    works) and embedded in R^d along a random orthonormal frame.
+    works) and embedded in R^d along a random orthonormal frame. The weights do not depend on
+    the activations; they are accepted (and checked) so that one set of keywords serves every
+    function of this module.
 
     Parameters
     ----------
@@ -1943,12 +2417,17 @@ def weights_from_order_parameters(Q, R, T, d, seed=0):
     d : int, >= K + M
     seed : int, >= 0
         The frame.
+    activation, teacher_activation : str
+        One of :data:`fastquad.ACTIVATIONS` each (the teacher's None: the student's).
 
     Returns
     -------
     W : ndarray, shape (K, d)
     W_teacher : ndarray, shape (M, d)
     """
+    p = _validate.Problems()
+    _activation_names(p, activation, teacher_activation)
+    p.raise_if_any()
     Q = _validate.finite_array("Q", Q, ndim=2)
     K = Q.shape[0]
     R = _validate.finite_array("R", R, ndim=2)
@@ -1992,7 +2471,8 @@ class ParameterHessian:
         Dimension of the exact symmetry directions: rotations ``W -> W exp(Omega)`` with Omega
         antisymmetric and zero on the teacher span (``(d-m)(d-m-1)/2`` generators, m the
         teacher rank, fewer where W does not move), and the K rescalings of a trained second
-        layer.
+        layer (``w_j -> c w_j, v_j -> v_j / c^a`` for a student activation of degree a; none
+        for erf).
     symmetry_leak : float
         ``max |H s| / max|H|`` over unit symmetry directions s: 0 at a critical point up to
         the finite-difference error; large means the point is not a critical point.
@@ -2012,8 +2492,9 @@ class ParameterHessian:
     all_eigenvalues: np.ndarray
 
 
-def _symmetry_directions(W, v, Wt, train_v):
-    """Orthonormal basis (columns) of the exact symmetry directions at (W, v)."""
+def _symmetry_directions(W, v, Wt, train_v, degree=2):
+    """Orthonormal basis (columns) of the exact symmetry directions at (W, v); ``degree`` of
+    the student's activation (None: no rescaling)."""
     K, d = W.shape
     _, s, Vt = np.linalg.svd(Wt, full_matrices=True)
     m = int(np.count_nonzero(s > 1e-10 * max(1.0, s.max(initial=0.0))))
@@ -2024,12 +2505,12 @@ def _symmetry_directions(W, v, Wt, train_v):
             Om = np.outer(P[a], P[b]) - np.outer(P[b], P[a])
             g = W @ Om
             gens.append(np.concatenate([g.ravel(), np.zeros(K)]) if train_v else g.ravel())
-    if train_v:
+    if train_v and degree is not None:
         for j in range(K):
             g = np.zeros((K, d))
             g[j] = W[j]
             gv = np.zeros(K)
-            gv[j] = -2.0 * v[j]
+            gv[j] = -degree * v[j]
             gens.append(np.concatenate([g.ravel(), gv]))
     n = K * d + (K if train_v else 0)
     if not gens:
@@ -2040,11 +2521,24 @@ def _symmetry_directions(W, v, Wt, train_v):
     return U[:, keep]
 
 
-def parameter_space_hessian(W, v, W_teacher, v_teacher, *, train_second_layer=True, zero_tol=1e-6):
+def parameter_space_hessian(
+    W,
+    v,
+    W_teacher,
+    v_teacher,
+    *,
+    train_second_layer=True,
+    zero_tol=1e-6,
+    activation="quadratic",
+    teacher_activation=None,
+):
     """Hessian of eps_g in parameter space, informative eigenvalues apart from exact zero modes.
 
     Central finite differences of :func:`fastquad.population_gradients`; keep d small (the
-    Hessian has ``(K d + K)^2`` entries).
+    Hessian has ``(K d + K)^2`` entries). For a ReLU student eps_g is twice differentiable
+    where units are parallel (its non-smooth term is ``|angle|^3``: central differences err
+    by O(h) there instead of O(h^2)) but not where a unit is zero: there the gradient of
+    ``relu'(0) = 0`` is no derivative, and the Hessian is meaningless.
 
     Parameters
     ----------
@@ -2055,6 +2549,8 @@ def parameter_space_hessian(W, v, W_teacher, v_teacher, *, train_second_layer=Tr
     train_second_layer : bool
         False: parameters are W only.
     zero_tol : float, in (0, 1)
+    activation, teacher_activation : str
+        The student's and the teacher's activations (the teacher's None: the student's).
 
     Returns
     -------
@@ -2072,6 +2568,7 @@ def parameter_space_hessian(W, v, W_teacher, v_teacher, *, train_second_layer=Tr
     zero_tol = p.check(
         _validate.real, "zero_tol", zero_tol, low=0.0, high=1.0, low_open=True, high_open=True
     )
+    act_s, act_t = _activation_names(p, activation, teacher_activation)
     if Wt.shape[1] != d:
         p.add(f"W_teacher must have d={d} columns like W, got shape {Wt.shape}")
     p.raise_if_any()
@@ -2079,7 +2576,7 @@ def parameter_space_hessian(W, v, W_teacher, v_teacher, *, train_second_layer=Tr
     def grad(x):
         Wx = x[: K * d].reshape(K, d)
         vx = x[K * d :] if train_v else v
-        gW, gv = population_gradients(Wx, vx, Wt, vt)
+        gW, gv = population_gradients(Wx, vx, Wt, vt, activation=act_s, teacher_activation=act_t)
         return np.concatenate([gW.ravel(), gv]) if train_v else gW.ravel()
 
     x0 = np.concatenate([W.ravel(), v]) if train_v else W.ravel().copy()
@@ -2091,7 +2588,7 @@ def parameter_space_hessian(W, v, W_teacher, v_teacher, *, train_second_layer=Tr
         e[i] = h[i]
         H[:, i] = (grad(x0 + e) - grad(x0 - e)) / (2 * h[i])
     H = 0.5 * (H + H.T)
-    S = _symmetry_directions(W, v, Wt, train_v)
+    S = _symmetry_directions(W, v, Wt, train_v, activation_degree(act_s))
     top = max(np.abs(H).max(), 1e-300)
     leak = float(np.abs(H @ S).max(initial=0.0) / top)
     if S.shape[1]:

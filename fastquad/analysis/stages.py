@@ -1,9 +1,11 @@
 """Stages of a learning curve: plateaus and the drops between them.
 
-Curves of quadratic networks learnt from a small initialisation alternate between plateaus
-(near saddles of the order-parameter flow) and fast drops, on every time scale; recordings are
-log-spaced or linear and, for SGD, noisy. Everything here works in ``y = ln eps_g`` against
-``ln t``:
+Curves of networks learnt from a small initialisation alternate between plateaus (near saddles
+of the order-parameter flow) and fast drops, on every time scale; recordings are log-spaced or
+linear and, for SGD, noisy. The detector reads the curve alone -- any method, any activation;
+only :func:`plateau_levels`, the closed form of the levels, is for quadratic networks (the
+levels of other activations are the eps_g of :func:`fastquad.analysis.find_fixed_points`).
+Everything here works in ``y = ln eps_g`` against ``ln t``:
 
 - a flat plateau is a maximal stretch whose (median-filtered) ``y`` stays within a band of
   half-width ``b`` (``band``, widened to three standard errors of the filtered noise there),
@@ -38,6 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import _validate
+from ..activations import check_activation
 from ..errors import InputError
 
 # Rows of the (start x extent) matrix processed at once by _max_extent (memory ~ rows * n).
@@ -775,9 +778,9 @@ def detect_stages_batch(t, eps_g, *, max_plateaus=None, max_drops=None, **option
     )
 
 
-def plateau_levels(v_teacher, order=None):
-    """The plateau sequence for an orthonormal teacher (T = I); see docs/theory.md, 'Fixed
-    points, plateaus and stages'.
+def plateau_levels(v_teacher, order=None, *, activation="quadratic"):
+    """The plateau sequence of a quadratic network for an orthonormal teacher (T = I); see
+    docs/theory.md, 'Fixed points, plateaus and stages'.
 
     With one student unit per learnt teacher direction and L directions learnt,
     ``eps_g = s^2 / (2 + L) + q`` with ``s`` and ``q`` the sum of the unlearnt ``v*_n`` and of
@@ -789,6 +792,11 @@ def plateau_levels(v_teacher, order=None):
     order : array of int, shape (M,), optional
         The order in which directions are learnt; default by decreasing |v*_n| (from a small
         initialisation the largest is learnt first).
+    activation : str
+        Only ``"quadratic"``: the formula is the quadratic network's. For another activation
+        the plateau levels are the eps_g of the saddles that
+        :func:`fastquad.analysis.find_fixed_points` finds (``activation=...``); asking here
+        raises InputError.
 
     Returns
     -------
@@ -807,6 +815,13 @@ def plateau_levels(v_teacher, order=None):
     >>> print(np.round(plateau_levels([1.0, 0.6, 0.3], order=[2, 0, 1]), 4))
     [3.255  2.2133 0.45   0.    ]
     """
+    name = check_activation(activation, "activation")
+    if name != "quadratic":
+        raise InputError(
+            f"activation: plateau_levels is the closed form of quadratic networks; the plateau "
+            f"levels of a {name} network are the eps_g of the saddles of "
+            f"find_fixed_points(..., activation={name!r})"
+        )
     vt = _validate.finite_array("v_teacher", v_teacher, ndim=1)
     M = vt.shape[0]
     if M < 1:

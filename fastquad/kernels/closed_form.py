@@ -5,8 +5,10 @@ calls these same functions, so the kernels and the analysis can never disagree.
 All arrays are float64 and C-contiguous; shapes use K student units, M teacher units, d inputs.
 """
 
+import numpy as np
 from numba import njit
 
+from .activation import QUADRATIC, pair_j, pair_k, pair_l
 from .options import FAST, JIT
 
 # FAST: reassociation vectorises the d-long dot products of gram_into (called at every record
@@ -94,3 +96,92 @@ def population_gradients_into(W, v, Wt, vt, Q, R, T, gW, gv):
         c = 2.0 * v[j] / d
         for k in range(d):
             gW[j, k] *= c
+
+
+@njit(inline="always", **JIT)
+def overlap(Q, R, T, a, b):
+    """E[h_a h_b] for units a, b of the stacked network: 0..K-1 the student's, then the
+    teacher's."""
+    K = Q.shape[0]
+    if a < K:
+        return Q[a, b] if b < K else R[a, b - K]
+    return R[b, a - K] if b < K else T[a - K, b - K]
+
+
+@njit(inline="always", **JIT)
+def _unit(K, s, t, vs, vt, a):
+    """(activation code, signed second-layer weight c_a) of stacked unit a: c = (v, -v*)."""
+    if a < K:
+        return s, vs[a]
+    return t, -vt[a - K]
+
+
+@njit(**JIT)
+def eps_g_act(Q, R, T, v, vt, s, t):
+    """eps_g = 1/2 sum_ab c_a c_b E[g_a(h_a) g_b(h_b)] for student activation s and teacher
+    activation t; the quadratic pair takes :func:`eps_g_of` (the same bits as always)."""
+    if s == QUADRATIC and t == QUADRATIC:
+        return eps_g_of(Q, R, T, v, vt)
+    K = v.shape[0]
+    n = K + vt.shape[0]
+    acc = 0.0
+    for a in range(n):
+        ga, ca = _unit(K, s, t, v, vt, a)
+        A = overlap(Q, R, T, a, a)
+        acc += 0.5 * ca * ca * pair_k(ga, ga, A, A, A)
+        for b in range(a + 1, n):
+            gb, cb = _unit(K, s, t, v, vt, b)
+            B = overlap(Q, R, T, b, b)
+            acc += ca * cb * pair_k(ga, gb, A, B, overlap(Q, R, T, a, b))
+    return acc
+
+
+@njit(**JIT)
+def gradient_coefficients(Q, R, T, v, vt, s, t, j, coef):
+    """The population gradient of student unit j on the stacked rows: coef (K + M,) such that
+    d eps_g / d w_j = (v_j / d) sum_b coef_b w_b (rows w_b of [W; W*]); returns
+    d eps_g / d v_j.
+
+    By Stein's lemma, d eps_g / d w_j = (v_j / d) sum_b w_b E[d_b (e g'(h_j))], so
+    coef_b = c_b E[g_b' g_j'] for b != j and coef_j also collects E[e g''(h_j)]
+    (docs/theory.md, 'Other activations').
+    """
+    K = v.shape[0]
+    n = K + vt.shape[0]
+    A = Q[j, j]
+    ell = 0.0
+    grad_v = 0.0
+    for b in range(n):
+        gb, cb = _unit(K, s, t, v, vt, b)
+        B = overlap(Q, R, T, b, b)
+        c = overlap(Q, R, T, j, b)
+        coef[b] = cb * pair_j(gb, s, B, A, c)
+        ell += cb * pair_l(s, gb, A, B, c)
+        grad_v += cb * pair_k(s, gb, A, B, c)
+    coef[j] += ell
+    return grad_v
+
+
+@njit(**JIT)
+def population_gradients_act_into(W, v, Wt, vt, Q, R, T, s, t, gW, gv):
+    """As :func:`population_gradients_into` for student activation s and teacher activation t
+    (the quadratic pair takes that function: the same bits as always)."""
+    if s == QUADRATIC and t == QUADRATIC:
+        population_gradients_into(W, v, Wt, vt, Q, R, T, gW, gv)
+        return
+    K, d = W.shape
+    M = Wt.shape[0]
+    coef = np.empty(K + M)
+    for j in range(K):
+        gv[j] = gradient_coefficients(Q, R, T, v, vt, s, t, j, coef)
+        scale = v[j] / d
+        for k in range(d):
+            gW[j, k] = 0.0
+        for b in range(K):
+            cb = scale * coef[b]
+            for k in range(d):
+                gW[j, k] += cb * W[b, k]
+        for n in range(M):
+            cb = scale * coef[K + n]
+            for k in range(d):
+                gW[j, k] += cb * Wt[n, k]

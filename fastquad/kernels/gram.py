@@ -5,13 +5,18 @@ of ``A = [W*; W] / sqrt(d)`` (teacher rows first). The kernel keeps a lower-tria
 ``F F^T = A A^T``; per sample it draws ``z ~ N(0, I_r)`` (the input's coordinates in the span of
 the rows: ``u = F z`` is exactly ``(h*, h)``) and, per mini-batch, the Cholesky factor ``L`` of
 the ``B x B`` Gram matrix of the inputs' parts orthogonal to that span, which is
-``Wishart(d - r, I_B)`` (Bartlett). With ``a_b = lr / (d B) (0, c_b)``, ``c_bj = e_b v_j 2 h_bj``,
+``Wishart(d - r, I_B)`` (Bartlett). With ``a_b = lr / (d B) (0, c_b)``, ``c_bj = e_b v_j g'(h_bj)``,
 
     F' F'^T = (F - sum_b a_b z_b^T)(F - sum_b a_b z_b^T)^T + (a L)(a L)^T,
 
 and Givens rotations of columns bring ``[F - a Z^T, -a L]`` back to lower-triangular form. The
 cost per sample is independent of d, and the law is the same as that of the direct kernel
 (:mod:`fastquad.kernels.sgd`), not an approximation.
+
+The activation enters only through the per-sample error ``e_b = f - y`` (from ``u``), the
+coefficients ``c_bj`` and the second layer's update ``v_j -= lr / (d B) sum_b e_b g(h_bj)``:
+the student's and the teacher's codes ``s``, ``t`` (:mod:`fastquad.kernels.activation`) are
+runtime arguments, and a quadratic network keeps the arithmetic it always had (the same bits).
 
 Why teacher rows first: ``a`` vanishes on teacher rows and the rotations only mix the student
 columns ``M..r-1`` and the extra ones, which are zero on teacher rows. So ``F[:M, :M]`` is never
@@ -41,7 +46,8 @@ import numpy as np
 from numba import njit
 
 from ..rng import next_double, normal_fill
-from .closed_form import eps_g_of
+from .activation import QUADRATIC, act, act_prime
+from .closed_form import eps_g_act
 from .options import JIT, NUMPY_ERRORS
 from .sgd import bad, record, stop_run
 from .status import STATUS_DIVERGED, STATUS_DONE
@@ -315,6 +321,37 @@ def _rotate_rows(A, lo, hi, c, csv, snv, G):
             A[i, c + 1, g] = csv[g] * q - snv[g] * p
 
 
+# The lane loops of the other activations. The code is the same for every lane: LLVM takes its
+# tests out of the loops, which stay vector loops (a ReLU or linear step at K = M = 8 costs
+# 1.00-1.05x the quadratic one; erf pays for its exp and erf).
+
+
+@njit(inline="always", **NUMPY_ERRORS)
+def _add_outputs(code, out, w, u, b, lo, G):
+    """out[g] += sum_k w[k, g] g(u[b, lo + k, g]): a network's output, per lane."""
+    for k in range(w.shape[0]):
+        for g in range(G):
+            out[g] += w[k, g] * act(code, u[b, lo + k, g])
+
+
+@njit(inline="always", **NUMPY_ERRORS)
+def _slopes_into(code, amat, scale, e, v, u, b, M, G):
+    """amat[b, j, g] = scale e_b v_j g'(h_bj): the student part of the column a_b."""
+    for j in range(v.shape[0]):
+        for g in range(G):
+            amat[b, j, g] = scale[g] * e[b, g] * v[j, g] * act_prime(code, u[b, M + j, g])
+
+
+@njit(inline="always", **NUMPY_ERRORS)
+def _v_gradient_into(code, acc, e, u, col, G):
+    """acc[g] = sum_b e_b g(u[b, col]): the batch's gradient of one unit's second layer."""
+    for g in range(G):
+        acc[g] = 0.0
+    for b in range(e.shape[0]):
+        for g in range(G):
+            acc[g] += e[b, g] * act(code, u[b, col, g])
+
+
 @njit(**NUMPY_ERRORS)
 def _steps_soa(
     F,
@@ -339,6 +376,8 @@ def _steps_soa(
     acc,
     csv,
     snv,
+    act_s,
+    act_t,
 ):
     """Exact online-SGD steps ``s0 .. s1-1`` of G runs in lockstep (lane g = run g).
 
@@ -352,8 +391,8 @@ def _steps_soa(
     vt : float64 array, shape (M, G)
     K : int
     scale, sigma : float64 arrays, shape (G,)
-        ``lr / (d B)`` (the step of both layers: ``a_b = scale (0, e_b v 2 h_b)``, ``v -= scale
-        sum_b e_b h_b^2``) and the label-noise level.
+        ``lr / (d B)`` (the step of both layers: ``a_b = scale (0, e_b v g'(h_b))``, ``v -=
+        scale sum_b e_b g(h_b)``) and the label-noise level.
     train_v : bool
     Z : float64 array, shape (S, B, r, G)
         Standard normal coordinates of the inputs in the span of the rows (teacher first).
@@ -371,6 +410,8 @@ def _steps_soa(
     u, e, amat, work, zeta, acc, csv, snv : float64 arrays
         Scratch of shapes (B, r, G), (B, G), (B, K, G), (K, K + n_L, G), (B, K + n_L, G), (G,),
         (G,), (G,).
+    act_s, act_t : int
+        The student's and the teacher's activation codes.
 
     Returns
     -------
@@ -406,12 +447,18 @@ def _steps_soa(
             for g in range(G):
                 acc[g] = 0.0
                 e[b, g] = 0.0
-            for n in range(M):
-                for g in range(G):
-                    acc[g] += vt[n, g] * u[b, n, g] * u[b, n, g]
-            for j in range(K):
-                for g in range(G):
-                    e[b, g] += v[j, g] * u[b, M + j, g] * u[b, M + j, g]
+            if act_t == QUADRATIC:
+                for n in range(M):
+                    for g in range(G):
+                        acc[g] += vt[n, g] * u[b, n, g] * u[b, n, g]
+            else:
+                _add_outputs(act_t, acc, vt, u, b, 0, G)
+            if act_s == QUADRATIC:
+                for j in range(K):
+                    for g in range(G):
+                        e[b, g] += v[j, g] * u[b, M + j, g] * u[b, M + j, g]
+            else:
+                _add_outputs(act_s, e[b], v, u, b, M, G)
             for g in range(G):
                 e[b, g] -= acc[g] + sigma[g] * XI[s, b, g]
         hit = False
@@ -422,16 +469,22 @@ def _steps_soa(
                         fail[g] = True
                         hit = True
         for b in range(B):
-            for j in range(K):
-                for g in range(G):
-                    amat[b, j, g] = scale[g] * e[b, g] * v[j, g] * 2.0 * u[b, M + j, g]
+            if act_s == QUADRATIC:
+                for j in range(K):
+                    for g in range(G):
+                        amat[b, j, g] = scale[g] * e[b, g] * v[j, g] * 2.0 * u[b, M + j, g]
+            else:
+                _slopes_into(act_s, amat, scale, e, v, u, b, M, G)
         if train_v:
             for j in range(K):
-                for g in range(G):
-                    acc[g] = 0.0
-                for b in range(B):
+                if act_s == QUADRATIC:
                     for g in range(G):
-                        acc[g] += e[b, g] * u[b, M + j, g] * u[b, M + j, g]
+                        acc[g] = 0.0
+                    for b in range(B):
+                        for g in range(G):
+                            acc[g] += e[b, g] * u[b, M + j, g] * u[b, M + j, g]
+                else:
+                    _v_gradient_into(act_s, acc, e, u, M + j, G)
                 for g in range(G):
                     v[j, g] -= scale[g] * acc[g]
 
@@ -525,7 +578,7 @@ def _silence(Fg, vg, scale, sig, g):
     sig[g] = 0.0
 
 
-def gram_steps(F, v, vt, K, d, lr, sigma, train_v, Z, XI, L):
+def gram_steps(F, v, vt, K, d, lr, sigma, train_v, Z, XI, L, s=QUADRATIC, t=QUADRATIC):
     """Exact online-SGD steps of n runs from explicit random numbers, in lockstep through the
     kernel's own step code (for tests and one-off steps; Python around the compiled core, so
     that no second large kernel needs compiling).
@@ -547,6 +600,8 @@ def gram_steps(F, v, vt, K, d, lr, sigma, train_v, Z, XI, L):
     L : float64 array, shape (n, S, B, n_L)
         Factors of the Gram matrices of the inputs' orthogonal parts (any n_L <= B; the sampler
         itself uses ``min(B, d - r)`` Bartlett columns).
+    s, t : int
+        The student's and the teacher's activation codes (:mod:`fastquad.kernels.activation`).
 
     Returns
     -------
@@ -580,7 +635,23 @@ def gram_steps(F, v, vt, K, d, lr, sigma, train_v, Z, XI, L):
     step = 0
     while step < S:
         step += _steps_soa(
-            Fg, vg, vtg, K, scale, sig, bool(train_v), Zg, XIg, Lg, step, S, active, fail, *scratch
+            Fg,
+            vg,
+            vtg,
+            K,
+            scale,
+            sig,
+            bool(train_v),
+            Zg,
+            XIg,
+            Lg,
+            step,
+            S,
+            active,
+            fail,
+            *scratch,
+            int(s),
+            int(t),
         )
         for g in np.flatnonzero(fail):
             fail[g] = False
@@ -640,11 +711,12 @@ def _lane(Fg, g, Fl):
 
 
 @njit(inline="always", **JIT)
-def _measure(Fg, g, M, v, vt, T, Fl, Q, R, no_T):
-    """eps_g of lane g (Q, R left in Q, R); T is the lane's fixed teacher Gram matrix."""
+def _measure(Fg, g, M, v, vt, T, Fl, Q, R, no_T, s, t):
+    """eps_g of lane g (Q, R left in Q, R); T is the lane's fixed teacher Gram matrix; s, t the
+    activation codes."""
     _lane(Fg, g, Fl)
     factor_order_params(Fl, M, Q, R, no_T)
-    return eps_g_of(Q, R, T, v, vt)
+    return eps_g_act(Q, R, T, v, vt, s, t)
 
 
 @njit(**NUMPY_ERRORS)
@@ -670,6 +742,8 @@ def _gram_group(
     stop_step,
     i0,
     G,
+    s,
+    t,
 ):
     """Runs i0 .. i0+G-1 in lockstep. Records, checks and divergence follow ``_sgd_run`` per
     run exactly (a non-finite error stops a run at that step; eps_g is checked at records and
@@ -726,7 +800,7 @@ def _gram_group(
     if rec_steps[0] == 0:
         for g in range(G):
             i = i0 + g
-            eps = _measure(Fg, g, M, v[i], vt[i], T[g], Fl, Q, R, no_T)
+            eps = _measure(Fg, g, M, v[i], vt[i], T[g], Fl, Q, R, no_T, s, t)
             # i_rec, not a literal 0: one specialisation of record() fewer to compile
             record(i_rec, eps, Q, R, v[i], eps_out[i], Q_out[i], R_out[i], v_out[i])
         i_rec = 1
@@ -761,6 +835,8 @@ def _gram_group(
             acc,
             csv,
             snv,
+            s,
+            t,
         )
         step += n_done
         pos += n_done
@@ -786,7 +862,7 @@ def _gram_group(
                 i = i0 + g
                 for j in range(K):
                     v[i, j] = vg[j, g]
-                eps = _measure(Fg, g, M, v[i], vt[i], T[g], Fl, Q, R, no_T)
+                eps = _measure(Fg, g, M, v[i], vt[i], T[g], Fl, Q, R, no_T, s, t)
                 if bad(eps, max_error):
                     active[g] = False
                     n_active -= 1
@@ -836,6 +912,8 @@ def gram_sgd_batch(
     v_out,
     status,
     stop_step,
+    s=QUADRATIC,
+    t=QUADRATIC,
 ):
     """Online SGD for n runs by the exact dimension-free sampler.
 
@@ -865,6 +943,9 @@ def gram_sgd_batch(
     status : int8 array, shape (n,)
     stop_step : int64 array, shape (n,)
         Outputs, as ``sgd_batch``.
+    s, t : int
+        The student's and the teacher's activation codes (:mod:`fastquad.kernels.activation`;
+        default quadratic).
 
     Notes
     -----
@@ -899,4 +980,6 @@ def gram_sgd_batch(
             stop_step,
             i0,
             min(G, n - i0),
+            s,
+            t,
         )

@@ -10,7 +10,9 @@ stays exactly symmetric (every symmetric product is computed once and mirrored).
 import numpy as np
 from numba import njit
 
-from .closed_form import eps_g_of
+from . import ode_act
+from .activation import QUADRATIC
+from .closed_form import eps_g_act
 from .options import JIT, RHS
 from .status import STATUS_DIVERGED, STATUS_DONE, STATUS_FAILED
 
@@ -182,20 +184,45 @@ def _scratch(K, M):
 
 
 @njit(**JIT)
-def ode_rhs_into(Q, R, v, T, vt, lr, sigma2, inv_batch, train_v, sgd_noise, dQ, dR, dv):
+def ode_rhs_into(
+    Q, R, v, T, vt, act_s, act_t, lr, sigma2, inv_batch, train_v, sgd_noise, dQ, dR, dv
+):
     """The order-parameter ODE (docs/theory.md, 'The ODEs') at one state, into dQ (K, K),
     dR (K, M), dv (K,).
 
     ``sigma2`` is label_noise**2; the eta^2 (SGD-noise) term is scaled by ``inv_batch`` =
     1 / batch_size and dropped when ``sgd_noise`` is False; ``train_v=False`` gives dv = 0.
-    Q and T must be exactly symmetric. Returns eps_g of the state. Allocates its scratch; the
-    integrator calls ``_rhs`` with scratch allocated once per trajectory.
+    Q and T must be exactly symmetric. ``act_s``, ``act_t``: the student's and the teacher's
+    activation codes (:mod:`.activation`); any pair but the quadratic one takes
+    :func:`.ode_act.rhs_act`. Returns eps_g of the state. Allocates its scratch; the
+    integrator calls the right-hand side with scratch allocated once per trajectory.
     """
     K = v.shape[0]
     M = vt.shape[0]
+    out = np.empty((1, K * K + K * M + K))
+    if not (act_s == QUADRATIC and act_t == QUADRATIC):
+        work = ode_act.scratch(K, M)
+        eps = ode_act.rhs_act(
+            Q,
+            R,
+            v,
+            T,
+            vt,
+            act_s,
+            act_t,
+            lr,
+            sigma2,
+            inv_batch,
+            train_v,
+            sgd_noise,
+            out,
+            _ROW0,
+            work,
+        )
+        _unpack(out[0], dQ, dR, dv)
+        return eps
     tT, tT2 = _teacher_constants(T, vt)
     A, B, Rt, P, S = _scratch(K, M)
-    out = np.empty((1, K * K + K * M + K))
     eps = _rhs(
         Q,
         R,
@@ -236,6 +263,8 @@ def _integrate_one(
     v0,
     T,
     vt,
+    act_s,
+    act_t,
     lr,
     sigma2,
     inv_batch,
@@ -265,6 +294,8 @@ def _integrate_one(
     n_rec = times.shape[0]
     tT, tT2 = _teacher_constants(T, vt)
     A, B, Rt, P, S = _scratch(K, M)
+    generic = not (act_s == QUADRATIC and act_t == QUADRATIC)
+    work = ode_act.scratch(K, M)
     tab = _DP_A if adaptive else _RK4_A
     last = tab.shape[0] - 1
     y = np.empty(N)
@@ -279,27 +310,46 @@ def _integrate_one(
     r = 0
     status = STATUS_DONE
     # k[0] always holds f(y)
-    eps = _rhs(
-        yQ,
-        yR,
-        yv,
-        T,
-        vt,
-        tT,
-        tT2,
-        lr,
-        sigma2,
-        inv_batch,
-        train_v,
-        sgd_noise,
-        k,
-        _ROW0,
-        A,
-        B,
-        Rt,
-        P,
-        S,
-    )
+    if generic:
+        eps = ode_act.rhs_act(
+            yQ,
+            yR,
+            yv,
+            T,
+            vt,
+            act_s,
+            act_t,
+            lr,
+            sigma2,
+            inv_batch,
+            train_v,
+            sgd_noise,
+            k,
+            _ROW0,
+            work,
+        )
+    else:
+        eps = _rhs(
+            yQ,
+            yR,
+            yv,
+            T,
+            vt,
+            tT,
+            tT2,
+            lr,
+            sigma2,
+            inv_batch,
+            train_v,
+            sgd_noise,
+            k,
+            _ROW0,
+            A,
+            B,
+            Rt,
+            P,
+            S,
+        )
     n_evals = 1
     h = dt
     n_steps = 0
@@ -310,7 +360,7 @@ def _integrate_one(
             break
         while r < n_rec and times[r] <= t:
             _unpack(y, Q_out[r], R_out[r], v_out[r])
-            eps_out[r] = eps_g_of(yQ, yR, T, yv, vt)
+            eps_out[r] = eps_g_act(yQ, yR, T, yv, vt, act_s, act_t)
             r += 1
         if r == n_rec:
             break
@@ -336,27 +386,46 @@ def _integrate_one(
                         yt[i] += c * k[j, i]
             for i in range(N):
                 yt[i] = y[i] + h * yt[i]
-            eps_new = _rhs(
-                tQ,
-                tR,
-                tv,
-                T,
-                vt,
-                tT,
-                tT2,
-                lr,
-                sigma2,
-                inv_batch,
-                train_v,
-                sgd_noise,
-                k,
-                s,
-                A,
-                B,
-                Rt,
-                P,
-                S,
-            )
+            if generic:
+                eps_new = ode_act.rhs_act(
+                    tQ,
+                    tR,
+                    tv,
+                    T,
+                    vt,
+                    act_s,
+                    act_t,
+                    lr,
+                    sigma2,
+                    inv_batch,
+                    train_v,
+                    sgd_noise,
+                    k,
+                    s,
+                    work,
+                )
+            else:
+                eps_new = _rhs(
+                    tQ,
+                    tR,
+                    tv,
+                    T,
+                    vt,
+                    tT,
+                    tT2,
+                    lr,
+                    sigma2,
+                    inv_batch,
+                    train_v,
+                    sgd_noise,
+                    k,
+                    s,
+                    A,
+                    B,
+                    Rt,
+                    P,
+                    S,
+                )
         n_evals += last
 
         factor = 1.0
@@ -414,6 +483,8 @@ def integrate_batch(
     v0,
     T,
     vt,
+    act_s,
+    act_t,
     lr,
     sigma2,
     inv_batch,
@@ -441,7 +512,8 @@ def integrate_batch(
     lr, sigma2, dt (n,), times (n_rec,) increasing from >= 0. Outputs: Q_out (n, n_rec, K, K),
     R_out (n, n_rec, K, M), v_out (n, n_rec, K), eps_out (n, n_rec), status (n,) int8 (0 done,
     1 diverged, 2 failed: MAX_STEPS exhausted), t_stop (n,) (NaN unless stopped), n_evals (n,)
-    int64. ``adaptive=False``: classic RK4 with step dt; True: Dormand-Prince 5(4) with mixed
+    int64. ``act_s``, ``act_t``: activation codes of student and teacher (:mod:`.activation`).
+    ``adaptive=False``: classic RK4 with step dt; True: Dormand-Prince 5(4) with mixed
     rtol/atol error control, dt the initial step.
     """
     for r in range(first, Q0.shape[0], step):
@@ -451,6 +523,8 @@ def integrate_batch(
             v0[r],
             T[r],
             vt[r],
+            act_s,
+            act_t,
             lr[r],
             sigma2[r],
             inv_batch,

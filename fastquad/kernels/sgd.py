@@ -4,6 +4,12 @@ Every kernel takes a batch of runs (leading axis n) and runs them in one ``prang
 iteration reads and writes only its own run's slices and owns its random stream, so a run is
 bit-identical alone or inside any batch, with any thread count. Weights are updated in place
 (the public layer passes copies). Exact eps_g is recorded from the weights, never sampled.
+
+Activations: every kernel takes the student's and the teacher's activation codes ``s`` and ``t``
+(:mod:`fastquad.kernels.activation`; the entry points default them to quadratic) as runtime
+integers, so one compiled kernel serves every pair. A quadratic student with a quadratic teacher
+takes the arithmetic these kernels always did (same operations in the same order: the same
+bits); every other pair takes the generic path beside it, ``g`` and ``g'`` evaluated per unit.
 """
 
 import math
@@ -13,8 +19,9 @@ from numba import njit, types
 from numba.extending import overload
 
 from ..rng import normal_fill, normal_fill32, randbelow
+from .activation import ERF, LINEAR, QUADRATIC, RELU, act, act_prime
 from .arrays import axpy_into, copy_into
-from .closed_form import eps_g_of, gram_into, population_gradients_into
+from .closed_form import eps_g_act, gram_into, population_gradients_act_into
 from .options import FAST, JIT
 from .status import STATUS_DIVERGED, STATUS_DONE
 
@@ -102,6 +109,76 @@ def quad_form(w, h, lo, hi):
     return f
 
 
+# The per-unit loops of the other activations come in one copy per activation, each called with
+# its code a constant: act's tests of the code fold away, and ReLU's max is a select rather than
+# a branch on the sign of every pre-activation (that branch made a ReLU step at K = M = 8,
+# d = 100 cost 1.24x the quadratic one; now 1.02x). act computes erf in float64: values go back
+# to the data's precision.
+
+
+@njit(inline="always", **FAST)
+def _act_sum(code, w, h, lo, hi):
+    real = h.dtype.type
+    f = real(0)
+    for j in range(lo, hi):
+        f += w[j - lo] * real(act(code, h[j]))
+    return f
+
+
+@njit(inline="always", **FAST)
+def net_output(code, w, h, lo, hi):
+    """sum_{j in [lo, hi)} w[j - lo] g(h[j]) for activation ``code``: a network's output from
+    its pre-activations (quadratic: :func:`quad_form`, its arithmetic unchanged)."""
+    if code == QUADRATIC:
+        return quad_form(w, h, lo, hi)
+    if code == LINEAR:
+        return _act_sum(LINEAR, w, h, lo, hi)
+    if code == RELU:
+        return _act_sum(RELU, w, h, lo, hi)
+    return _act_sum(ERF, w, h, lo, hi)
+
+
+@njit(inline="always", **FAST)
+def _slopes(code, x, v, h, scale, c):
+    real = h.dtype.type
+    for j in range(c.shape[0]):
+        c[j] = x * v[j] * real(act_prime(code, h[j])) * scale
+
+
+@njit(inline="always", **FAST)
+def slopes_into(code, x, v, h, scale, c):
+    """c[j] = x v_j g'(h_j) scale for j < len(c): a sample's rank-1 update of the first layer,
+    ``x = step e``."""
+    if code == LINEAR:
+        _slopes(LINEAR, x, v, h, scale, c)
+    elif code == RELU:
+        _slopes(RELU, x, v, h, scale, c)
+    elif code == ERF:
+        _slopes(ERF, x, v, h, scale, c)
+    else:
+        _slopes(QUADRATIC, x, v, h, scale, c)
+
+
+@njit(inline="always", **FAST)
+def _add_act(code, x, h, out):
+    real = h.dtype.type
+    for j in range(out.shape[0]):
+        out[j] += x * real(act(code, h[j]))
+
+
+@njit(inline="always", **FAST)
+def add_act_into(code, x, h, out):
+    """out[j] += x g(h_j) for j < len(out): a sample's term of the second layer's gradient."""
+    if code == LINEAR:
+        _add_act(LINEAR, x, h, out)
+    elif code == RELU:
+        _add_act(RELU, x, h, out)
+    elif code == ERF:
+        _add_act(ERF, x, h, out)
+    else:
+        _add_act(QUADRATIC, x, h, out)
+
+
 @njit(inline="always", **FAST)
 def update_then_dots(W, K, c, x_old, x_new, h, scale):
     """W[j] -= c[j] * x_old, then h[j] = scale * W[j] . x_new, for j < K, in one pass over W.
@@ -170,14 +247,18 @@ def update_then_dots(W, K, c, x_old, x_new, h, scale):
 
 
 @njit(inline="always", **FAST)
-def online_step(W, v, Wt, support, vt, lr, sigma, train_v, c, h, x_old, x_new):
+def online_step(
+    W, v, Wt, support, vt, lr, sigma, train_v, c, h, x_old, x_new, s=QUADRATIC, t=QUADRATIC
+):
     """One single-sample SGD step with the rank-1 weight update left pending.
 
     On entry W lacks the previous step's update ``W -= c x_old`` (c = 0 if none is pending);
     this applies it, takes the pre-activations of the sample ``x_new[:d]`` (the teacher rows
     have their support in the first ``support`` columns), uses ``x_new[d]`` as the standard
-    label-noise draw, updates v and leaves this step's update pending in c. h (K + M,) is
-    scratch. Returns False if the per-sample error is not finite.
+    label-noise draw, updates v and leaves this step's update pending in c:
+    ``c_j = lr e v_j g'(h_j) / sqrt d``, ``v_j -= (lr / d) e g(h_j)`` with the student's
+    activation s (the teacher's, t, gives the label). h (K + M,) is scratch. Returns False if
+    the per-sample error is not finite.
     """
     K, d = W.shape
     M = Wt.shape[0]
@@ -186,20 +267,29 @@ def online_step(W, v, Wt, support, vt, lr, sigma, train_v, c, h, x_old, x_new):
     update_then_dots(W, K, c, x_old, x_new, h, inv_sqrt_d)
     zero = real(0)
     for m in range(M):
-        s = zero
+        acc = zero
         for k in range(support):
-            s += Wt[m, k] * x_new[k]
-        h[K + m] = s * inv_sqrt_d
-    target = quad_form(vt, h, K, K + M) + real(sigma) * x_new[d]
-    e = quad_form(v, h, 0, K) - target
-    step = real(lr)
-    two = real(2.0)
-    for j in range(K):
-        c[j] = step * e * v[j] * two * h[j] * inv_sqrt_d
-    if train_v:
-        step_v = real(lr / d)
+            acc += Wt[m, k] * x_new[k]
+        h[K + m] = acc * inv_sqrt_d
+    # the quadratic pair's arithmetic is kept whole in its own block: branching per network
+    # here let LLVM (free to reassociate) compile the quadratic v update differently, by an ulp
+    if s == QUADRATIC and t == QUADRATIC:
+        target = quad_form(vt, h, K, K + M) + real(sigma) * x_new[d]
+        e = quad_form(v, h, 0, K) - target
+        step = real(lr)
+        two = real(2.0)
         for j in range(K):
-            v[j] -= step_v * e * h[j] * h[j]
+            c[j] = step * e * v[j] * two * h[j] * inv_sqrt_d
+        if train_v:
+            step_v = real(lr / d)
+            for j in range(K):
+                v[j] -= step_v * e * h[j] * h[j]
+    else:
+        target = net_output(t, vt, h, K, K + M) + real(sigma) * x_new[d]
+        e = net_output(s, v, h, 0, K) - target
+        slopes_into(s, real(lr) * e, v, h, inv_sqrt_d, c)
+        if train_v:
+            add_act_into(s, -(real(lr / d) * e), h, v)
     return math.isfinite(e)
 
 
@@ -215,25 +305,35 @@ def apply_pending(W, c, x):
 
 
 @njit(**FAST)
-def labels_into(Wt, vt, X, noise, y):
-    """y_b = sum_n v*_n (w*_n . x_b / sqrt d)^2 + noise_b for rows X (B, d)."""
+def labels_into(Wt, vt, X, noise, y, t):
+    """y_b = sum_n v*_n g_t(w*_n . x_b / sqrt d) + noise_b for rows X (B, d), activation t."""
     M, d = Wt.shape
     hs = np.empty(M, X.dtype)
     for b in range(X.shape[0]):
         dots_into(Wt, M, X[b], hs, X.dtype.type(1.0 / math.sqrt(d)))
-        y[b] = quad_form(vt, hs, 0, M) + noise[b]
+        y[b] = net_output(t, vt, hs, 0, M) + noise[b]
 
 
 @njit(**FAST)
-def batch_step(A, K, v, vt, X, y, noise, lr, train_v, h, e, c):
+def batch_step(A, K, v, vt, X, y, noise, lr, train_v, h, e, c, s, t):
     """One (mini-)batch gradient step on the per-sample loss (f - y)^2 / 2.
 
     A holds the student rows A[:K] (updated in place) and, when ``vt`` is non-empty, the
     teacher rows A[K:K+M], whose pre-activations then give the labels ``f* + noise`` in the
     same pass; otherwise the labels are ``y``. X (B, d) rows; h (B, K+M), e (B,), c (K,)
-    scratch. All B gradients are taken at the same weights, then averaged.
-    Returns False if an error e_b is not finite.
+    scratch; s, t the student's and the teacher's activation codes. All B gradients are taken
+    at the same weights, then averaged. Returns False if an error e_b is not finite.
     """
+    # the quadratic pair's step is a function of its own, compiled as it always was: generic
+    # code beside it in one function let LLVM (free to reassociate) change its bits
+    if s == QUADRATIC and t == QUADRATIC:
+        return _batch_step_quadratic(A, K, v, vt, X, y, noise, lr, train_v, h, e, c)
+    return _batch_step_act(A, K, v, vt, X, y, noise, lr, train_v, h, e, c, s, t)
+
+
+@njit(**FAST)
+def _batch_step_quadratic(A, K, v, vt, X, y, noise, lr, train_v, h, e, c):
+    """:func:`batch_step` of a quadratic student and teacher."""
     d = X.shape[1]
     B = X.shape[0]
     M = vt.shape[0]
@@ -267,12 +367,47 @@ def batch_step(A, K, v, vt, X, y, noise, lr, train_v, h, e, c):
     return ok
 
 
+@njit(**FAST)
+def _batch_step_act(A, K, v, vt, X, y, noise, lr, train_v, h, e, c, s, t):
+    """:func:`batch_step` for any activations."""
+    d = X.shape[1]
+    B = X.shape[0]
+    M = vt.shape[0]
+    real = X.dtype.type
+    inv_sqrt_d = real(1.0 / math.sqrt(d))
+    step = real(lr / B)
+    step_v = real(lr / B / d)
+    ok = True
+    for b in range(B):
+        hb = h[b]
+        dots_into(A, K + M, X[b], hb, inv_sqrt_d)
+        if M > 0:
+            target = net_output(t, vt, hb, K, K + M) + noise[b]
+        else:
+            target = y[b]
+        e[b] = net_output(s, v, hb, 0, K) - target
+        if not math.isfinite(e[b]):
+            ok = False
+    for b in range(B):
+        slopes_into(s, step * e[b], v, h[b], inv_sqrt_d, c)
+        subtract_outer(A, K, c, X[b])
+    if train_v:
+        # c (done with the first layer) accumulates the second layer's gradient
+        c[:] = 0
+        for b in range(B):
+            add_act_into(s, e[b], h[b], c)
+        for j in range(K):
+            v[j] -= step_v * c[j]
+    return ok
+
+
 @njit(**JIT)
-def measure(W, v, Wt, vt, T, Q, R):
-    """Order parameters into Q, R and the exact eps_g of the current weights."""
+def measure(W, v, Wt, vt, T, Q, R, s, t):
+    """Order parameters into Q, R and the exact eps_g of the current weights (activations
+    s, t)."""
     gram_into(W, W, Q)
     gram_into(W, Wt, R)
-    return eps_g_of(Q, R, T, v, vt)
+    return eps_g_act(Q, R, T, v, vt, s, t)
 
 
 @njit(**JIT)
@@ -308,7 +443,7 @@ def bad(eps, max_error):
 
 
 @njit(**JIT)
-def start_records(W, v, Wt, vt, rec_steps, eps_out, Q_out, R_out, v_out):
+def start_records(W, v, Wt, vt, rec_steps, eps_out, Q_out, R_out, v_out, s, t):
     """Scratch for the measurements and the record of step 0 if it is due.
     Returns (Q, R, T, i_rec)."""
     K, M = W.shape[0], Wt.shape[0]
@@ -318,7 +453,7 @@ def start_records(W, v, Wt, vt, rec_steps, eps_out, Q_out, R_out, v_out):
     gram_into(Wt, Wt, T)
     i_rec = 0
     if rec_steps[0] == 0:
-        eps = measure(W, v, Wt, vt, T, Q, R)
+        eps = measure(W, v, Wt, vt, T, Q, R, s, t)
         i_rec = record_due(0, 0, rec_steps, eps, Q, R, v, eps_out, Q_out, R_out, v_out)
     return Q, R, T, i_rec
 
@@ -331,11 +466,11 @@ def measure_due(step, i_rec, rec_steps, check_every):
 
 @njit(**JIT)
 def checkpoint(
-    step, i_rec, rec_steps, W, v, Wt, vt, T, Q, R, max_error, eps_out, Q_out, R_out, v_out
+    step, i_rec, rec_steps, W, v, Wt, vt, T, Q, R, max_error, eps_out, Q_out, R_out, v_out, s, t
 ):
     """Measure the current weights: flag a divergence, else record what is due.
     Returns (i_rec, diverged)."""
-    eps = measure(W, v, Wt, vt, T, Q, R)
+    eps = measure(W, v, Wt, vt, T, Q, R, s, t)
     if bad(eps, max_error):
         return i_rec, True
     return record_due(i_rec, step, rec_steps, eps, Q, R, v, eps_out, Q_out, R_out, v_out), False
@@ -368,6 +503,8 @@ def _online_run(
     Q_out,
     R_out,
     v_out,
+    s,
+    t,
 ):
     """One run of single-sample online SGD, the rank-1 updates fused with the next step's dot
     products (``online_step``); the update is applied before every measurement, so results do
@@ -384,7 +521,7 @@ def _online_run(
     x_old = np.zeros(stride, dt)  # the sample whose update is pending (none yet: c = 0)
     c = np.zeros(K, dt)
     h = np.empty(K + M, dt)
-    Q, R, T, i_rec = start_records(W, v, Wt, vt, rec_steps, eps_out, Q_out, R_out, v_out)
+    Q, R, T, i_rec = start_records(W, v, Wt, vt, rec_steps, eps_out, Q_out, R_out, v_out, s, t)
     n_steps = rec_steps[rec_steps.shape[0] - 1]
     used = per_fill
     step = 0
@@ -401,7 +538,7 @@ def _online_run(
                 used = 0
             x_new = pools[which, used * stride : (used + 1) * stride]
             used += 1
-        ok = online_step(W, v, Wt, support, vt, lr, sigma, train_v, c, h, x_old, x_new)
+        ok = online_step(W, v, Wt, support, vt, lr, sigma, train_v, c, h, x_old, x_new, s, t)
         x_old = x_new
         step += 1
         if not ok:
@@ -425,6 +562,8 @@ def _online_run(
                 Q_out,
                 R_out,
                 v_out,
+                s,
+                t,
             )
             if diverged:
                 status = STATUS_DIVERGED
@@ -455,6 +594,8 @@ def _batch_run(
     Q_out,
     R_out,
     v_out,
+    s,
+    t,
 ):
     """One run of mini-batch online SGD (batch >= 2); W and v are left at their final values.
     Returns (status, step)."""
@@ -471,7 +612,7 @@ def _batch_run(
     e = np.empty(batch, dt)
     c = np.empty(K, dt)
     noise = np.empty(batch, dt)
-    Q, R, T, i_rec = start_records(Ws, v, Wt, vt, rec_steps, eps_out, Q_out, R_out, v_out)
+    Q, R, T, i_rec = start_records(Ws, v, Wt, vt, rec_steps, eps_out, Q_out, R_out, v_out, s, t)
     explicit = samples.shape[0] > 1 or samples.shape[1] > 1
     n_steps = rec_steps[rec_steps.shape[0] - 1]
     step = 0
@@ -484,7 +625,7 @@ def _batch_run(
         X = buf[: batch * d].reshape((batch, d))
         for b in range(batch):
             noise[b] = sigma * buf[batch * d + b]
-        ok = batch_step(A, K, v, vt, X, noise, noise, lr, train_v, h, e, c)
+        ok = batch_step(A, K, v, vt, X, noise, noise, lr, train_v, h, e, c, s, t)
         step += 1
         if not ok:
             status = STATUS_DIVERGED
@@ -506,6 +647,8 @@ def _batch_run(
                 Q_out,
                 R_out,
                 v_out,
+                s,
+                t,
             )
             if diverged:
                 status = STATUS_DIVERGED
@@ -539,6 +682,8 @@ def sgd_batch(
     v_out,
     status,
     stop_step,
+    s=QUADRATIC,
+    t=QUADRATIC,
 ):
     """Online SGD, one sample per step, for the runs ``first, first + step, ...`` of n.
 
@@ -548,8 +693,9 @@ def sgd_batch(
     (n, STATE_WORDS) uint64; samples either (1,1,1) (draw from the streams) or
     (n, n_steps, d+1) explicit inputs then standard-normal label noise per step.
     Outputs eps_out (n,n_rec), Q_out (n,n_rec,K,K), R_out (n,n_rec,K,M), v_out (n,n_rec,K),
-    status (n,) int8, stop_step (n,) int64. Each call writes only its runs' slices
-    (:func:`fastquad.threads.call_kernel` runs one call per thread).
+    status (n,) int8, stop_step (n,) int64. s, t: the student's and the teacher's activation
+    codes (:mod:`fastquad.kernels.activation`; default quadratic). Each call writes only its
+    runs' slices (:func:`fastquad.threads.call_kernel` runs one call per thread).
     """
     n = W.shape[0]
     explicit = samples.shape[0] > 1 or samples.shape[1] > 1
@@ -573,6 +719,8 @@ def sgd_batch(
             Q_out[r],
             R_out[r],
             v_out[r],
+            s,
+            t,
         )
 
 
@@ -599,6 +747,8 @@ def sgd_minibatch(
     v_out,
     status,
     stop_step,
+    s=QUADRATIC,
+    t=QUADRATIC,
 ):
     """Online SGD with mini-batches of ``batch`` >= 2 samples per step; as :func:`sgd_batch`
     (explicit samples: (n, n_steps, batch*(d+1)))."""
@@ -624,18 +774,20 @@ def sgd_minibatch(
             Q_out[r],
             R_out[r],
             v_out[r],
+            s,
+            t,
         )
 
 
 @njit(**FAST)
-def train_loss(W, v, X, y):
-    """Mean over rows of X (n, d) of (f - y)^2 / 2."""
+def train_loss(W, v, X, y, s):
+    """Mean over rows of X (n, d) of (f - y)^2 / 2, f with the student's activation s."""
     K, d = W.shape
     h = np.empty(K, X.dtype)
     acc = 0.0
     for b in range(X.shape[0]):
         dots_into(W, K, X[b], h, X.dtype.type(1.0 / math.sqrt(d)))
-        acc += (quad_form(v, h, 0, K) - y[b]) ** 2
+        acc += (net_output(s, v, h, 0, K) - y[b]) ** 2
     return 0.5 * acc / X.shape[0]
 
 
@@ -660,6 +812,8 @@ def _gd_run(
     Q_out,
     R_out,
     v_out,
+    s,
+    t,
 ):
     K, d = W.shape
     n = n_samples
@@ -673,7 +827,7 @@ def _gd_run(
     for b in range(n):
         noise[b] = sigma * buf[n * d + b]
     y = np.empty(n)
-    labels_into(Wt, vt, X, noise, y)
+    labels_into(Wt, vt, X, noise, y, t)
     no_teacher = np.empty(0)  # labels are fixed: batch_step uses y
     full = batch == n
     Xb = np.empty((batch, d))
@@ -683,15 +837,15 @@ def _gd_run(
     h = np.empty((batch, K))
     e = np.empty(batch)
     c = np.empty(K)
-    Q, R, T, i_rec = start_records(W, v, Wt, vt, rec_steps, eps_out, Q_out, R_out, v_out)
+    Q, R, T, i_rec = start_records(W, v, Wt, vt, rec_steps, eps_out, Q_out, R_out, v_out, s, t)
     if i_rec > 0:
-        tr_out[:i_rec] = train_loss(W, v, X, y)
+        tr_out[:i_rec] = train_loss(W, v, X, y, s)
     n_steps = rec_steps[rec_steps.shape[0] - 1]
     step = 0
     status = STATUS_DONE
     while step < n_steps:
         if full:
-            ok = batch_step(W, K, v, no_teacher, X, y, y, lr, train_v, h, e, c)
+            ok = batch_step(W, K, v, no_teacher, X, y, y, lr, train_v, h, e, c, s, t)
         else:
             if pos + batch > n:
                 # a new epoch: Fisher-Yates shuffle; the last partial batch of an epoch is dropped
@@ -705,7 +859,7 @@ def _gd_run(
                 Xb[b] = X[perm[pos + b]]
                 yb[b] = y[perm[pos + b]]
             pos += batch
-            ok = batch_step(W, K, v, no_teacher, Xb, yb, yb, lr, train_v, h, e, c)
+            ok = batch_step(W, K, v, no_teacher, Xb, yb, yb, lr, train_v, h, e, c, s, t)
         step += 1
         if not ok:
             status = STATUS_DIVERGED
@@ -728,12 +882,14 @@ def _gd_run(
                 Q_out,
                 R_out,
                 v_out,
+                s,
+                t,
             )
             if diverged:
                 status = STATUS_DIVERGED
                 break
             if i_rec > i0:
-                tr_out[i0:i_rec] = train_loss(W, v, X, y)
+                tr_out[i0:i_rec] = train_loss(W, v, X, y, s)
     if status == STATUS_DIVERGED:
         stop_run(i_rec, eps_out, Q_out, R_out, v_out)
         tr_out[i_rec:] = np.nan
@@ -765,6 +921,8 @@ def gd_batch(
     v_out,
     status,
     stop_step,
+    s=QUADRATIC,
+    t=QUADRATIC,
 ):
     """Training on a fixed dataset of n_samples per run: full-batch GD (batch == n_samples) or
     multi-pass mini-batch SGD with a fresh shuffle every epoch.
@@ -797,16 +955,18 @@ def gd_batch(
             Q_out[r],
             R_out[r],
             v_out[r],
+            s,
+            t,
         )
         status[r] = st
         stop_step[r] = sp
 
 
 @njit(**JIT)
-def _flow_rhs(W, v, Wt, vt, T, lr, train_v, Q, R, dW, dv):
-    """dW/dt = -lr d dL/dW, dv/dt = -lr dL/dv; returns eps_g at (W, v)."""
-    eps = measure(W, v, Wt, vt, T, Q, R)
-    population_gradients_into(W, v, Wt, vt, Q, R, T, dW, dv)
+def _flow_rhs(W, v, Wt, vt, T, lr, train_v, Q, R, dW, dv, s, t):
+    """dW/dt = -lr d dL/dW, dv/dt = -lr dL/dv; returns eps_g at (W, v) (activations s, t)."""
+    eps = measure(W, v, Wt, vt, T, Q, R, s, t)
+    population_gradients_act_into(W, v, Wt, vt, Q, R, T, s, t, dW, dv)
     d = W.shape[1]
     dW *= -lr * d
     if train_v:
@@ -817,7 +977,7 @@ def _flow_rhs(W, v, Wt, vt, T, lr, train_v, Q, R, dW, dv):
 
 
 @njit(**JIT)
-def _flow_run(W, v, Wt, vt, lr, train_v, times, dt, max_error, eps_out, Q_out, R_out, v_out):
+def _flow_run(W, v, Wt, vt, lr, train_v, times, dt, max_error, eps_out, Q_out, R_out, v_out, s, t):
     """Classic RK4 in parameter space; the step that would pass a record time is shortened."""
     K, d = W.shape
     M = Wt.shape[0]
@@ -829,30 +989,30 @@ def _flow_run(W, v, Wt, vt, lr, train_v, times, dt, max_error, eps_out, Q_out, R
     kv = np.empty((4, K))
     Wy = np.empty((K, d))
     vy = np.empty(K)
-    t = 0.0
+    now = 0.0
     for i in range(times.shape[0]):
-        while t < times[i]:
-            h = min(dt, times[i] - t)
-            if times[i] - (t + h) < 1e-12 * dt:
-                h = times[i] - t
-            eps = _flow_rhs(W, v, Wt, vt, T, lr, train_v, Q, R, kW[0], kv[0])
+        while now < times[i]:
+            h = min(dt, times[i] - now)
+            if times[i] - (now + h) < 1e-12 * dt:
+                h = times[i] - now
+            eps = _flow_rhs(W, v, Wt, vt, T, lr, train_v, Q, R, kW[0], kv[0], s, t)
             if bad(eps, max_error):
                 stop_run(i, eps_out, Q_out, R_out, v_out)
-                return STATUS_DIVERGED, t
-            for s in range(1, 4):
-                c = 0.5 * h if s < 3 else h
-                axpy_into(Wy, W, c, kW[s - 1])
-                axpy_into(vy, v, c, kv[s - 1])
-                _flow_rhs(Wy, vy, Wt, vt, T, lr, train_v, Q, R, kW[s], kv[s])
+                return STATUS_DIVERGED, now
+            for k in range(1, 4):
+                c = 0.5 * h if k < 3 else h
+                axpy_into(Wy, W, c, kW[k - 1])
+                axpy_into(vy, v, c, kv[k - 1])
+                _flow_rhs(Wy, vy, Wt, vt, T, lr, train_v, Q, R, kW[k], kv[k], s, t)
             W += h / 6.0 * (kW[0] + 2.0 * kW[1] + 2.0 * kW[2] + kW[3])
             v += h / 6.0 * (kv[0] + 2.0 * kv[1] + 2.0 * kv[2] + kv[3])
-            t = t + h if t + h < times[i] else times[i]
-        eps = measure(W, v, Wt, vt, T, Q, R)
+            now = now + h if now + h < times[i] else times[i]
+        eps = measure(W, v, Wt, vt, T, Q, R, s, t)
         if bad(eps, max_error):
             stop_run(i, eps_out, Q_out, R_out, v_out)
-            return STATUS_DIVERGED, t
+            return STATUS_DIVERGED, now
         record(i, eps, Q, R, v, eps_out, Q_out, R_out, v_out)
-    return STATUS_DONE, t
+    return STATUS_DONE, now
 
 
 @njit(**JIT)
@@ -874,9 +1034,11 @@ def flow_batch(
     v_out,
     status,
     t_stop,
+    s=QUADRATIC,
+    t=QUADRATIC,
 ):
     """Population gradient flow by RK4 for n runs; times (n_rec,) increasing from >= 0;
-    dt (n,) the step of each run."""
+    dt (n,) the step of each run; s, t the activation codes (default quadratic)."""
     n = W.shape[0]
     for r in range(first, n, step):
         st, ts = _flow_run(
@@ -893,6 +1055,8 @@ def flow_batch(
             Q_out[r],
             R_out[r],
             v_out[r],
+            s,
+            t,
         )
         status[r] = st
         t_stop[r] = ts if st == STATUS_DIVERGED else np.nan

@@ -34,7 +34,8 @@ class Method:
         the kernel shape of configuration ``c`` (its options are ``c.options``): initial
         weights (n, K, d), (n, K), teachers
         (n, M, d), (n, M), per-run lr, label noise, seeds and replica ids, and ``common``
-        (``times``, ``train_second_layer``, ``max_error``, ``num_threads``, ``progress``).
+        (``times``, ``train_second_layer``, ``activation``, ``teacher_activation``,
+        ``max_error``, ``num_threads``, ``progress``).
     steps : callable
         ``steps(c) -> (number of steps of one run, the parameter that sets it)``.
     seconds_per_run : callable

@@ -128,7 +128,8 @@ def check_steps(c, p, prefix):
 
 def _kernel_options(c):
     """The sampler (as ``auto`` resolves it), the precision, and single-sample or mini-batch
-    steps: each combination is its own compiled kernel."""
+    steps: each combination is its own compiled kernel. The activations are not among them:
+    their codes are runtime arguments, one compiled kernel serves every activation."""
     return {
         "sampler": sampler_used(c.sampler, c.d, c.K, c.M, dtype=c.dtype),
         "dtype": c.dtype,

@@ -15,6 +15,10 @@ A sweep file is TOML::
     K = [1, 2, 4]
     M = [1, 2, 4]
 
+Any parameter may be an axis, string-valued ones too (``activation = ["quadratic", "relu"]``,
+``teacher_activation``, ``method``, ...): runs that differ in one go through different kernel
+calls (:func:`fastquad.config.batch_key`).
+
     [sweep]               # optional settings
     chunk_runs = 64       # runs per Dask task (default: sized to a few seconds of work)
     final_weights = true  # also store each run's final weights (default false)
@@ -37,6 +41,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import _validate, methods
+from ..activations import SAME
 from ..budget import check_grid, grid_size
 from ..config import PARAMETERS, initial_order_parameters, make_config, time_grid
 from ..errors import InputError
@@ -127,7 +132,9 @@ class Sweep:
         """Per-run coordinate arrays: every axis, ``replica`` and the effective ``seed``.
 
         List-valued axis values (per-unit second layers) are stored as the index into the axis
-        (``<name>_index``); their values go in the file's attributes.
+        (``<name>_index``); their values go in the file's attributes. When ``activation`` or
+        ``teacher_activation`` is an axis, both are coordinates, with each run's resolved names
+        (a teacher's ``same`` is the student's activation).
         """
         n = self.n_runs
         coords = {}
@@ -143,6 +150,10 @@ class Sweep:
                 coords[name] = np.repeat(np.array(vals, dtype=np.int8), n)
             else:
                 coords[name] = np.repeat(np.array(vals), n)
+        if {"activation", "teacher_activation"} & set(self.axis_names()):
+            pairs = [point_activations(p) for p in self.points]
+            for i, name in enumerate(("activation", "teacher_activation")):
+                coords[name] = np.repeat(np.array([a[i] for a in pairs], dtype=object), n)
         coords["replica"] = np.tile(np.arange(n, dtype=np.int64), len(self.points))
         if "seed" not in coords:
             coords["seed"] = np.repeat(np.array([p.seed for p in self.points], dtype=np.int64), n)
@@ -150,6 +161,14 @@ class Sweep:
             if name not in coords:
                 coords[name] = np.repeat(np.array([p.values[name] for p in self.points]), n)
         return coords
+
+
+def point_activations(cfg):
+    """(student, teacher) activation names of a configuration, the teacher's ``same``
+    resolved to the student's."""
+    s = cfg.values["activation"]
+    t = cfg.values["teacher_activation"]
+    return s, s if t == SAME else t
 
 
 def _same(a, b):
@@ -262,6 +281,7 @@ def parse_sweep(text, source="sweep"):
                     p.add(full)
             points.append(cfg)
     p.raise_if_any()
+    _check_distinct_activations(points, list(axes) + list(zipped), p)
     times = _shared_times(points)
     n_runs = points[0].n_runs
     content = {"fixed": fixed, "axes": axes, "zip": zipped}
@@ -281,6 +301,31 @@ def parse_sweep(text, source="sweep"):
         digest=digest,
         times=times,
     )
+
+
+def _check_distinct_activations(points, names, p):
+    """Grid points that differ only in writing the teacher's activation as ``same`` or by its
+    name are the same runs twice (and one grid cell twice in the file): refused."""
+    if not {"activation", "teacher_activation"} & set(names):
+        return
+    seen = {}
+    for i, cfg in enumerate(points):
+        s, t = point_activations(cfg)
+        key = json.dumps(
+            {**cfg.values, "activation": s, "teacher_activation": t}, sort_keys=True, default=str
+        )
+        if key in seen:
+            j = seen[key]
+            label = ", ".join(f"{k}={points[j].values[k]}" for k in names)
+            again = ", ".join(f"{k}={cfg.values[k]}" for k in names)
+            p.add(
+                f"axes: the grid points ({label}) and ({again}) are the same runs "
+                f"(teacher_activation = same is the student's activation, {s}); "
+                "list each pair of activations once"
+            )
+            break
+        seen[key] = i
+    p.raise_if_any()
 
 
 def _shared_times(points):

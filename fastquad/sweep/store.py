@@ -40,6 +40,7 @@ from .. import __version__, files, methods, schema
 from .. import store as results_file
 from ..errors import InputError, StorageError
 from ..result import STATUS_DIVERGED, STATUS_DONE, STATUS_FAILED, STATUS_NAMES, STATUS_PENDING
+from .spec import point_activations
 
 JOURNAL_SUFFIX = ".journal"
 ENTRY_SUFFIX = ".npz"
@@ -158,6 +159,11 @@ class SweepStore:
         }
         for name, vals in list(sw.axes.items()) + list(sw.zipped.items()):
             attrs[f"axis_{name}"] = str(vals)
+        # each run's activations are coordinates when they vary (Sweep.run_coordinates)
+        pairs = {point_activations(c) for c in cfgs}
+        for i, name in enumerate(("activation", "teacher_activation")):
+            names = {pair[i] for pair in pairs}
+            attrs[name] = names.pop() if len(names) == 1 else schema.MIXED
         used = {c.method for c in cfgs}
         try:
             with files.atomic_output(self.path) as tmp, files.guarded(tmp, create=True) as g:
@@ -438,6 +444,13 @@ def _info(f, path):
     )
     stored = [var.name for var in schema.variables() if var.name in f]
     lines.append("arrays: " + ", ".join(stored))
+    coords = {
+        k: f[k][()]
+        for k in ("activation", "teacher_activation")
+        if isinstance(f.get(k), h5py.Dataset)
+    }
+    student, teacher = results_file.run_activations(f.attrs, coords, n)
+    lines.append("activations: " + results_file.activation_phrase(student, teacher))
     axes = str(f.attrs.get("sweep_axes", "")).split()
     for name in axes:
         vals = f.attrs.get(f"axis_{name}")
