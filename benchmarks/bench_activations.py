@@ -17,6 +17,9 @@ quadratic one's, and at d = 100, K = M = 8 the checks are part of the difference
 
     python benchmarks/bench_activations.py            # full table (a few minutes)
     python benchmarks/bench_activations.py --quick    # smaller budgets
+
+It ends with the cost of one right-hand-side evaluation of the order-parameter ODE (with its
+SGD-noise term) per activation, at K = M = 2, 3, 4.
 """
 
 import argparse
@@ -117,6 +120,57 @@ def main():
         "configuration. The exact sampler's cost does not depend on d.\n"
         "The machine may be shared: compare ratios of one run."
     )
+    ode_table(repeats, quick=args.quick)
+
+
+def ode_rhs_cost(K, activation, n_steps):
+    """(CPU seconds, right-hand-side evaluations) of one fixed-step RK4 trajectory of the
+    order-parameter ODE with its SGD-noise term, from a random state."""
+    rng = np.random.default_rng(K)
+    A = rng.standard_normal((2 * K, 4 * K))
+    Om = A @ A.T / (4 * K)
+    Q, R, T = Om[:K, :K], Om[:K, K:], Om[K:, K:]
+    v, vt = np.full(K, 0.5), np.linspace(1.0, 0.5, K)
+    t0 = time.process_time()
+    res = fq.integrate_ode(
+        Q,
+        R,
+        v,
+        T,
+        vt,
+        0.05,
+        n_steps * 1e-3,
+        dt=1e-3,
+        method="rk4",
+        activation=activation,
+        times=[0.0, n_steps * 1e-3],
+        max_error=1e12,
+    )
+    return time.process_time() - t0, int(res.params["n_evals"][0])
+
+
+def ode_table(repeats, quick):
+    """Microseconds per right-hand-side evaluation of the order-parameter ODE, per activation
+    (a ReLU student's noise term integrates four-field orthant probabilities)."""
+    n_steps = 500 if quick else 5000
+    acts = fq.ACTIVATIONS
+    print(
+        f"\nOrder-parameter ODE with its SGD-noise term, RK4 ({n_steps} steps), teacher "
+        "activation = student's: CPU microseconds per right-hand-side evaluation "
+        f"(median of {repeats} interleaved rounds)\n"
+    )
+    print(f"{'K=M':>4} | " + " | ".join(f"{a:>16}" for a in acts))
+    for K in (2, 3, 4):
+        for a in acts:
+            ode_rhs_cost(K, a, 10)  # compile outside the timings
+        per = {a: [] for a in acts}
+        for r in range(repeats):
+            for a in acts[r % len(acts) :] + acts[: r % len(acts)]:
+                sec, n = ode_rhs_cost(K, a, n_steps)
+                per[a].append(1e6 * sec / n)
+        us = {a: statistics.median(per[a]) for a in acts}
+        cells = [f"{us[a]:>7.2f} ({us[a] / us['quadratic']:.1f}x)" for a in acts]
+        print(f"{K:>4} | " + " | ".join(f"{c:>16}" for c in cells))
 
 
 if __name__ == "__main__":
