@@ -145,6 +145,60 @@ def _rhs(
 
 
 @njit(**JIT)
+def _rhs_pair(
+    Q,
+    R,
+    v,
+    T,
+    vt,
+    act_s,
+    act_t,
+    tT,
+    tT2,
+    lr,
+    sigma2,
+    inv_batch,
+    train_v,
+    sgd_noise,
+    out,
+    row,
+    A,
+    B,
+    Rt,
+    P,
+    S,
+    work,
+):
+    """The right-hand side of activation pair (act_s, act_t): the quadratic pair's own
+    :func:`_rhs` (scratch A, B, Rt, P, S), any other :func:`.ode_act.rhs_act` (scratch work)."""
+    if act_s == QUADRATIC and act_t == QUADRATIC:
+        return _rhs(
+            Q,
+            R,
+            v,
+            T,
+            vt,
+            tT,
+            tT2,
+            lr,
+            sigma2,
+            inv_batch,
+            train_v,
+            sgd_noise,
+            out,
+            row,
+            A,
+            B,
+            Rt,
+            P,
+            S,
+        )
+    return ode_act.rhs_act(
+        Q, R, v, T, vt, act_s, act_t, lr, sigma2, inv_batch, train_v, sgd_noise, out, row, work
+    )
+
+
+@njit(**JIT)
 def _views(y, K, M):
     """(Q, R, v) views of a flat state [Q.ravel(), R.ravel(), v]."""
     KK = K * K
@@ -200,35 +254,17 @@ def ode_rhs_into(
     K = v.shape[0]
     M = vt.shape[0]
     out = np.empty((1, K * K + K * M + K))
-    if not (act_s == QUADRATIC and act_t == QUADRATIC):
-        work = ode_act.scratch(K, M)
-        eps = ode_act.rhs_act(
-            Q,
-            R,
-            v,
-            T,
-            vt,
-            act_s,
-            act_t,
-            lr,
-            sigma2,
-            inv_batch,
-            train_v,
-            sgd_noise,
-            out,
-            _ROW0,
-            work,
-        )
-        _unpack(out[0], dQ, dR, dv)
-        return eps
     tT, tT2 = _teacher_constants(T, vt)
     A, B, Rt, P, S = _scratch(K, M)
-    eps = _rhs(
+    work = ode_act.scratch(K, M)
+    eps = _rhs_pair(
         Q,
         R,
         v,
         T,
         vt,
+        act_s,
+        act_t,
         tT,
         tT2,
         lr,
@@ -243,6 +279,7 @@ def ode_rhs_into(
         Rt,
         P,
         S,
+        work,
     )
     _unpack(out[0], dQ, dR, dv)
     return eps
@@ -294,7 +331,6 @@ def _integrate_one(
     n_rec = times.shape[0]
     tT, tT2 = _teacher_constants(T, vt)
     A, B, Rt, P, S = _scratch(K, M)
-    generic = not (act_s == QUADRATIC and act_t == QUADRATIC)
     work = ode_act.scratch(K, M)
     tab = _DP_A if adaptive else _RK4_A
     last = tab.shape[0] - 1
@@ -310,46 +346,30 @@ def _integrate_one(
     r = 0
     status = STATUS_DONE
     # k[0] always holds f(y)
-    if generic:
-        eps = ode_act.rhs_act(
-            yQ,
-            yR,
-            yv,
-            T,
-            vt,
-            act_s,
-            act_t,
-            lr,
-            sigma2,
-            inv_batch,
-            train_v,
-            sgd_noise,
-            k,
-            _ROW0,
-            work,
-        )
-    else:
-        eps = _rhs(
-            yQ,
-            yR,
-            yv,
-            T,
-            vt,
-            tT,
-            tT2,
-            lr,
-            sigma2,
-            inv_batch,
-            train_v,
-            sgd_noise,
-            k,
-            _ROW0,
-            A,
-            B,
-            Rt,
-            P,
-            S,
-        )
+    eps = _rhs_pair(
+        yQ,
+        yR,
+        yv,
+        T,
+        vt,
+        act_s,
+        act_t,
+        tT,
+        tT2,
+        lr,
+        sigma2,
+        inv_batch,
+        train_v,
+        sgd_noise,
+        k,
+        _ROW0,
+        A,
+        B,
+        Rt,
+        P,
+        S,
+        work,
+    )
     n_evals = 1
     h = dt
     n_steps = 0
@@ -386,46 +406,30 @@ def _integrate_one(
                         yt[i] += c * k[j, i]
             for i in range(N):
                 yt[i] = y[i] + h * yt[i]
-            if generic:
-                eps_new = ode_act.rhs_act(
-                    tQ,
-                    tR,
-                    tv,
-                    T,
-                    vt,
-                    act_s,
-                    act_t,
-                    lr,
-                    sigma2,
-                    inv_batch,
-                    train_v,
-                    sgd_noise,
-                    k,
-                    s,
-                    work,
-                )
-            else:
-                eps_new = _rhs(
-                    tQ,
-                    tR,
-                    tv,
-                    T,
-                    vt,
-                    tT,
-                    tT2,
-                    lr,
-                    sigma2,
-                    inv_batch,
-                    train_v,
-                    sgd_noise,
-                    k,
-                    s,
-                    A,
-                    B,
-                    Rt,
-                    P,
-                    S,
-                )
+            eps_new = _rhs_pair(
+                tQ,
+                tR,
+                tv,
+                T,
+                vt,
+                act_s,
+                act_t,
+                tT,
+                tT2,
+                lr,
+                sigma2,
+                inv_batch,
+                train_v,
+                sgd_noise,
+                k,
+                s,
+                A,
+                B,
+                Rt,
+                P,
+                S,
+                work,
+            )
         n_evals += last
 
         factor = 1.0
