@@ -427,7 +427,6 @@ def _plot(args):
             for k in plots.KINDS
             if not (k == "phase" and len(plots.sweep_axes(ds)) < 2)
             and not (k == "order" and "Q" not in ds)
-            and not (k == "fixed-points" and not plots.is_quadratic(ds, args.run))
         ]  # kinds that apply to this file
     if not 0 <= args.run < ds.sizes["run"]:
         raise InputError(f"--run must be in [0, {ds.sizes['run'] - 1}], got {args.run}")
@@ -459,23 +458,22 @@ def _plot(args):
                 )
             fig = plots.plot_phase_diagram(ds, x, y, args.quantity, args.threshold)
         else:
-            fig = plots.plot_fixed_points(_fixed_points_of(ds, args.run), ds, runs=(args.run,))
+            s, t = (a[args.run] for a in plots.activations(ds))
+            fig = plots.plot_fixed_points(
+                _fixed_points_of(ds, args.run, s, t),
+                ds,
+                runs=(args.run,),
+                activation=s,
+                teacher_activation=t,
+            )
         written += plots.save(fig, args.out, f"{stem}-{kind}")
     for path in written:
         print(f"wrote {path}")
     return 0
 
 
-def _fixed_points_of(ds, run):
+def _fixed_points_of(ds, run, activation, teacher_activation):
     from .analysis import find_fixed_points
-    from .plots import activations, is_quadratic
-    from .store import activation_phrase
-
-    if not is_quadratic(ds, run):
-        raise InputError(
-            f"--kind fixed-points: the fixed-point finder is for quadratic networks; run {run} "
-            f"has a {activation_phrase(*(a[run] for a in activations(ds)))}"
-        )
 
     K = int(ds.K.values[run]) if "K" in ds.coords else ds.sizes["student"]
     M = int(ds.M.values[run]) if "M" in ds.coords else ds.sizes["teacher"]
@@ -488,6 +486,8 @@ def _fixed_points_of(ds, run):
         lr,
         train_second_layer=bool(ds.attrs.get("train_second_layer", True)),
         n_starts=60,
+        activation=activation,
+        teacher_activation=teacher_activation,
     )
 
 

@@ -758,7 +758,9 @@ def _fp_ticks(ax, linthresh, top):
     ax.yaxis.set_minor_locator(FixedLocator(minor))
 
 
-def plot_fixed_points(points, ds=None, runs=(0,)):
+def plot_fixed_points(
+    points, ds=None, runs=(0,), *, activation="quadratic", teacher_activation=None
+):
     """Fixed points of the order-parameter flow as levels of eps_g, over learning curves.
 
     Every distinct level of eps_g is one horizontal line, labelled at the right edge with its
@@ -784,12 +786,15 @@ def plot_fixed_points(points, ds=None, runs=(0,)):
         ``T``, ``eps_g``, ``kind``, ``n_unstable``). May be empty.
     ds : xarray.Dataset or None
         Results with ``ds.time.values`` (n_times,) and ``ds.eps_g.values`` (n_runs,
-        n_times); any object with those attributes works. None: the levels alone. The fixed
-        points are those of quadratic networks, so the runs drawn must be quadratic (an
-        object without ``attrs`` is taken as such).
+        n_times); any object with those attributes works. None: the levels alone. The runs
+        drawn must have the activations of the fixed points (an object without ``attrs`` is
+        taken as quadratic).
     runs : sequence of int
         Runs of ds whose learning curves are drawn on log time (t > 0; values below 0, round
         off at convergence, are drawn at 0; non-finite values are left out).
+    activation, teacher_activation : str
+        The activations the points were found for (``find_fixed_points(..., activation=)``;
+        the teacher's None or "same": the student's).
 
     Returns
     -------
@@ -800,12 +805,16 @@ def plot_fixed_points(points, ds=None, runs=(0,)):
     """
     from matplotlib.lines import Line2D
 
+    from .activations import activation_pair
+
+    pair = activation_pair(activation, teacher_activation)
     if ds is not None:
+        names = activations(ds)
         for r in runs:
-            if not is_quadratic(ds, int(r)):
+            if (names[0][int(r)], names[1][int(r)]) != pair:
                 raise InputError(
-                    f"the fixed points are those of quadratic networks; run {int(r)} has a "
-                    f"{activation_label(ds, [int(r)])}"
+                    f"the fixed points are those of a {activation_phrase(*pair)}; run {int(r)} "
+                    f"has a {activation_label(ds, [int(r)])}"
                 )
     plt = _plt()
     points = list(points)
@@ -987,7 +996,7 @@ def plot_fixed_points(points, ds=None, runs=(0,)):
             )
         )
     ax.set_title(
-        "fixed points of the order-parameter flow on the loss\nquadratic student and teacher",
+        f"fixed points of the order-parameter flow on the loss\n{activation_phrase(*pair)}",
         loc="center" if curves else "left",
     )
     ax.grid(True, which="major", alpha=0.25)

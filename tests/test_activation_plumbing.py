@@ -220,23 +220,31 @@ def test_every_figure_of_runs_names_their_activations(tmp_path):
         plots.save(fig, tmp_path, kind)
     # the plateau levels predicted for quadratic networks are not drawn for a relu run
     assert not any(line.get_linestyle() == "--" for line in figs["stages"].axes[0].lines)
-    with pytest.raises(InputError, match="quadratic networks; run 0 has a relu"):
+    # fixed points of another pair are refused over these runs; those of the runs' own pair
+    # are drawn, the pair in the title
+    with pytest.raises(InputError, match="quadratic student and teacher; run 0 has a relu"):
         plots.plot_fixed_points([], ds, runs=(0,))
+    fig = plots.plot_fixed_points(
+        [],
+        ds,
+        runs=(0,),
+        activation=ds.attrs["activation"],
+        teacher_activation=ds.attrs["teacher_activation"],
+    )
+    assert want in fig.axes[0].get_title()
     assert (
         "quadratic student and teacher"
         in plots.plot_conserved_phase([-0.5, -1.0], [1.0, 0.5], [True, False]).axes[0].get_title()
     )
 
 
-def test_the_cli_refuses_fixed_points_of_a_relu_file_and_all_leaves_them_out(tmp_path, capsys):
-    res = _quadratic_result().replace(params={"activation": "relu"})
+def test_the_cli_draws_the_fixed_points_of_a_relu_file(tmp_path, capsys):
+    res = _quadratic_result().replace(params={"activation": "relu", "teacher_activation": "relu"})
     fq.save(tmp_path / "r.h5", res)
     argv = ["plot", str(tmp_path / "r.h5"), "--out", str(tmp_path), "--no-theory"]
-    line = _one_line_error(capsys, argv + ["--kind", "fixed-points"])
-    assert "fixed-point finder is for quadratic networks" in line and "relu" in line
     assert main(argv + ["--kind", "all"]) == 0
     wrote = capsys.readouterr().out
-    assert "r-curves.png" in wrote and "fixed-points" not in wrote
+    assert "r-curves.png" in wrote and "r-fixed-points.png" in wrote
 
 
 # ------------------------------------------------------------------ cost estimates
