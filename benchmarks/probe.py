@@ -107,7 +107,17 @@ def hostile_inputs(work, quick):
     for flag in ("--run", "--threshold", "--kind", "--quantity", "--x"):
         for v in values:
             cases.append(["plot", str(good), "--out", str(work / "fig"), flag, v])
-    for flag in ("--K", "--M", "--teacher-v", "--lr", "--n-starts", "--seed", "--student-v"):
+    for flag in (
+        "--K",
+        "--M",
+        "--teacher-v",
+        "--lr",
+        "--n-starts",
+        "--seed",
+        "--student-v",
+        "--activation",
+        "--teacher-activation",
+    ):
         for v in values:
             cases.append(["fixed-points", "--n-starts", "5", flag, v])
     data = good.read_bytes()

@@ -28,15 +28,12 @@ from .activation import ERF, LINEAR, QUADRATIC, RELU, pair_j, pair_k, pair_l
 from .options import JIT
 from .orthant import orthant_moment
 
-#: The pairs (student, teacher) whose SGD-noise term is available: everything except a ReLU
-#: student with a quadratic or erf teacher (a degree-4 or erf-weighted orthant moment that no
-#: routine here computes).
-NO_NOISE_PAIRS = ((RELU, QUADRATIC), (RELU, ERF))
-
 
 @njit(**JIT)
 def noise_available(s, t):
-    """Whether the eta^2 term of student activation s against teacher activation t exists."""
+    """Whether the eta^2 term of student activation s against teacher activation t exists:
+    everywhere except a ReLU student with a quadratic or erf teacher (a degree-4 or
+    erf-weighted orthant moment that no routine here computes)."""
     return not (s == RELU and (t == QUADRATIC or t == ERF))
 
 
