@@ -131,7 +131,7 @@ def _activation_codes(p, activation, teacher_activation, sgd_noise):
     if sgd_noise is True and not _ka.noise_available(*codes):
         p.add(
             f"sgd_noise: the SGD-noise term of a {s} student with a {t} teacher is not "
-            "available (a ReLU student's needs a relu or linear teacher); use "
+            "available (an erf-weighted orthant moment); use "
             "sgd_noise=False (the population flow) or method sgd"
         )
     return codes
@@ -179,7 +179,7 @@ def ode_rhs(
         The student's activation g.
     teacher_activation : str or None
         The teacher's; None (or "same") means the student's. The SGD-noise term exists for
-        every pair except a ReLU student with a quadratic or erf teacher.
+        every pair except a ReLU student with an erf teacher.
 
     Returns
     -------

@@ -1562,7 +1562,7 @@ def find_fixed_points(
         population gradient flow. With a trained second layer the term raises every
         ``C_j = Q_jj - a v_j^2`` wherever the error is nonzero, so only points with zero error
         or idle units survive it; :func:`plateau_levels_with_noise` gives the plateau levels
-        of the full ODE. Not available for a ReLU student with a quadratic or erf teacher.
+        of the full ODE. Not available for a ReLU student with an erf teacher.
     label_noise : float, >= 0
         Enters only with ``sgd_noise=True``.
     n_starts : int, >= 1

@@ -32,9 +32,9 @@ from .orthant import orthant_moment
 @njit(**JIT)
 def noise_available(s, t):
     """Whether the eta^2 term of student activation s against teacher activation t exists:
-    everywhere except a ReLU student with a quadratic or erf teacher (a degree-4 or
-    erf-weighted orthant moment that no routine here computes)."""
-    return not (s == RELU and (t == QUADRATIC or t == ERF))
+    everywhere except a ReLU student with an erf teacher (an erf-weighted orthant moment that no
+    routine here computes)."""
+    return not (s == RELU and t == ERF)
 
 
 @njit(**JIT)
@@ -100,6 +100,139 @@ def _erf_pair_weight(Om, i, k, Op):
     return (2.0 / math.pi) / math.sqrt(det)
 
 
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+@njit(**JIT)
+def _density0(var):
+    """The N(0, var) density at 0 (0 for a field of zero variance: H(0) = 0 kills its terms)."""
+    return _INV_SQRT_2PI / math.sqrt(var) if var > 0.0 else 0.0
+
+
+@njit(**JIT)
+def _condition(C, s, out):
+    """out = the covariance of the fields given X_s = 0 (Schur complement of C_ss)."""
+    n = C.shape[0]
+    css = C[s, s]
+    for a in range(n):
+        for b in range(n):
+            out[a, b] = C[a, b] - C[a, s] * C[s, b] / css if css > 0.0 else C[a, b]
+
+
+@njit(**JIT)
+def _moment(C, u0, u1, c, d, C4, theta):
+    """E[X_c X_d H(X_u0) H(X_u1)] under covariance C (u0 = u1 for one Heaviside factor)."""
+    idx = (u0, u1, c, d)
+    for p in range(4):
+        for q in range(4):
+            C4[p, q] = C[idx[p], idx[q]]
+    theta[0] = True
+    theta[1] = True
+    theta[2] = False
+    theta[3] = False
+    return orthant_moment(C4, theta)
+
+
+@njit(**JIT)
+def _orthant_rest(C, S, nS, skip):
+    """P(X_s > 0 for s in S except S[skip]) under C (at most two fields left)."""
+    a = -1
+    b = -1
+    for j in range(nS):
+        if j != skip:
+            if a < 0:
+                a = S[j]
+            else:
+                b = S[j]
+    if a < 0:
+        return 1.0
+    if b < 0:
+        return 0.5 if C[a, a] > 0.0 else 0.0
+    if C[a, a] <= 0.0 or C[b, b] <= 0.0:
+        return 0.0
+    r = min(1.0, max(-1.0, C[a, b] / math.sqrt(C[a, a] * C[b, b])))
+    return 0.25 + math.asin(r) / (2.0 * math.pi)
+
+
+@njit(**JIT)
+def _first_moment(C, m, S, nS, Cs):
+    """E[X_m prod_{s in S} H(X_s)] by integration by parts (Cs: scratch)."""
+    acc = 0.0
+    for j in range(nS):
+        s = S[j]
+        if C[m, s] != 0.0:
+            _condition(C, s, Cs)
+            acc += C[m, s] * _density0(C[s, s]) * _orthant_rest(Cs, S, nS, j)
+    return acc
+
+
+@njit(**JIT)
+def relu_quadratic_moment(Om, S, nS, a, b, relu_a, C4, theta):
+    """E[prod_{s in S} H(h_s) g_a(h_a) h_b^2] for a ReLU student and a quadratic teacher: g_a is
+    relu (``relu_a``, a a student unit) or the square (a a teacher unit); b is a teacher unit.
+
+    One integration by parts on a factor h_b leaves first and second moments over at most three
+    Heaviside fields, conditional ones included: orthant probabilities of at most two fields
+    (closed form) and :func:`.orthant.orthant_moment`.
+    """
+    n = Om.shape[0]
+    Cs = np.empty((n, n))
+    Css = np.empty((n, n))
+    Sa = np.empty(3, np.int64)
+    nA = 0
+    for j in range(nS):
+        Sa[nA] = S[j]
+        nA += 1
+    if relu_a:
+        new = True
+        for j in range(nA):
+            if Sa[j] == a:
+                new = False
+        if new:
+            Sa[nA] = a
+            nA += 1
+    for j in range(nA):
+        if Om[Sa[j], Sa[j]] <= 0.0:
+            return 0.0  # H(0) = 0
+    if relu_a:
+        # E[H_S X_a X_b^2], a in S: d/dX_a of X_a H_a is H_a
+        acc = Om[b, b] * _first_moment(Om, a, Sa, nA, Cs)
+        acc += Om[b, a] * _first_moment(Om, b, Sa, nA, Cs)
+        for j in range(nA):
+            s = Sa[j]
+            if s == a or Om[b, s] == 0.0:
+                continue
+            _condition(Om, s, Cs)
+            # the Heaviside fields left: a and at most one other
+            u0 = a
+            u1 = a
+            for q in range(nA):
+                if q != j and Sa[q] != a:
+                    u1 = Sa[q]
+            acc += Om[b, s] * _density0(Om[s, s]) * _moment(Cs, u0, u1, a, b, C4, theta)
+        return acc
+    # E[H_S X_a^2 X_b^2], a and b teacher units
+    u1 = Sa[1] if nA > 1 else Sa[0]
+    acc = Om[b, b] * _moment(Om, Sa[0], u1, a, a, C4, theta)
+    acc += 2.0 * Om[b, a] * _moment(Om, Sa[0], u1, a, b, C4, theta)
+    for j in range(nA):
+        s = Sa[j]
+        if Om[b, s] == 0.0:
+            continue
+        _condition(Om, s, Cs)
+        if nA == 1:
+            continue  # E[X_b X_a^2] = 0: an odd moment
+        o = Sa[1 - j]
+        if Cs[o, o] <= 0.0:
+            continue
+        # E'[X_b X_a^2 H_o] = 2 C'_ba E'[X_a H_o] + C'_bo phi'_o E''[X_a^2]
+        _condition(Cs, o, Css)
+        phi = _density0(Cs[o, o])
+        inner = 2.0 * Cs[b, a] * Cs[a, o] * phi + Cs[b, o] * phi * Css[a, a]
+        acc += Om[b, s] * _density0(Om[s, s]) * inner
+    return acc
+
+
 @njit(**JIT)
 def noise_moment(s, Om, g, c, Kt, Jt, Lt, i, k, Op, C4, theta):
     """E[e^2 g'(h_i) g'(h_k)] for students i, k (label noise excluded), e = sum_a c_a g_a(h_a).
@@ -136,13 +269,23 @@ def noise_moment(s, Om, g, c, Kt, Jt, Lt, i, k, Op, C4, theta):
                 x *= 4.0 * c[a] * c[b]
                 acc += x if a == b else 2.0 * x
         return acc
-    # ReLU: E[H(h_i) H(h_k) g_a(h_a) g_b(h_b)] with g_a, g_b relu (x H(x)) or linear (x)
+    # ReLU: E[H(h_i) H(h_k) g_a(h_a) g_b(h_b)] with g_a, g_b relu (x H(x)) or linear (x), or
+    # squares (a quadratic teacher: relu_quadratic_moment)
     idx = np.empty(4, np.int64)
     idx[0] = i
     idx[1] = k
+    S = np.empty(2, np.int64)
+    S[0] = i
+    S[1] = k
+    nS = 1 if i == k else 2
     acc = 0.0
     for a in range(n):
         for b in range(a, n):
+            if g[b] == QUADRATIC:
+                # students come first: a is a ReLU student (relu) or a quadratic teacher
+                x = c[a] * c[b] * relu_quadratic_moment(Om, S, nS, a, b, g[a] == RELU, C4, theta)
+                acc += x if a == b else 2.0 * x
+                continue
             idx[2] = a
             idx[3] = b
             for p in range(4):

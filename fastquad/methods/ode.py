@@ -77,7 +77,7 @@ def _check(c, p, prefix):
     if c["sgd_noise"] and not noise_available(activation_code(s), activation_code(t)):
         p.add(
             f"{prefix}sgd_noise: the SGD-noise term of a {s} student with a {t} teacher is not "
-            "available (a ReLU student's needs a relu or linear teacher); set sgd_noise = false "
+            "available (an erf-weighted orthant moment); set sgd_noise = false "
             "(the population flow) or use method sgd"
         )
 
