@@ -14,7 +14,6 @@ from .activations import activation_code, activation_pair
 from .config import check_option
 from .errors import InputError
 from .kernels import ode as _k
-from .kernels import ode_act as _ka
 from .methods.ode import ODEOptions
 from .progress import RecordProgress, records
 from .result import Result
@@ -119,22 +118,14 @@ def _rate_scale(Q, v, T, vt, lr, noise_weight):
     return np.maximum(drift * (1.0 + noise_weight * lr * units * c * c * q), 1e-12)
 
 
-def _activation_codes(p, activation, teacher_activation, sgd_noise):
-    """Kernel codes of the two activations, problems added to p; refuses a pair whose SGD-noise
-    term does not exist (naming the parameters and the way out)."""
+def _activation_codes(p, activation, teacher_activation):
+    """Kernel codes of the two activations; a problem added to p if a name is invalid."""
     try:
         s, t = activation_pair(activation, teacher_activation)
     except InputError as exc:
         p.add(str(exc))
         return 0, 0
-    codes = activation_code(s), activation_code(t)
-    if sgd_noise is True and not _ka.noise_available(*codes):
-        p.add(
-            f"sgd_noise: the SGD-noise term of a {s} student with a {t} teacher is not "
-            "available (an erf-weighted orthant moment); use "
-            "sgd_noise=False (the population flow) or method sgd"
-        )
-    return codes
+    return activation_code(s), activation_code(t)
 
 
 def ode_rhs(
@@ -178,8 +169,8 @@ def ode_rhs(
     activation : {"quadratic", "linear", "relu", "erf"}
         The student's activation g.
     teacher_activation : str or None
-        The teacher's; None (or "same") means the student's. The SGD-noise term exists for
-        every pair except a ReLU student with an erf teacher.
+        The teacher's; None (or "same") means the student's. Every pair has its SGD-noise
+        term.
 
     Returns
     -------
@@ -213,7 +204,7 @@ def ode_rhs(
     sigma = p.check(_validate.real, "label_noise", label_noise, low=0.0)
     train_v = p.check(check_option, "train_second_layer", train_second_layer)
     opts = ODEOptions.make(p, sgd_noise=sgd_noise, batch_size=batch_size)
-    act_s, act_t = _activation_codes(p, activation, teacher_activation, sgd_noise)
+    act_s, act_t = _activation_codes(p, activation, teacher_activation)
     p.raise_if_any()
     noise, batch = opts.sgd_noise, opts.batch_size
     Q, R, v, T, vt = _for_kernel(Q, R, v, T, vt)
@@ -366,7 +357,7 @@ def integrate_ode(
         atol=atol,
     )
     max_error = p.check(check_option, "max_error", max_error)
-    act_s, act_t = _activation_codes(p, activation, teacher_activation, sgd_noise)
+    act_s, act_t = _activation_codes(p, activation, teacher_activation)
     p.raise_if_any()
     noise, batch, method = opts.sgd_noise, opts.batch_size, opts.integrator
     rtol, atol = opts.rtol, opts.atol

@@ -30,9 +30,8 @@ import numpy as np
 
 import fastquad as fq
 from fastquad import plots
-from fastquad.activations import activation_code, activation_degree
+from fastquad.activations import activation_degree
 from fastquad.analysis import detect_stages, find_fixed_points
-from fastquad.kernels.ode_act import noise_available
 from fastquad.sweep import embedded_cluster, load_sweep, parse_sweep, run_sweep
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -82,11 +81,9 @@ def _pair(s, t):
 
 
 def _ode_from_start(ds, runs, lr, t, s, teacher):
-    """The ODE of each run from its own t = 0 order parameters; with the SGD-noise term when
-    the pair has one. Returns (Result, with_noise)."""
+    """The ODE (with its SGD-noise term) of each run from its own t = 0 order parameters."""
     K = int(np.ravel(_param(ds, "K"))[0])
     M = int(np.ravel(_param(ds, "M"))[0])
-    noise = bool(noise_available(activation_code(s), activation_code(teacher)))
     res = fq.integrate_ode(
         ds.Q.values[runs, 0, :K, :K],
         ds.R.values[runs, 0, :K, :M],
@@ -96,11 +93,10 @@ def _ode_from_start(ds, runs, lr, t, s, teacher):
         lr,
         float(t[-1]),
         times=t,
-        sgd_noise=noise,
         activation=s,
         teacher_activation=teacher,
     )
-    return res, noise
+    return res
 
 
 def _when(x):
@@ -126,7 +122,7 @@ def section_curves(out, figs, facts):
         f"K = M = 2, T = I, v* = (1, 0.5), student init scale 0.3, v0 = 0.5, lr = {lr:g}; "
         f"online SGD at d = {int(_param(ds, 'd'))} ({int(_param(ds, 'n_replicas'))} runs per "
         "pair), and the ODE of each run from the order parameters of its own initial weights "
-        "(with the SGD-noise term where it exists). Times are the first recorded time at "
+        "(with its SGD-noise term). Times are the first recorded time at "
         f"which the mean curve reaches eps_g(0) x {CURVE_LEVEL:g}; plateaus are those of the mean "
         "ODE curve. From a random start the escape from a plateau fluctuates from run to run "
         "at finite d, so the curves are compared by these times and levels here; section 5 "
@@ -148,7 +144,7 @@ def section_curves(out, figs, facts):
                 continue
             sel = np.flatnonzero((s_all == s) & (t_all == teacher))
             used = sel[ok[sel]]
-            ode, noise = _ode_from_start(ds, used, lr, t, s, teacher)
+            ode = _ode_from_start(ds, used, lr, t, s, teacher)
             sgd = ds.eps_g.values[used]
             mean_sgd = sgd.mean(axis=0)
             mean_ode = ode.eps_g.mean(axis=0)
@@ -162,12 +158,10 @@ def section_curves(out, figs, facts):
                 t_learn=t_learn,
                 t_learn_sgd=t_sgd,
                 n_plateaus=st.n_plateaus,
-                noise=noise,
             )
             lines.append(
                 f"| {_pair(s, teacher)} | {len(used)} ({len(sel) - len(used)} diverged) | "
                 f"{mean_ode[0]:.4g} | {_loss(mean_sgd[-1])} / {_loss(mean_ode[-1])}"
-                + ("" if noise else " (ODE without its noise term)")
                 + f" | {_when(t_sgd)} / {_when(t_learn)} | "
                 f"{', '.join(f'{x:.3g}' for x in st.levels) or 'none'} |"
             )
@@ -387,7 +381,7 @@ def section_finite_d(out, figs, facts):
         agree = False
         for d in dims:
             sel = np.flatnonzero((s_all == s) & (_param(ds, "d") == d) & ok)
-            ode, _ = _ode_from_start(ds, sel, lr, t, s, s)
+            ode = _ode_from_start(ds, sel, lr, t, s, s)
             rel, z, _ = _deviation(ds.eps_g.values[sel], ode.eps_g)
             rels.append(rel)
             agree = _agrees(rel, z, len(sel), len(t) - 1)

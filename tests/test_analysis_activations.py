@@ -452,10 +452,6 @@ def test_plateau_levels_with_noise_for_erf():
     assert ok.any()
     # no orbits: nothing conserved, the continued point is a fixed point of the full ODE
     assert np.isnan(levels.conserved[ok]).all() and np.all(levels.residual[ok] < 1e-9)
-    with pytest.raises(InputError, match="sgd_noise"):
-        plateau_levels_with_noise(
-            1, 1, None, [1.0], 0.1, activation="relu", teacher_activation="quadratic"
-        )
 
 
 @pytest.mark.parametrize(
@@ -472,13 +468,6 @@ def test_plateau_levels_with_noise_for_erf():
 def test_a_bad_activation_is_named_before_any_work(call, param):
     with pytest.raises(InputError, match=f"^{param} must be one of"):
         call(**{param: "tanh"})
-
-
-def test_the_missing_noise_term_is_refused():
-    with pytest.raises(InputError, match="^sgd_noise"):
-        find_fixed_points(
-            1, 1, None, [1.0], sgd_noise=True, activation="relu", teacher_activation="erf"
-        )
 
 
 def test_trajectories_of_another_activation_are_refused():

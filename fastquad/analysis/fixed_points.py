@@ -86,7 +86,6 @@ from ..activations import (
 from ..closed_form import generalization_error, population_gradients
 from ..errors import InputError
 from ..kernels import ode as _k
-from ..kernels import ode_act as _ka
 from ..kernels.activation import RELU
 from ..kernels.activation import pair_k as _pair_k
 
@@ -225,15 +224,6 @@ def _activation_names(p, activation, teacher_activation):
     """Validated ``(student, teacher)`` activation names, a problem added to p if invalid."""
     pair = p.check(activation_pair, activation, teacher_activation)
     return pair if pair is not None else ("quadratic", "quadratic")
-
-
-def _check_noise_term(s, t, sgd_noise):
-    """InputError if the SGD-noise term of this pair of activations does not exist."""
-    if sgd_noise and not _ka.noise_available(activation_code(s), activation_code(t)):
-        raise InputError(
-            f"sgd_noise: the SGD-noise term of a {s} student with a {t} teacher is not "
-            "available; use sgd_noise=False (the population gradient flow)"
-        )
 
 
 class _System:
@@ -1562,7 +1552,7 @@ def find_fixed_points(
         population gradient flow. With a trained second layer the term raises every
         ``C_j = Q_jj - a v_j^2`` wherever the error is nonzero, so only points with zero error
         or idle units survive it; :func:`plateau_levels_with_noise` gives the plateau levels
-        of the full ODE. Not available for a ReLU student with an erf teacher.
+        of the full ODE.
     label_noise : float, >= 0
         Enters only with ``sgd_noise=True``.
     n_starts : int, >= 1
@@ -1644,7 +1634,6 @@ def find_fixed_points(
     batch = p.check(_validate.integer, "batch_size", batch_size, low=1)
     act_s, act_t = _activation_names(p, activation, teacher_activation)
     p.raise_if_any()
-    _check_noise_term(act_s, act_t, noise)
     T, vt = _check_teacher(T, v_teacher, M)
     v_fixed = _frozen_v(K, train_v, v_student)
     if conserved is not None:
@@ -2294,7 +2283,6 @@ def plateau_levels_with_noise(
     )
     act_s, act_t = _activation_names(p, activation, teacher_activation)
     p.raise_if_any()
-    _check_noise_term(act_s, act_t, True)
     T, vt = _check_teacher(T, v_teacher, M)
     c = (
         np.full(K, _validate.real("conserved", conserved))

@@ -26,15 +26,7 @@ from numba import njit
 
 from .activation import ERF, LINEAR, QUADRATIC, RELU, pair_j, pair_k, pair_l
 from .options import JIT
-from .orthant import orthant_moment
-
-
-@njit(**JIT)
-def noise_available(s, t):
-    """Whether the eta^2 term of student activation s against teacher activation t exists:
-    everywhere except a ReLU student with an erf teacher (an erf-weighted orthant moment that no
-    routine here computes)."""
-    return not (s == RELU and t == ERF)
+from .orthant import orthant_moment, orthant_probability
 
 
 @njit(**JIT)
@@ -234,6 +226,105 @@ def relu_quadratic_moment(Om, S, nS, a, b, relu_a, C4, theta):
 
 
 @njit(**JIT)
+def _probability(C, f, m, C4):
+    """P(X_f[0], ..., X_f[m-1] > 0) under C, m <= 4 (fewer fields are padded with repeats of
+    the last, which :func:`.orthant.orthant_probability` counts once)."""
+    if m == 0:
+        return 1.0
+    for p in range(4):
+        for q in range(4):
+            C4[p, q] = C[f[min(p, m - 1)], f[min(q, m - 1)]]
+    return orthant_probability(C4)
+
+
+@njit(**JIT)
+def _first_moment_any(C, x, f, m, C4):
+    """E[X_x prod_{j < m} H(X_f[j])] under C by integration by parts, m <= 4 (the conditional
+    probabilities by :func:`_probability`)."""
+    n = C.shape[0]
+    Cs = np.empty((n, n))
+    rest = np.empty(4, np.int64)
+    acc = 0.0
+    for j in range(m):
+        s = f[j]
+        if C[x, s] == 0.0 or C[s, s] <= 0.0:
+            continue
+        _condition(C, s, Cs)
+        r = 0
+        for q in range(m):
+            if q != j:
+                rest[r] = f[q]
+                r += 1
+        acc += C[x, s] * _density0(C[s, s]) * _probability(Cs, rest, r, C4)
+    return acc
+
+
+@njit(**JIT)
+def relu_erf_moment(Om, S, nS, a, b, relu_a, C4):
+    """E[prod_{s in S} H(h_s) g_a(h_a) erf(h_b / sqrt 2)] for a ReLU student and an erf teacher:
+    g_a is relu (``relu_a``, a a student unit) or erf (a a teacher unit); b is a teacher unit.
+
+    erf(h / sqrt 2) = 2 P(z < h) - 1 for an independent z ~ N(0, 1): each erf factor is
+    2 H(h - z) - 1, and h - z is one more Gaussian field (variance + 1, the same covariances;
+    two erf factors of one unit take independent z). The moment becomes orthant probabilities
+    of at most four fields and first moments over them (by parts), all from
+    :func:`.orthant.orthant_probability`.
+    """
+    # the local fields: S, then a (relu), then the shifted fields of the erf factors
+    orig = np.empty(6, np.int64)
+    shifted = np.zeros(6, np.bool_)
+    m = 0
+    for j in range(nS):
+        if Om[S[j], S[j]] <= 0.0:
+            return 0.0  # H(0) = 0
+        orig[m] = S[j]
+        m += 1
+    xa = -1
+    if relu_a:
+        if Om[a, a] <= 0.0:
+            return 0.0
+        for j in range(m):
+            if orig[j] == a:
+                xa = j
+        if xa < 0:
+            orig[m] = a
+            xa = m
+            m += 1
+    else:
+        orig[m] = a
+        shifted[m] = True
+        m += 1
+    orig[m] = b
+    shifted[m] = True
+    m += 1
+    L = np.empty((m, m))
+    for p in range(m):
+        for q in range(m):
+            L[p, q] = Om[orig[p], orig[q]] + (1.0 if p == q and shifted[p] else 0.0)
+    f = np.empty(4, np.int64)
+    if relu_a:
+        # 2 E[X_a H_S H_a H(Y_b)] - E[X_a H_S H_a], Y_b the last field
+        nf = m - 1
+        for j in range(nf):
+            f[j] = j
+        low = _first_moment_any(L, xa, f, nf, C4)
+        f[nf] = m - 1
+        return 2.0 * _first_moment_any(L, xa, f, nf + 1, C4) - low
+    # (2 H(Y_a) - 1)(2 H(Y_b) - 1) against H_S: fields 0..nS-1, then Y_a, Y_b
+    for j in range(nS):
+        f[j] = j
+    p_s = _probability(L, f, nS, C4)
+    f[nS] = nS
+    p_a = _probability(L, f, nS + 1, C4)
+    f[nS] = nS + 1
+    p_b = _probability(L, f, nS + 1, C4)
+    f[nS] = nS
+    f[nS + 1] = nS + 1
+    p_ab = _probability(L, f, nS + 2, C4)
+    return 4.0 * p_ab - 2.0 * p_a - 2.0 * p_b + p_s
+
+
+@njit(**JIT)
 def noise_moment(s, Om, g, c, Kt, Jt, Lt, i, k, Op, C4, theta):
     """E[e^2 g'(h_i) g'(h_k)] for students i, k (label noise excluded), e = sum_a c_a g_a(h_a).
 
@@ -281,6 +372,11 @@ def noise_moment(s, Om, g, c, Kt, Jt, Lt, i, k, Op, C4, theta):
     acc = 0.0
     for a in range(n):
         for b in range(a, n):
+            if g[b] == ERF:
+                # students come first: a is a ReLU student (relu) or an erf teacher
+                x = c[a] * c[b] * relu_erf_moment(Om, S, nS, a, b, g[a] == RELU, C4)
+                acc += x if a == b else 2.0 * x
+                continue
             if g[b] == QUADRATIC:
                 # students come first: a is a ReLU student (relu) or a quadratic teacher
                 x = c[a] * c[b] * relu_quadratic_moment(Om, S, nS, a, b, g[a] == RELU, C4, theta)

@@ -69,19 +69,6 @@ def _run(c, W0, v0, Wt, vt, lr, sigma, seeds, ids, common):
     return res.replace(params=dict(d=c.d, seed=seeds, run_id=ids))
 
 
-def _check(c, p, prefix):
-    from ..activations import activation_code, activation_pair
-    from ..kernels.ode_act import noise_available
-
-    s, t = activation_pair(c["activation"], c["teacher_activation"])
-    if c["sgd_noise"] and not noise_available(activation_code(s), activation_code(t)):
-        p.add(
-            f"{prefix}sgd_noise: the SGD-noise term of a {s} student with a {t} teacher is not "
-            "available (an erf-weighted orthant moment); set sgd_noise = false "
-            "(the population flow) or use method sgd"
-        )
-
-
 def _steps(c):
     if c.integrator == "rk4" and c.dt:
         return c.t_max / c.dt, "dt"
@@ -101,5 +88,4 @@ METHOD = Method(
     run=_run,
     steps=_steps,
     seconds_per_run=_seconds,
-    check=_check,
 )
