@@ -63,6 +63,11 @@ def activation_code(name):
     return _CODES[check_activation(name)]
 
 
+def activation_codes(pair):
+    """The kernels' integer codes of a validated ``(student, teacher)`` pair of names."""
+    return _CODES[pair[0]], _CODES[pair[1]]
+
+
 def activation_degree(name):
     """a such that g(c h) = c^a g(h) for c > 0, or None when g is not homogeneous (erf)."""
     return _DEGREE[check_activation(name)]

@@ -8,7 +8,7 @@ O((K + M)^2 d) from the weights. These functions validate their inputs and call 
 import numpy as np
 
 from . import _validate
-from .activations import activation_code, activation_pair
+from .activations import activation_codes, activation_pair
 from .errors import InputError
 from .kernels import closed_form as _cf
 
@@ -66,11 +66,6 @@ def _order_state(Q, R, T, v, v_teacher):
     return Q, R, T, v, vt
 
 
-def _codes(activation, teacher_activation):
-    s, t = activation_pair(activation, teacher_activation)
-    return activation_code(s), activation_code(t)
-
-
 def generalization_error(Q, R, T, v, v_teacher, *, activation="quadratic", teacher_activation=None):
     """Exact generalisation error ``eps_g = E[(f - f*)^2] / 2``.
 
@@ -106,7 +101,7 @@ def generalization_error(Q, R, T, v, v_teacher, *, activation="quadratic", teach
     >>> round(fq.generalization_error(I, 0 * I, I, [0.0], [1.0]), 6)  # w = 0: 3/2 (v* T)^2
     1.5
     """
-    s, t = _codes(activation, teacher_activation)
+    s, t = activation_codes(activation_pair(activation, teacher_activation))
     Q, R, T, v, vt = _order_state(Q, R, T, v, v_teacher)
     return float(_cf.eps_g_act(Q, R, T, v, vt, s, t))
 
@@ -153,7 +148,7 @@ def population_gradients(
     >>> float(np.abs(grad_W).max() + np.abs(grad_v).max()) < 1e-12
     True
     """
-    s, t = _codes(activation, teacher_activation)
+    s, t = activation_codes(activation_pair(activation, teacher_activation))
     W, Wt = _weights(W, W_teacher)
     v = _validate.finite_array("v", v, shape=(W.shape[0],))
     vt = _validate.finite_array("v_teacher", v_teacher, shape=(Wt.shape[0],))

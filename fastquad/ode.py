@@ -10,7 +10,7 @@ All checks run here, before any kernel does; the kernels live in :mod:`fastquad.
 import numpy as np
 
 from . import _validate
-from .activations import activation_code, activation_pair
+from .activations import activation_codes, activation_pair
 from .config import check_option
 from .errors import InputError
 from .kernels import ode as _k
@@ -118,16 +118,6 @@ def _rate_scale(Q, v, T, vt, lr, noise_weight):
     return np.maximum(drift * (1.0 + noise_weight * lr * units * c * c * q), 1e-12)
 
 
-def _activation_codes(p, activation, teacher_activation):
-    """Kernel codes of the two activations; a problem added to p if a name is invalid."""
-    try:
-        s, t = activation_pair(activation, teacher_activation)
-    except InputError as exc:
-        p.add(str(exc))
-        return 0, 0
-    return activation_code(s), activation_code(t)
-
-
 def ode_rhs(
     Q,
     R,
@@ -204,8 +194,9 @@ def ode_rhs(
     sigma = p.check(_validate.real, "label_noise", label_noise, low=0.0)
     train_v = p.check(check_option, "train_second_layer", train_second_layer)
     opts = ODEOptions.make(p, sgd_noise=sgd_noise, batch_size=batch_size)
-    act_s, act_t = _activation_codes(p, activation, teacher_activation)
+    pair = p.check(activation_pair, activation, teacher_activation)
     p.raise_if_any()
+    act_s, act_t = activation_codes(pair)
     noise, batch = opts.sgd_noise, opts.batch_size
     Q, R, v, T, vt = _for_kernel(Q, R, v, T, vt)
     dQ, dR, dv = np.empty((K, K)), np.empty((K, M)), np.empty(K)
@@ -357,8 +348,9 @@ def integrate_ode(
         atol=atol,
     )
     max_error = p.check(check_option, "max_error", max_error)
-    act_s, act_t = _activation_codes(p, activation, teacher_activation)
+    pair = p.check(activation_pair, activation, teacher_activation)
     p.raise_if_any()
+    act_s, act_t = activation_codes(pair)
     noise, batch, method = opts.sgd_noise, opts.batch_size, opts.integrator
     rtol, atol = opts.rtol, opts.atol
     times = log_times(t_max) if times is None else _validate.times_grid("times", times, t_max)
@@ -423,12 +415,8 @@ def integrate_ode(
         rtol=rtol,
         atol=atol,
         max_error=max_error,
-        **dict(
-            zip(
-                ("activation", "teacher_activation"),
-                activation_pair(activation, teacher_activation),
-            )
-        ),
+        activation=pair[0],
+        teacher_activation=pair[1],
     )
     return Result.from_params(
         params,

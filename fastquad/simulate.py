@@ -20,7 +20,7 @@ import numbers
 import numpy as np
 
 from . import _validate
-from .activations import SAME, activation_code, activation_pair
+from .activations import activation_codes, activation_pair
 from .budget import MEMORY_SHARE, machine_memory
 from .config import check_option
 from .errors import InputError
@@ -120,19 +120,6 @@ def _common(W0, v0, W_teacher, v_teacher, lr, label_noise, n_hint=1):
         for nm, a in zip(("W0", "v0", "W_teacher", "v_teacher"), nets)
     )
     return nets, lr, sigma, n
-
-
-def _activations(activation, teacher_activation):
-    """The validated names ``(student, teacher)``; a teacher_activation of None or ``"same"``
-    is the student's. InputError names the parameter and the allowed values."""
-    if isinstance(teacher_activation, str) and teacher_activation == SAME:
-        teacher_activation = None
-    return activation_pair(activation, teacher_activation)
-
-
-def _codes(names):
-    """The kernels' integer codes of ``(student, teacher)`` names."""
-    return activation_code(names[0]), activation_code(names[1])
 
 
 def _time_grid(t_max, times, d):
@@ -347,7 +334,7 @@ def simulate_sgd(
     K, d = W.shape[1:]
     M = Wt.shape[1]
     p = _validate.Problems()
-    names = p.check(_activations, activation, teacher_activation)
+    names = p.check(activation_pair, activation, teacher_activation)
     opts = SGDOptions.make(p, batch_size=batch_size, sampler=sampler, dtype=dtype)
     train_v = p.check(check_option, "train_second_layer", train_second_layer)
     max_error = p.check(check_option, "max_error", max_error)
@@ -358,7 +345,7 @@ def simulate_sgd(
     grid = p.check(_time_grid, t_max, times, d)
     p.raise_if_any()
     batch, sampler, dtype = opts.batch_size, opts.sampler, opts.dtype
-    s_code, t_code = _codes(names)
+    s_code, t_code = activation_codes(names)
     if batch > 1 and 16 * batch * (d + 1) * (num_threads or 1) > MEMORY_SHARE * machine_memory():
         raise InputError(
             f"batch_size must fit in memory: {batch} samples of d = {d} inputs need "
@@ -517,7 +504,7 @@ def _sgd_exact(
         vo,
         status,
         stop,
-        *_codes(names),
+        *activation_codes(names),
         num_threads=num_threads,
         progress=progress and RecordProgress(eps, uniq / d, "sgd"),
     )
@@ -609,7 +596,7 @@ def simulate_gd(
     K, d = W.shape[1:]
     M = Wt.shape[1]
     p = _validate.Problems()
-    names = p.check(_activations, activation, teacher_activation)
+    names = p.check(activation_pair, activation, teacher_activation)
     opts = GDOptions.make(
         p, n_samples=n_samples, batch_size=1 if batch_size is None else batch_size
     )
@@ -661,7 +648,7 @@ def simulate_gd(
         vo,
         status,
         stop,
-        *_codes(names),
+        *activation_codes(names),
         num_threads=num_threads,
         progress=progress and RecordProgress(eps, t, "gd"),
     )
@@ -748,7 +735,7 @@ def integrate_flow(
     K, d = W.shape[1:]
     M = Wt.shape[1]
     p = _validate.Problems()
-    names = p.check(_activations, activation, teacher_activation)
+    names = p.check(activation_pair, activation, teacher_activation)
     train_v = p.check(check_option, "train_second_layer", train_second_layer)
     max_error = p.check(check_option, "max_error", max_error)
     grid = p.check(_time_grid, t_max, times, None)
@@ -777,7 +764,7 @@ def integrate_flow(
         vo,
         status,
         t_stop,
-        *_codes(names),
+        *activation_codes(names),
         num_threads=num_threads,
         progress=progress and RecordProgress(eps, t, "flow"),
     )

@@ -66,16 +66,6 @@ def _param(ds, name):
     return parse_sweep(str(ds.attrs["config"])).fixed[name]
 
 
-def _strings(ds, name):
-    return ds[name].values.astype(str)
-
-
-def _teacher_of(ds):
-    """The teacher activation of each run, resolved ("same" -> the student's)."""
-    s, t = _strings(ds, "activation"), _strings(ds, "teacher_activation")
-    return np.where(t == "same", s, t)
-
-
 def _pair(s, t):
     return f"{s} / {t}"
 
@@ -114,7 +104,7 @@ def section_curves(out, figs, facts):
     ds = fq.load(out / "curves.h5")
     t = ds.time.values
     lr = float(_param(ds, "lr"))
-    s_all, t_all = _strings(ds, "activation"), _teacher_of(ds)
+    s_all, t_all = plots.activations(ds)
     ok = _ok(ds)
     lines = [
         "## 1. Learning curves on matched problems",
@@ -184,7 +174,7 @@ def section_curves(out, figs, facts):
 def section_stages(out, figs, facts):
     ds = fq.load(out / "stages.h5")
     t = ds.time.values
-    s_all, t_all = _strings(ds, "activation"), _teacher_of(ds)
+    s_all, t_all = plots.activations(ds)
     ok = _ok(ds)
     lines = [
         "## 2. Plateaus and drops from a small initialisation",
@@ -278,7 +268,7 @@ def section_fixed_points(out, figs, facts):
 def section_failure(out, figs, facts):
     ds = fq.load(out / "failure.h5")
     ok = _ok(ds)
-    s_all = _strings(ds, "activation")
+    s_all = plots.activations(ds)[0]
     Q0 = ds.Q.values[:, 0, 0, 0]
     v0 = ds.v.values[:, 0, 0]
     learnt = ds.eps_g.values[:, -1] <= LEARNT * ds.eps_g.values[:, 0]
@@ -361,7 +351,7 @@ def section_finite_d(out, figs, facts):
     ds = fq.load(out / "finite_d.h5")
     t = ds.time.values
     lr = float(_param(ds, "lr"))
-    s_all = _strings(ds, "activation")
+    s_all = plots.activations(ds)[0]
     ok = _ok(ds)
     dims = np.unique(_param(ds, "d"))
     lines = [

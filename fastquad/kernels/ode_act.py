@@ -24,7 +24,7 @@ import math
 import numpy as np
 from numba import njit
 
-from .activation import ERF, LINEAR, QUADRATIC, RELU, pair_j, pair_k, pair_l
+from .activation import _INV_SQRT_2PI, ERF, LINEAR, QUADRATIC, RELU, pair_j, pair_k, pair_l
 from .options import JIT
 from .orthant import orthant_moment, orthant_probability
 
@@ -92,9 +92,6 @@ def _erf_pair_weight(Om, i, k, Op):
     return (2.0 / math.pi) / math.sqrt(det)
 
 
-_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
-
-
 @njit(**JIT)
 def _density0(var):
     """The N(0, var) density at 0 (0 for a field of zero variance: H(0) = 0 kills its terms)."""
@@ -126,35 +123,36 @@ def _moment(C, u0, u1, c, d, C4, theta):
 
 
 @njit(**JIT)
-def _orthant_rest(C, S, nS, skip):
-    """P(X_s > 0 for s in S except S[skip]) under C (at most two fields left)."""
-    a = -1
-    b = -1
-    for j in range(nS):
-        if j != skip:
-            if a < 0:
-                a = S[j]
-            else:
-                b = S[j]
-    if a < 0:
+def _probability(C, f, m, C4):
+    """P(X_f[0], ..., X_f[m-1] > 0) under C, m <= 4 (fewer fields are padded with repeats of
+    the last, which :func:`.orthant.orthant_probability` counts once)."""
+    if m == 0:
         return 1.0
-    if b < 0:
-        return 0.5 if C[a, a] > 0.0 else 0.0
-    if C[a, a] <= 0.0 or C[b, b] <= 0.0:
-        return 0.0
-    r = min(1.0, max(-1.0, C[a, b] / math.sqrt(C[a, a] * C[b, b])))
-    return 0.25 + math.asin(r) / (2.0 * math.pi)
+    for p in range(4):
+        for q in range(4):
+            C4[p, q] = C[f[min(p, m - 1)], f[min(q, m - 1)]]
+    return orthant_probability(C4)
 
 
 @njit(**JIT)
-def _first_moment(C, m, S, nS, Cs):
-    """E[X_m prod_{s in S} H(X_s)] by integration by parts (Cs: scratch)."""
+def _first_moment(C, x, f, m, C4):
+    """E[X_x prod_{j < m} H(X_f[j])] under C by integration by parts, m <= 4 (the conditional
+    probabilities by :func:`_probability`)."""
+    n = C.shape[0]
+    Cs = np.empty((n, n))
+    rest = np.empty(4, np.int64)
     acc = 0.0
-    for j in range(nS):
-        s = S[j]
-        if C[m, s] != 0.0:
-            _condition(C, s, Cs)
-            acc += C[m, s] * _density0(C[s, s]) * _orthant_rest(Cs, S, nS, j)
+    for j in range(m):
+        s = f[j]
+        if C[x, s] == 0.0 or C[s, s] <= 0.0:
+            continue
+        _condition(C, s, Cs)
+        r = 0
+        for q in range(m):
+            if q != j:
+                rest[r] = f[q]
+                r += 1
+        acc += C[x, s] * _density0(C[s, s]) * _probability(Cs, rest, r, C4)
     return acc
 
 
@@ -164,8 +162,8 @@ def relu_quadratic_moment(Om, S, nS, a, b, relu_a, C4, theta):
     relu (``relu_a``, a a student unit) or the square (a a teacher unit); b is a teacher unit.
 
     One integration by parts on a factor h_b leaves first and second moments over at most three
-    Heaviside fields, conditional ones included: orthant probabilities of at most two fields
-    (closed form) and :func:`.orthant.orthant_moment`.
+    Heaviside fields, conditional ones included: orthant probabilities
+    (:func:`.orthant.orthant_probability`) and :func:`.orthant.orthant_moment`.
     """
     n = Om.shape[0]
     Cs = np.empty((n, n))
@@ -188,8 +186,8 @@ def relu_quadratic_moment(Om, S, nS, a, b, relu_a, C4, theta):
             return 0.0  # H(0) = 0
     if relu_a:
         # E[H_S X_a X_b^2], a in S: d/dX_a of X_a H_a is H_a
-        acc = Om[b, b] * _first_moment(Om, a, Sa, nA, Cs)
-        acc += Om[b, a] * _first_moment(Om, b, Sa, nA, Cs)
+        acc = Om[b, b] * _first_moment(Om, a, Sa, nA, C4)
+        acc += Om[b, a] * _first_moment(Om, b, Sa, nA, C4)
         for j in range(nA):
             s = Sa[j]
             if s == a or Om[b, s] == 0.0:
@@ -222,40 +220,6 @@ def relu_quadratic_moment(Om, S, nS, a, b, relu_a, C4, theta):
         phi = _density0(Cs[o, o])
         inner = 2.0 * Cs[b, a] * Cs[a, o] * phi + Cs[b, o] * phi * Css[a, a]
         acc += Om[b, s] * _density0(Om[s, s]) * inner
-    return acc
-
-
-@njit(**JIT)
-def _probability(C, f, m, C4):
-    """P(X_f[0], ..., X_f[m-1] > 0) under C, m <= 4 (fewer fields are padded with repeats of
-    the last, which :func:`.orthant.orthant_probability` counts once)."""
-    if m == 0:
-        return 1.0
-    for p in range(4):
-        for q in range(4):
-            C4[p, q] = C[f[min(p, m - 1)], f[min(q, m - 1)]]
-    return orthant_probability(C4)
-
-
-@njit(**JIT)
-def _first_moment_any(C, x, f, m, C4):
-    """E[X_x prod_{j < m} H(X_f[j])] under C by integration by parts, m <= 4 (the conditional
-    probabilities by :func:`_probability`)."""
-    n = C.shape[0]
-    Cs = np.empty((n, n))
-    rest = np.empty(4, np.int64)
-    acc = 0.0
-    for j in range(m):
-        s = f[j]
-        if C[x, s] == 0.0 or C[s, s] <= 0.0:
-            continue
-        _condition(C, s, Cs)
-        r = 0
-        for q in range(m):
-            if q != j:
-                rest[r] = f[q]
-                r += 1
-        acc += C[x, s] * _density0(C[s, s]) * _probability(Cs, rest, r, C4)
     return acc
 
 
@@ -307,9 +271,9 @@ def relu_erf_moment(Om, S, nS, a, b, relu_a, C4):
         nf = m - 1
         for j in range(nf):
             f[j] = j
-        low = _first_moment_any(L, xa, f, nf, C4)
+        low = _first_moment(L, xa, f, nf, C4)
         f[nf] = m - 1
-        return 2.0 * _first_moment_any(L, xa, f, nf + 1, C4) - low
+        return 2.0 * _first_moment(L, xa, f, nf + 1, C4) - low
     # (2 H(Y_a) - 1)(2 H(Y_b) - 1) against H_S: fields 0..nS-1, then Y_a, Y_b
     for j in range(nS):
         f[j] = j
